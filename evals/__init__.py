@@ -1,0 +1,1 @@
+"""loradock.evals"""

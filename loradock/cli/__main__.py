@@ -1,0 +1,3 @@
+from loradock.cli import main
+
+main()

@@ -1,0 +1,86 @@
+"""Adapter names: ``org/name``, ``org/name@<sha>``, ``org/name@<alias or branch>``.
+
+Names arrive from users and from HTTP requests, so they are parsed strictly: a repo id is
+exactly ``namespace/name`` with the Hub's characters, never a path. Nothing that parses
+here can climb out of a folder (no ``..``, no leading ``/``, no backslash).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from loradock.errors import InvalidNameError
+
+# The Hub's own rule for each half of a repo id (letters, digits, '-', '_', '.'), without
+# leading/trailing separators and without '..' (huggingface_hub's validate_repo_id agrees).
+_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+REPO_ID_RE = re.compile(rf"^{_PART}/{_PART}$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# Aliases and branch names: a conservative subset of git ref names.
+REVISION_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+DEFAULT_REVISION = "main"
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """Return ``repo_id`` unchanged if it is ``namespace/name``; else raise ``InvalidNameError``."""
+    if not isinstance(repo_id, str) or not REPO_ID_RE.match(repo_id) or ".." in repo_id:
+        raise InvalidNameError(
+            f"Invalid repo id {repo_id!r}: expected 'namespace/name' with letters, digits, "
+            "'-', '_' or '.' (for example 'acme/smollm2-dates-lora')."
+        )
+    return repo_id
+
+
+def validate_revision(revision: str) -> str:
+    """Return ``revision`` if it is a commit sha, branch or alias name; else raise."""
+    if not isinstance(revision, str) or not REVISION_RE.match(revision) or ".." in revision:
+        raise InvalidNameError(
+            f"Invalid revision {revision!r}: expected a 40-character commit sha, a branch "
+            "such as 'main', or an alias such as 'prod'."
+        )
+    return revision
+
+
+def validate_alias(alias: str) -> str:
+    """Aliases are short lower-case words (``prod``, ``staging``, ``canary-2``), never a sha."""
+    if not isinstance(alias, str) or not ALIAS_RE.match(alias) or alias == DEFAULT_REVISION:
+        raise InvalidNameError(
+            f"Invalid alias {alias!r}: use a lower-case word of at most 32 characters "
+            "(letters, digits, '-', '_'), not 'main'."
+        )
+    return alias
+
+
+def is_sha(revision: str | None) -> bool:
+    return bool(revision) and bool(SHA_RE.match(revision or ""))
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A parsed name: the repo and the revision asked for (``None`` means the default)."""
+
+    repo_id: str
+    revision: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        """True when the revision is an immutable commit sha."""
+        return is_sha(self.revision)
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}@{self.revision}" if self.revision else self.repo_id
+
+
+def parse_name(name: str) -> AdapterRef:
+    """Parse ``org/name[@rev]`` into an :class:`AdapterRef`, validating both halves."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidNameError(f"Invalid adapter name {name!r}: expected 'org/name[@revision]'.")
+    repo_id, sep, revision = name.strip().partition("@")
+    validate_repo_id(repo_id)
+    if sep:
+        validate_revision(revision)
+        return AdapterRef(repo_id, revision)
+    return AdapterRef(repo_id, None)
