@@ -115,3 +115,30 @@ class EvalError(LoradockError, RuntimeError):
     """An evaluation could not run (unknown task, malformed task YAML, ...)."""
 
     code = "eval_error"
+
+
+class RequestError(LoradockError, ValueError):
+    """An HTTP request the server cannot serve as sent (prompt longer than the context, ...)."""
+
+    code = "invalid_request"
+
+
+class QueueFullError(LoradockError, RuntimeError):
+    """The server's bounded request queue is full; the client should retry later (HTTP 429)."""
+
+    http_status = 429
+    code = "queue_full"
+
+
+class AuthenticationError(LoradockError, PermissionError):
+    """A request carries no API key, or a wrong one (HTTP 401)."""
+
+    http_status = 401
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(LoradockError, PermissionError):
+    """A valid key that may not use this route (an API key on an admin route, HTTP 403)."""
+
+    http_status = 403
+    code = "permission_denied"

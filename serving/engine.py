@@ -3,6 +3,22 @@
 Two implementations stand behind it: the PEFT hot-swap engine (one base model, adapters
 attached on demand) and the vLLM engine (multi-LoRA or merged weights). The HTTP layer knows
 only these types; the API tests run against both engines.
+
+Notes for engine authors (S1 -> S2):
+- ``server.build_engine`` calls ``loradock.serving.vllm_engine.create_engine(config, base_path)``
+  for ``--engine vllm`` (``config`` is a ``serving.config.ServerConfig``; ``base_path`` the
+  resolved base folder) and expects an ``Engine``.
+- The app calls ``await engine.start()`` in its lifespan and ``shutdown()`` at exit.
+- ``generate`` should raise up-front errors (``loradock.errors.RequestError`` for a prompt over
+  ``max_model_len``, ``QueueFullError`` when full) before its first chunk: the app awaits the
+  first chunk before it sends headers, so these become 400/429, not a broken stream.
+- Optional: ``stats() -> dict[str, float]`` with keys like ``queue_depth``, ``running``,
+  ``adapter_disk_loads``, ``adapter_evictions``, ``adapter_slot_hits`` feeds ``/metrics``
+  (see ``serving/metrics.py`` for the names read).
+- ``unload(name)`` gets the name requests used (``AdapterSpec.name``); raise
+  ``AdapterNotFoundError`` when nothing of that name is loaded.
+- API tests: ``tests/serving/conftest.py`` has an ``engine_kind`` fixture (params ``["peft"]``);
+  add ``"vllm"`` there, and ``make_engine(kind, config, base_path)`` builds it.
 """
 
 from __future__ import annotations

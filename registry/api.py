@@ -1,0 +1,505 @@
+"""The ``Registry`` facade: what training, serving, evals and the CLI call.
+
+One object ties a store (``LocalHub`` by default, ``HfHub`` with ``LORADOCK_STORE=hf``), the
+SQLite index and the verified snapshot cache together. Every write validates everything
+first and touches the store only when all is well, so a bad input never leaves a half
+published adapter or a changed index behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loradock.registry.artifact import CONFIG_FILENAME, AdapterArtifact, read_adapter
+from loradock.registry.card import CARD_FILENAME, AdapterCard
+from loradock.registry.compat import adapter_problems, check_compatibility
+from loradock.registry.names import (
+    DEFAULT_REVISION,
+    REPO_ID_RE,
+    is_sha,
+    parse_name,
+    validate_alias,
+    validate_repo_id,
+)
+from loradock.registry.snapshot import SnapshotCache
+from loradock.registry.store import Store
+
+from loradock.errors import (
+    AdapterNotFoundError,
+    AliasNotFoundError,
+    ArtifactError,
+    BaseModelNotFoundError,
+    CardError,
+    IncompatibleAdapterError,
+    InvalidNameError,
+    RevisionNotFoundError,
+)
+from loradock.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from loradock.registry.index import Index
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PublishedAdapter:
+    """What a publish (or card update) produced: the new revision and what it holds."""
+
+    repo_id: str
+    sha: str
+    card: AdapterCard
+    artifact: AdapterArtifact | None
+    aliases: tuple[str, ...] = ()
+    kind: str = "adapter"
+
+    @property
+    def name(self) -> str:
+        """``org/name@sha``: a name that always resolves to exactly this revision."""
+        return f"{self.repo_id}@{self.sha}"
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    """A revision of an adapter, on local disk and verified."""
+
+    repo_id: str
+    sha: str
+    path: Path
+    card: AdapterCard | None
+    artifact: AdapterArtifact
+
+    @property
+    def name(self) -> str:
+        return f"{self.repo_id}@{self.sha}"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A base (or merged) model on local disk: from the store, or a folder the user named."""
+
+    repo_id: str | None
+    sha: str | None
+    path: Path
+    card: AdapterCard | None
+
+
+class Registry:
+    """Publish, find and resolve adapters. Build with :meth:`Registry.open`."""
+
+    def __init__(self, store: Store, *, settings: Settings, index: Index | None = None):
+        self.store = store
+        self.settings = settings
+        self._index = index
+        self.snapshots = SnapshotCache(settings.cache_dir)
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, *, store: Store | None = None) -> Registry:
+        """The registry the settings describe (``LORADOCK_*``, ``HF_ENDPOINT``, ``HF_TOKEN``)."""
+        settings = settings or get_settings()
+        if store is None:
+            if settings.store == "hf":
+                from loradock.registry.hf_hub import HfHub
+
+                store = HfHub(endpoint=settings.hf_endpoint, token=settings.token)
+            else:
+                from loradock.registry.local_hub import LocalHub
+
+                store = LocalHub(settings.hub_dir)
+        return cls(store, settings=settings)
+
+    def __repr__(self) -> str:
+        return f"Registry(store={self.store!r}, index={str(self.settings.index_path)!r})"
+
+    @property
+    def index(self) -> Index:
+        """The SQLite index (opened on first use)."""
+        if self._index is None:
+            from loradock.registry.index import Index
+
+            self.settings.index_path.parent.mkdir(parents=True, exist_ok=True)
+            self._index = Index(self.settings.index_path)
+        return self._index
+
+    # -- writing -------------------------------------------------------------------------
+
+    def publish(
+        self,
+        folder: str | Path,
+        repo_id: str,
+        *,
+        card: AdapterCard | None = None,
+        private: bool = False,
+        commit_message: str | None = None,
+        aliases: Iterable[str] = (),
+        max_rank: int | None = None,
+        allow_pickle: bool = False,
+    ) -> PublishedAdapter:
+        """Validate the adapter in ``folder``, upload it with its card as one commit, set
+        ``aliases`` on that commit and index it. ``folder`` itself is never modified."""
+        validate_repo_id(repo_id)
+        aliases = tuple(validate_alias(a) for a in aliases)
+        artifact = read_adapter(folder, allow_pickle=allow_pickle)
+        card = card if card is not None else _card_from_folder(Path(folder), artifact)
+        if card.kind != "adapter":
+            raise CardError(
+                f"The card of {repo_id!r} has base_model_relation={card.base_model_relation!r}; "
+                "an adapter needs 'adapter' (use publish_base for base or merged models)."
+            )
+        card = _named(card, repo_id)
+        card.validate()
+        self._check_against_base(artifact, card, max_rank=max_rank, allow_pickle=allow_pickle)
+
+        message = (
+            commit_message or f"Publish {repo_id} (LoRA r={artifact.rank} on {card.base_model})"
+        )
+        with _staged_copy(Path(folder), link=True) as staged:
+            _write_card_and_config(staged, card, adapter=True)
+            sha = self._upload(staged, repo_id, private=private, message=message)
+        self._set_aliases(repo_id, aliases, sha)
+        self._index_repo(repo_id)
+        return PublishedAdapter(repo_id, sha, card, artifact, aliases, kind="adapter")
+
+    def publish_base(
+        self,
+        folder: str | Path,
+        repo_id: str,
+        *,
+        card: AdapterCard,
+        private: bool = False,
+        commit_message: str | None = None,
+        aliases: Iterable[str] = (),
+    ) -> PublishedAdapter:
+        """Publish a base or merged model folder (``config.json`` + weights) with its card."""
+        validate_repo_id(repo_id)
+        aliases = tuple(validate_alias(a) for a in aliases)
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise ArtifactError(f"{str(folder)!r} has no config.json: not a model folder.")
+        _check_model_weights(folder)
+        if not isinstance(card, AdapterCard) or card.kind == "adapter":
+            raise CardError(
+                f"publish_base needs a base or merge card (build_base_card or "
+                f"build_adapter_card(relation='merge')), got {card!r:.80}."
+            )
+        card = _named(card, repo_id)
+        card.validate()
+        message = commit_message or f"Publish {card.kind} model {repo_id}"
+        with _staged_copy(folder, link=True) as staged:
+            _write_card_and_config(staged, card, adapter=False)
+            sha = self._upload(staged, repo_id, private=private, message=message)
+        self._set_aliases(repo_id, aliases, sha)
+        self._index_repo(repo_id)
+        return PublishedAdapter(repo_id, sha, card, None, aliases, kind=card.kind)
+
+    def update_card(
+        self, repo_id: str, card: AdapterCard, *, commit_message: str = "Update model card"
+    ) -> PublishedAdapter:
+        """A new revision of ``repo_id`` (latest on main) with ``card``; files and history kept."""
+        validate_repo_id(repo_id)
+        card.validate()
+        sha, files = self._head(repo_id, DEFAULT_REVISION)
+        current = self.snapshots.fetch(self.store, repo_id, sha, files)
+        is_adapter = (current / CONFIG_FILENAME).is_file()
+        if is_adapter != (card.kind == "adapter"):
+            raise CardError(
+                f"{repo_id!r} holds {'an adapter' if is_adapter else 'a model'}, but the new card "
+                f"says base_model_relation={card.base_model_relation!r}."
+            )
+        card = _named(card, repo_id)
+        with _staged_copy(current, link=True) as staged:
+            _write_card_and_config(staged, card, adapter=is_adapter)
+            new_sha = self._upload(staged, repo_id, private=None, message=commit_message)
+        self._index_repo(repo_id)
+        artifact = read_adapter(current) if is_adapter else None
+        return PublishedAdapter(repo_id, new_sha, card, artifact, kind=card.kind)
+
+    def set_alias(self, repo_id: str, alias: str, revision: str = DEFAULT_REVISION) -> str:
+        """Point ``alias`` (``prod``, ``staging``) at ``revision``; returns the commit sha."""
+        validate_repo_id(repo_id)
+        validate_alias(alias)
+        sha = self._head(repo_id, revision)[0]
+        self._set_aliases(repo_id, (alias,), sha)
+        self._index_repo(repo_id)
+        return sha
+
+    def remove_alias(self, repo_id: str, alias: str) -> None:
+        validate_repo_id(repo_id)
+        validate_alias(alias)
+        refs = self._refs(repo_id)
+        if alias not in refs.tags:
+            raise AliasNotFoundError(_no_alias_message(repo_id, alias, refs.tags))
+        self.store.delete_tag(repo_id, tag=alias)
+        self._index_repo(repo_id)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def resolve(self, name: str) -> ResolvedAdapter:
+        """``org/name`` (latest), ``org/name@<sha>`` or ``org/name@<alias>`` -> a verified local
+        snapshot. A pinned sha already in the cache is served without asking the store."""
+        ref = parse_name(name)
+        sha, path = self._snapshot(ref.repo_id, ref.revision)
+        if not (path / CONFIG_FILENAME).is_file():
+            raise ArtifactError(
+                f"{ref.repo_id}@{sha} is not an adapter (no {CONFIG_FILENAME}); "
+                "use resolve_base for base or merged models."
+            )
+        card = AdapterCard.from_repo_folder(path)
+        return ResolvedAdapter(ref.repo_id, sha, path, card, read_adapter(path))
+
+    def resolve_base(self, name_or_path: str | Path) -> ResolvedModel:
+        """A base model: ``org/name[@rev]`` from the store, or an existing local model folder
+        (for people at the CLI; servers must pass names only)."""
+        local = Path(name_or_path).expanduser()
+        if local.is_dir() and (local / "config.json").is_file():
+            return ResolvedModel(None, None, local.resolve(), _card_or_none(local))
+        try:
+            ref = parse_name(str(name_or_path))
+        except InvalidNameError:
+            raise BaseModelNotFoundError(
+                f"Base model {str(name_or_path)!r} is neither a local model folder (with "
+                "config.json) nor a registry name 'org/name[@revision]'."
+            ) from None
+        try:
+            sha, path = self._snapshot(ref.repo_id, ref.revision)
+        except AdapterNotFoundError:
+            raise BaseModelNotFoundError(
+                f"Base model {str(name_or_path)!r} is neither in the registry ({self.store.name} "
+                "store) nor a local model folder. Import it first (loradock base import) or "
+                "give a folder with config.json."
+            ) from None
+        return ResolvedModel(ref.repo_id, sha, path, _card_or_none(path))
+
+    def search(
+        self,
+        *,
+        base_model: str | None = None,
+        task: str | None = None,
+        tag: str | None = None,
+        metric: str | None = None,
+        min_value: float | None = None,
+        sort: str | None = None,
+        descending: bool = True,
+        limit: int = 50,
+        kind: str | None = "adapter",
+    ) -> list[Any]:
+        """Index rows (latest revision per repo) matching every filter given."""
+        return self.index.search(
+            base_model=base_model,
+            task=task,
+            tag=tag,
+            metric=metric,
+            min_value=min_value,
+            sort=sort,
+            descending=descending,
+            limit=limit,
+            kind=kind,
+        )
+
+    def show(self, name: str) -> Any:
+        """The index row of ``org/name[@rev]`` (``@rev``: a sha or an alias)."""
+        ref = parse_name(name)
+        record = self.index.get(ref.repo_id, revision=ref.revision)
+        if record is None:
+            if ref.revision is None:
+                raise AdapterNotFoundError(
+                    f"{ref.repo_id!r} is not in the index; publish it or run `loradock registry sync`."
+                )
+            raise RevisionNotFoundError(f"{name!r} is not in the index.")
+        return record
+
+    def sync(self, *, progress: bool = True) -> Any:
+        """Bring the index up to date with the store (only new revisions are read)."""
+        from loradock.registry.sync import sync
+
+        return sync(self.store, self.index, progress=progress, snapshots=self.snapshots)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_against_base(
+        self,
+        artifact: AdapterArtifact,
+        card: AdapterCard,
+        *,
+        max_rank: int | None,
+        allow_pickle: bool,
+    ) -> None:
+        """The full check when the base is in the store; the base-free checks otherwise."""
+        base = None
+        try:
+            base = self.resolve_base(
+                f"{card.base_model}@{card.base_revision}" if card.base_revision else card.base_model
+            )
+        except (BaseModelNotFoundError, RevisionNotFoundError):
+            logger.info("Base %s is not in the store; checking the adapter alone", card.base_model)
+        if base is not None:
+            # The card names the base (publish rewrites adapter_config to match it).
+            named = dataclasses.replace(artifact, base_model=card.base_model)
+            check_compatibility(named, base, max_rank=max_rank, allow_pickle=allow_pickle)
+            return
+        problems = adapter_problems(artifact, max_rank=max_rank)
+        if problems:
+            raise IncompatibleAdapterError(
+                f"Adapter {str(artifact.folder)!r} cannot be published", problems
+            )
+
+    def _upload(self, folder: Path, repo_id: str, *, private: bool | None, message: str) -> str:
+        if private is not None:
+            self.store.create_repo(repo_id, private=private, exist_ok=True)
+        return self.store.upload_folder(repo_id, folder, commit_message=message).sha
+
+    def _set_aliases(self, repo_id: str, aliases: Iterable[str], sha: str) -> None:
+        tags = self._refs(repo_id).tags
+        for alias in aliases:
+            if tags.get(alias) == sha:
+                continue
+            if alias in tags:
+                self.store.delete_tag(repo_id, tag=alias)
+            self.store.create_tag(repo_id, tag=alias, revision=sha)
+
+    def _index_repo(self, repo_id: str) -> None:
+        from loradock.registry.sync import sync_repo
+
+        sync_repo(self.store, self.index, repo_id, snapshots=self.snapshots)
+
+    def _refs(self, repo_id: str):
+        return self.store.list_refs(repo_id)
+
+    def _head(self, repo_id: str, revision: str | None):
+        """``(sha, files)`` of a revision, with alias-aware errors."""
+        revision = revision or DEFAULT_REVISION
+        try:
+            info = self.store.repo_info(repo_id, revision=revision)
+        except AdapterNotFoundError:
+            raise AdapterNotFoundError(
+                f"No repo {repo_id!r} in the {self.store.name} store; check the name or publish it."
+            ) from None
+        except RevisionNotFoundError:
+            if is_sha(revision) or revision == DEFAULT_REVISION:
+                raise RevisionNotFoundError(
+                    f"Revision {revision!r} not found in {repo_id!r}; `loradock registry show "
+                    f"{repo_id}` lists its revisions."
+                ) from None
+            tags = self._refs(repo_id).tags
+            raise AliasNotFoundError(_no_alias_message(repo_id, revision, tags)) from None
+        return info.sha, info.files
+
+    def _snapshot(self, repo_id: str, revision: str | None) -> tuple[str, Path]:
+        if revision and is_sha(revision):
+            cached = self.snapshots.get(repo_id, revision)
+            if cached is not None:
+                return revision, cached
+        sha, files = self._head(repo_id, revision)
+        return sha, self.snapshots.fetch(self.store, repo_id, sha, files)
+
+
+def _no_alias_message(repo_id: str, alias: str, tags: dict[str, str]) -> str:
+    known = ", ".join(sorted(tags)) or "none"
+    return (
+        f"Alias {alias!r} is not set on {repo_id!r} (aliases: {known}); set it with "
+        f"`loradock registry alias set {repo_id} {alias} <sha>`."
+    )
+
+
+def _named(card: AdapterCard, repo_id: str) -> AdapterCard:
+    """model-index needs a model name: the repo's name unless the card chose one."""
+    if card.eval_results and card.model_name in (None, f"loradock-{card.task or 'model'}"):
+        return dataclasses.replace(card, model_name=repo_id.split("/", 1)[1])
+    return card
+
+
+def _card_from_folder(folder: Path, artifact: AdapterArtifact) -> AdapterCard:
+    """The card to publish when none was given: the folder's own, else one naming the base
+    adapter_config names, when either names it by Hub id."""
+    from loradock.registry.card import build_adapter_card
+
+    card = AdapterCard.from_repo_folder(folder)
+    if card is not None and card.kind == "adapter" and _is_repo_id(card.base_model):
+        return card
+    if _is_repo_id(artifact.base_model):
+        return build_adapter_card(base_model=artifact.base_model)
+    named = card.base_model if card is not None and card.base_model else artifact.base_model
+    raise CardError(
+        f"Cannot tell which Hub model {str(folder)!r} adapts: it names the base {named!r}, "
+        "not an 'org/name' id. Pass card=build_adapter_card(base_model='org/name', ...)."
+    )
+
+
+def _is_repo_id(value: str | None) -> bool:
+    return bool(value) and bool(REPO_ID_RE.match(value or "")) and not Path(value or "").exists()
+
+
+def _card_or_none(folder: Path) -> AdapterCard | None:
+    try:
+        return AdapterCard.from_repo_folder(folder)
+    except CardError as exc:
+        logger.warning("Ignoring the unreadable card in %s: %s", folder, exc)
+        return None
+
+
+def _check_model_weights(folder: Path) -> None:
+    from loradock.registry.artifact import read_safetensors_header
+
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise ArtifactError(f"{str(folder)!r} holds no *.safetensors weights.")
+    for w in weights:
+        read_safetensors_header(w)
+
+
+def _write_card_and_config(folder: Path, card: AdapterCard, *, adapter: bool) -> None:
+    text = card.to_text()
+    _replace_file(folder / CARD_FILENAME, text)
+    if not adapter:
+        return
+    # PEFT records the base as a local path when trained from a folder; published adapters
+    # name it by repo id (and revision) so any machine can find it.
+    path = folder / CONFIG_FILENAME
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = card.base_model
+    if card.base_revision:
+        config["revision"] = card.base_revision
+    _replace_file(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _replace_file(path: Path, text: str) -> None:
+    # Unlink first: the staged file may be a hard link into the snapshot cache.
+    path.unlink(missing_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def _staged_copy(folder: Path, *, link: bool = True):
+    """A throwaway copy of ``folder`` (hard links where allowed: nothing is written through them)."""
+    tmp = Path(tempfile.mkdtemp(prefix="loradock-publish-"))
+    try:
+        for src in folder.rglob("*"):
+            rel = src.relative_to(folder)
+            if (
+                src.is_dir()
+                or rel.parts[0] in (".git", ".cache")
+                or src.name.startswith(".loradock-")
+            ):
+                continue
+            dest = tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if link:
+                try:
+                    os.link(src, dest)
+                    continue
+                except OSError:
+                    pass
+            shutil.copy2(src, dest)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,455 @@
+"""The model card: a typed view over a Hub ``README.md`` (YAML front matter + markdown body).
+
+The YAML is read and written through huggingface_hub's ``ModelCard``/``ModelCardData``/
+``EvalResult``, so a card loradock writes is a card the Hub understands (``base_model``,
+``base_model_relation``, ``model-index``, tags such as ``base_model:adapter:<id>``).
+
+Parsing is tolerant (a card written by someone else still opens: missing keys get defaults
+and a warning naming the key, unknown keys are kept in ``extra`` and written back);
+writing is strict (``to_text`` refuses a card the registry could not index). Round trips
+are exact: ``AdapterCard.from_text(card.to_text()) == card``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from loradock.registry.names import REPO_ID_RE
+
+from loradock.errors import CardError
+
+logger = logging.getLogger(__name__)
+
+CARD_FILENAME = "README.md"
+LM_EVAL_SOURCE = "lm-evaluation-harness"
+LM_EVAL_URL = "https://github.com/EleutherAI/lm-evaluation-harness"
+# The Hub's base_model_relation values; "adapter" and "merge" are the ones loradock writes.
+RELATIONS = ("adapter", "merge", "finetune", "quantized")
+TASK_TAG_PREFIX = "task:"
+# Custom keys: the Hub ignores them, loradock reads them back.
+BASE_REVISION_KEY = "base_model_revision"
+TRAINING_KEY = "loradock"
+# model-index's task.type: our tasks are all text generation on the Hub's taxonomy.
+MODEL_INDEX_TASK_TYPE = "text-generation"
+
+_KNOWN_KEYS = {
+    "base_model",
+    BASE_REVISION_KEY,
+    "base_model_relation",
+    "library_name",
+    "pipeline_tag",
+    "license",
+    "datasets",
+    "tags",
+    "model-index",
+    TRAINING_KEY,
+}
+
+
+@dataclass(frozen=True)
+class EvalMetric:
+    """One metric of one evaluation: a ``model-index`` entry, flattened."""
+
+    task: str
+    dataset: str
+    metric: str
+    value: float
+    stderr: float | None = None
+    source: str = LM_EVAL_SOURCE
+    dataset_revision: str | None = None
+
+    def __post_init__(self) -> None:
+        # Ints and numpy scalars become plain floats so YAML round trips compare equal.
+        for name in ("value", "stderr"):
+            raw = getattr(self, name)
+            if raw is None and name == "stderr":
+                continue
+            try:
+                object.__setattr__(self, name, float(raw))
+            except (TypeError, ValueError):
+                raise CardError(
+                    f"Eval metric {self.task}/{self.metric}: {name}={raw!r} is not a number."
+                ) from None
+
+    @property
+    def key(self) -> str:
+        """``task/metric``: the name the index and search use."""
+        return f"{self.task}/{self.metric}"
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("task", "dataset", "metric"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                out.append(f"eval result {name}={getattr(self, name)!r} must be a non-empty string")
+        if not math.isfinite(self.value):
+            out.append(f"eval result {self.key} value={self.value!r} is not a finite number")
+        if self.stderr is not None and not math.isfinite(self.stderr):
+            out.append(f"eval result {self.key} stderr={self.stderr!r} is not a finite number")
+        return out
+
+
+@dataclass(frozen=True)
+class AdapterCard:
+    """What the registry knows from a card. Build with :func:`build_adapter_card`."""
+
+    base_model: str | None = None
+    base_revision: str | None = None
+    base_model_relation: str | None = "adapter"
+    library_name: str | None = "peft"
+    pipeline_tag: str | None = "text-generation"
+    license: str | None = None
+    datasets: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    task: str | None = None
+    eval_results: tuple[EvalMetric, ...] = ()
+    training: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    body: str = ""
+    model_name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "datasets", tuple(self.datasets or ()))
+        object.__setattr__(self, "eval_results", tuple(self.eval_results or ()))
+        object.__setattr__(self, "training", dict(self.training or {}))
+        object.__setattr__(self, "extra", dict(self.extra or {}))
+        object.__setattr__(self, "tags", _unique(self.derived_tags() + list(self.tags or ())))
+        if self.eval_results and self.model_name is None:
+            # model-index requires a name; a stable default keeps round trips exact.
+            object.__setattr__(self, "model_name", f"loradock-{self.task or 'model'}")
+
+    @property
+    def kind(self) -> str:
+        """``adapter``, ``merge`` or ``base`` (anything that is neither: a model in its own right)."""
+        if self.base_model_relation in ("adapter", "merge"):
+            return self.base_model_relation
+        return "base"
+
+    def derived_tags(self) -> list[str]:
+        """Tags the card must carry so the Hub's ``list_models(filter=...)`` finds it."""
+        tags: list[str] = []
+        if self.kind == "adapter":
+            tags += ["lora", "peft"]
+        if self.base_model and self.base_model_relation:
+            tags.append(f"base_model:{self.base_model_relation}:{self.base_model}")
+        if self.task:
+            tags.append(f"{TASK_TAG_PREFIX}{self.task}")
+        return tags
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """``{"task/metric": value}``, as the index stores them."""
+        return {m.key: m.value for m in self.eval_results}
+
+    def with_eval_results(self, results: Iterable[EvalMetric]) -> AdapterCard:
+        """A copy whose eval results for the same (task, metric) are replaced by ``results``."""
+        new = list(results)
+        problems = [p for m in new for p in _metric_problems(m)]
+        if problems:
+            raise CardError("Invalid eval results: " + "; ".join(problems))
+        replaced = {(m.task, m.metric) for m in new}
+        kept = [m for m in self.eval_results if (m.task, m.metric) not in replaced]
+        return dataclasses.replace(self, eval_results=tuple(kept + new))
+
+    def validate(self) -> None:
+        """Raise one ``CardError`` listing every reason this card cannot be written."""
+        problems = []
+        if self.base_model_relation is not None and self.base_model_relation not in RELATIONS:
+            problems.append(
+                f"base_model_relation={self.base_model_relation!r} is not one of {RELATIONS}"
+            )
+        if self.kind in ("adapter", "merge") and not self.base_model:
+            problems.append(
+                f"base_model is required for a card with base_model_relation={self.kind!r}"
+            )
+        if self.base_model and not isinstance(self.base_model, str):
+            problems.append(f"base_model={self.base_model!r} must be a string")
+        elif self.base_model and not REPO_ID_RE.match(self.base_model):
+            problems.append(
+                f"base_model={self.base_model!r} is not a Hub repo id ('org/name'); "
+                "name the base by id, not by a local path"
+            )
+        if self.task is not None and (not isinstance(self.task, str) or not self.task.strip()):
+            problems.append(f"task={self.task!r} must be a non-empty string")
+        for m in self.eval_results:
+            problems += _metric_problems(m)
+        for key, value in (("training", self.training), ("extra", self.extra)):
+            try:
+                yaml.safe_dump(value)
+            except yaml.YAMLError as exc:
+                problems.append(f"{key} holds a value YAML cannot store: {exc}")
+        if problems:
+            raise CardError("Invalid model card: " + "; ".join(problems))
+
+    def to_card_data(self) -> ModelCardData:
+        self.validate()
+        data: dict[str, Any] = dict(self.extra)
+        if self.base_revision:
+            data[BASE_REVISION_KEY] = self.base_revision
+        if self.base_model_relation:
+            data["base_model_relation"] = self.base_model_relation
+        if self.training:
+            data[TRAINING_KEY] = self.training
+        results = [_to_eval_result(m) for m in self.eval_results] or None
+        return ModelCardData(
+            base_model=self.base_model,
+            library_name=self.library_name,
+            pipeline_tag=self.pipeline_tag,
+            license=self.license,
+            datasets=list(self.datasets) or None,
+            tags=list(self.tags) or None,
+            eval_results=results,
+            model_name=self.model_name,
+            **data,
+        )
+
+    def to_text(self) -> str:
+        """The README.md text (validated first: raises ``CardError`` listing every problem)."""
+        data = self.to_card_data()
+        return f"---\n{data.to_yaml()}\n---\n{self.body}"
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / CARD_FILENAME
+        path.write_text(self.to_text(), encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_text(cls, text: str) -> AdapterCard:
+        """Parse a README.md; raises ``CardError`` quoting malformed YAML."""
+        if not isinstance(text, str):
+            raise CardError(f"A model card must be text, got {type(text).__name__}.")
+        try:
+            raw = ModelCard(text, ignore_metadata_errors=False)
+        except yaml.YAMLError as exc:
+            raise CardError(
+                f"Malformed card YAML: {_one_line(exc)}. Fix the front matter."
+            ) from None
+        except (ValueError, TypeError) as exc:
+            raise CardError(f"Malformed card metadata: {_one_line(exc)}.") from None
+        return cls._from_card_data(raw.data, raw.text)
+
+    @classmethod
+    def from_repo_folder(cls, folder: str | Path) -> AdapterCard | None:
+        """The card in ``folder/README.md``, or ``None`` when the folder has none."""
+        path = Path(folder) / CARD_FILENAME
+        if not path.is_file():
+            return None
+        return cls.from_text(path.read_text(encoding="utf-8"))
+
+    @classmethod
+    def _from_card_data(cls, data: ModelCardData, body: str) -> AdapterCard:
+        d = dict(data.__dict__)
+        extra = {k: v for k, v in d.items() if k not in _KNOWN_KEYS and k not in _CARD_ATTRS}
+        # Hub keys ModelCardData knows but loradock does not use: kept as they were.
+        for k in ("language", "license_name", "license_link", "metrics"):
+            if d.get(k) is not None:
+                extra[k] = d[k]
+
+        base_model = d.get("base_model")
+        if isinstance(base_model, list):
+            if len(base_model) > 1:
+                logger.warning(
+                    "Card key 'base_model' lists %d models; using %r",
+                    len(base_model),
+                    base_model[0],
+                )
+                extra["base_models"] = base_model
+            base_model = base_model[0] if base_model else None
+        relation = d.get("base_model_relation")
+        library = d.get("library_name")
+        if relation is None and base_model and library == "peft":
+            logger.warning("Card key 'base_model_relation' is missing; assuming 'adapter' (peft)")
+            relation = "adapter"
+        for key in ("license", "library_name", "pipeline_tag"):
+            if d.get(key) is None:
+                logger.warning("Card key %r is missing; leaving it empty", key)
+        if relation in ("adapter", "merge") and not base_model:
+            logger.warning("Card key 'base_model' is missing for a %s card", relation)
+
+        tags = [str(t) for t in (d.get("tags") or [])]
+        task_tags = [t[len(TASK_TAG_PREFIX) :] for t in tags if t.startswith(TASK_TAG_PREFIX)]
+        training = d.get(TRAINING_KEY) or {}
+        if not isinstance(training, dict):
+            logger.warning("Card key %r is not a mapping; ignoring it", TRAINING_KEY)
+            extra[TRAINING_KEY] = training
+            training = {}
+        datasets = d.get("datasets") or []
+        if isinstance(datasets, str):
+            datasets = [datasets]
+        revision = d.get(BASE_REVISION_KEY)
+        return cls(
+            base_model=base_model,
+            base_revision=str(revision) if revision is not None else None,
+            base_model_relation=relation,
+            library_name=library,
+            pipeline_tag=d.get("pipeline_tag"),
+            license=d.get("license"),
+            datasets=tuple(str(x) for x in datasets),
+            tags=tuple(tags),
+            task=task_tags[0] if task_tags else None,
+            eval_results=tuple(_from_eval_result(r) for r in (d.get("eval_results") or [])),
+            training=training,
+            extra=extra,
+            body=body,
+            model_name=d.get("model_name"),
+        )
+
+
+# Attributes ModelCardData sets itself (not part of the YAML's unknown keys).
+_CARD_ATTRS = {
+    "base_model",
+    "datasets",
+    "eval_results",
+    "language",
+    "library_name",
+    "license",
+    "license_name",
+    "license_link",
+    "metrics",
+    "model_name",
+    "pipeline_tag",
+    "tags",
+    "ignore_metadata_errors",
+}
+
+
+def build_adapter_card(
+    *,
+    base_model: str,
+    base_revision: str | None = None,
+    task: str | None = None,
+    datasets: Iterable[str] = (),
+    license: str | None = "apache-2.0",
+    pipeline_tag: str | None = "text-generation",
+    tags: Iterable[str] = (),
+    eval_results: Iterable[EvalMetric] = (),
+    training: Mapping[str, Any] | None = None,
+    body: str | None = None,
+    relation: str = "adapter",
+    model_name: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> AdapterCard:
+    """The one card builder for adapters (``relation="adapter"``) and merged models (``"merge"``).
+
+    Validated at once, so a bad card fails where it is built, not at publish time.
+    """
+    if relation not in ("adapter", "merge"):
+        raise CardError(f"relation={relation!r} must be 'adapter' or 'merge'.")
+    card = AdapterCard(
+        base_model=base_model,
+        base_revision=base_revision,
+        base_model_relation=relation,
+        library_name="peft" if relation == "adapter" else "transformers",
+        pipeline_tag=pipeline_tag,
+        license=license,
+        datasets=tuple(datasets),
+        tags=tuple(tags),
+        task=task,
+        eval_results=tuple(eval_results),
+        training=dict(training or {}),
+        extra=dict(extra or {}),
+        body=body if body is not None else _default_body(relation, base_model, task),
+        model_name=model_name,
+    )
+    card.validate()
+    return card
+
+
+def build_base_card(
+    *,
+    license: str | None = "apache-2.0",
+    pipeline_tag: str | None = "text-generation",
+    library_name: str | None = "transformers",
+    tags: Iterable[str] = (),
+    datasets: Iterable[str] = (),
+    base_model: str | None = None,
+    relation: str | None = None,
+    body: str | None = None,
+    training: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> AdapterCard:
+    """A card for a base model (``kind == "base"``); ``base_model`` names where it came from,
+    for example ``relation="quantized"`` for weights converted from a GGUF file."""
+    if relation in ("adapter", "merge"):
+        raise CardError(f"relation={relation!r} is not a base model; use build_adapter_card.")
+    card = AdapterCard(
+        base_model=base_model,
+        base_model_relation=relation,
+        library_name=library_name,
+        pipeline_tag=pipeline_tag,
+        license=license,
+        datasets=tuple(datasets),
+        tags=tuple(tags),
+        training=dict(training or {}),
+        extra=dict(extra or {}),
+        body=body
+        if body is not None
+        else "\n# Base model\n\nA base model in the loradock registry.\n",
+    )
+    card.validate()
+    return card
+
+
+def _default_body(relation: str, base_model: str, task: str | None) -> str:
+    what = "LoRA adapter" if relation == "adapter" else "merged model (LoRA merged into the base)"
+    for_task = f" for the `{task}` task" if task else ""
+    return (
+        f"\n# {what}{for_task}\n\n"
+        f"A {what} on [`{base_model}`](https://huggingface.co/{base_model}), "
+        "published with loradock. Evaluation results, when present, are in the metadata above.\n"
+    )
+
+
+def _metric_problems(m: Any) -> list[str]:
+    if not isinstance(m, EvalMetric):
+        return [f"eval result {m!r} is not an EvalMetric"]
+    return m.problems()
+
+
+def _to_eval_result(m: EvalMetric) -> EvalResult:
+    return EvalResult(
+        task_type=MODEL_INDEX_TASK_TYPE,
+        task_name=m.task,
+        dataset_type=m.dataset,
+        dataset_name=m.dataset,
+        dataset_revision=m.dataset_revision,
+        metric_type=m.metric,
+        metric_value=m.value,
+        metric_args={"stderr": m.stderr} if m.stderr is not None else None,
+        source_name=m.source,
+        source_url=LM_EVAL_URL if m.source == LM_EVAL_SOURCE else f"urn:loradock:{m.source}",
+    )
+
+
+def _from_eval_result(r: EvalResult) -> EvalMetric:
+    stderr = (r.metric_args or {}).get("stderr") if isinstance(r.metric_args, dict) else None
+    try:
+        return EvalMetric(
+            task=r.task_name or r.task_type,
+            dataset=r.dataset_type or r.dataset_name,
+            metric=r.metric_type,
+            value=r.metric_value,
+            stderr=stderr,
+            source=r.source_name or LM_EVAL_SOURCE,
+            dataset_revision=r.dataset_revision,
+        )
+    except CardError as exc:
+        raise CardError(f"Malformed model-index entry: {exc}") from None
+
+
+def _unique(items: Iterable[str]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(str(item), None)
+    return tuple(seen)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,388 @@
+"""``HfHub``: the store on the Hugging Face Hub (or any server speaking its API), via ``HfApi``.
+
+Every call goes through huggingface_hub for real, so what loradock publishes is an ordinary
+Hub repo: a PEFT folder plus a model card, revisions are Hub commits and aliases are Hub
+tags (``org/name@prod`` means the same in ``hf_hub_download``). The endpoint and token
+come from ``HF_ENDPOINT``/``HF_TOKEN`` unless given; the token never appears in a repr, a log
+line or an error message. huggingface_hub's errors become loradock's, each naming the repo
+(and revision) and saying what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from huggingface_hub import HfApi
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+)
+from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFoundError
+from huggingface_hub.hf_api import ModelInfo
+from loradock.registry.names import is_sha, validate_repo_id, validate_revision
+from loradock.registry.store import CommitInfo, RepoFile, RepoInfo, RepoRefs, RepoType
+
+from loradock.errors import (
+    AdapterNotFoundError,
+    AliasNotFoundError,
+    CardError,
+    IntegrityError,
+    InvalidNameError,
+    RevisionNotFoundError,
+    StoreError,
+)
+from loradock.settings import get_settings
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+# What list_repos asks the Hub for: enough to index a repo without one call per repo.
+_LIST_EXPAND = ["author", "cardData", "createdAt", "lastModified", "private", "sha", "tags"]
+_HASH_CHUNK = 1 << 20
+
+
+class HfHub:
+    """A :class:`~loradock.registry.store.Store` backed by a Hub-API server through ``HfApi``."""
+
+    name = "hf"
+
+    def __init__(self, endpoint: str | None = None, token: str | None = None):
+        settings = get_settings()
+        self.endpoint = (endpoint or settings.hf_endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self._token = token if token is not None else settings.token
+        # "" means anonymous (False to HfApi); None lets huggingface_hub use its saved login.
+        api_token: str | bool | None = False if self._token == "" else self._token
+        self._api = HfApi(endpoint=self.endpoint, token=api_token, library_name="loradock")
+
+    def __repr__(self) -> str:
+        return f"HfHub(endpoint={self.endpoint!r}, token={'<set>' if self._token else None})"
+
+    # ------------------------------------------------------------------ writing
+    def create_repo(
+        self,
+        repo_id: str,
+        *,
+        private: bool = False,
+        exist_ok: bool = True,
+        repo_type: RepoType = "model",
+    ) -> str:
+        validate_repo_id(repo_id)
+        with self._mapped(f"create the {repo_type} repo", repo_id):
+            url = self._api.create_repo(
+                repo_id,
+                private=private,
+                exist_ok=exist_ok,
+                repo_type=repo_type,
+                # The Hub insists on an SDK for Spaces; loradock's Space is a Gradio app.
+                space_sdk="gradio" if repo_type == "space" else None,
+            )
+        return str(url)
+
+    def upload_folder(
+        self,
+        repo_id: str,
+        folder: str | Path,
+        *,
+        commit_message: str,
+        revision: str = "main",
+        repo_type: RepoType = "model",
+    ) -> CommitInfo:
+        """One commit with the folder's files; unchanged files are skipped by the Hub client,
+        so uploading identical content makes no new commit and returns the current head."""
+        validate_repo_id(repo_id)
+        validate_revision(revision)
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise StoreError(f"Cannot upload {str(folder)!r} to {repo_id!r}: not a folder.")
+        with self._mapped("upload to", repo_id, revision):
+            try:
+                info = self._api.upload_folder(
+                    repo_id=repo_id,
+                    folder_path=folder,
+                    commit_message=commit_message,
+                    revision=revision,
+                    repo_type=repo_type,
+                )
+            except ValueError as exc:
+                if "README.md" not in str(exc):
+                    raise
+                # The Hub validated the card's YAML header and refused it.
+                raise CardError(
+                    f"The card {str(folder / 'README.md')!r} for {repo_id!r} was refused by "
+                    f"{self.endpoint}: {exc}. Fix its YAML header and upload again."
+                ) from exc
+        return CommitInfo(repo_id=repo_id, sha=info.oid, message=commit_message)
+
+    def create_tag(self, repo_id: str, *, tag: str, revision: str) -> None:
+        """Point the new tag ``tag`` at ``revision``. Like the Hub (and ``LocalHub``), a tag
+        never moves: tagging the commit it already marks is a no-op, another commit raises
+        ``StoreError`` (delete the tag first, as ``Registry.set_alias`` does)."""
+        validate_repo_id(repo_id)
+        validate_revision(tag)
+        validate_revision(revision)
+        if is_sha(tag):
+            raise InvalidNameError(f"Invalid tag {tag!r}: a tag cannot look like a commit sha.")
+        with self._mapped("tag", repo_id, revision):
+            try:
+                self._api.create_tag(repo_id, tag=tag, revision=revision)
+                return
+            except HfHubHTTPError as exc:
+                if exc.response is None or exc.response.status_code != 409:
+                    raise
+            current = {r.name: r.target_commit for r in self._api.list_repo_refs(repo_id).tags}
+            wanted = (
+                revision
+                if is_sha(revision)
+                else self._api.model_info(repo_id, revision=revision).sha
+            )
+        if current.get(tag) != wanted:
+            raise StoreError(
+                f"Tag {tag!r} of {repo_id!r} already points at {current.get(tag)}; delete it first."
+            )
+
+    def delete_tag(self, repo_id: str, *, tag: str) -> None:
+        validate_repo_id(repo_id)
+        validate_revision(tag)
+        with self._mapped("delete a tag of", repo_id, tag, missing=AliasNotFoundError):
+            self._api.delete_tag(repo_id, tag=tag)
+
+    # ------------------------------------------------------------------ reading
+    def list_repos(
+        self,
+        *,
+        filter: Sequence[str] = (),
+        author: str | None = None,
+        search: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[RepoInfo]:
+        """Model repos matching every tag in ``filter`` (the Hub's own tags, e.g. ``peft`` or
+        ``base_model:adapter:<id>``), newest data per repo; follows the Hub's pagination.
+        Listed repos carry no file list: call :meth:`repo_info` for files."""
+        with self._mapped("list repos on", "*"):
+            models = self._api.list_models(
+                filter=list(filter) or None,
+                author=author,
+                search=search,
+                limit=limit,
+                expand=_LIST_EXPAND,
+            )
+            for model in models:
+                yield _repo_info(model, files=())
+
+    def repo_info(self, repo_id: str, *, revision: str | None = None) -> RepoInfo:
+        validate_repo_id(repo_id)
+        if revision is not None:
+            validate_revision(revision)
+        model = self._model_info(repo_id, revision)
+        return _repo_info(model, files=_files(model))
+
+    def list_refs(self, repo_id: str) -> RepoRefs:
+        validate_repo_id(repo_id)
+        with self._mapped("list the refs of", repo_id):
+            refs = self._api.list_repo_refs(repo_id)
+        return RepoRefs(
+            branches={r.name: r.target_commit for r in refs.branches},
+            tags={r.name: r.target_commit for r in refs.tags},
+        )
+
+    def list_commits(self, repo_id: str, *, revision: str = "main") -> list[CommitInfo]:
+        """Commits reachable from ``revision``, newest first."""
+        validate_repo_id(repo_id)
+        validate_revision(revision)
+        with self._mapped("list the commits of", repo_id, revision):
+            commits = self._api.list_repo_commits(repo_id, revision=revision)
+        return [
+            CommitInfo(repo_id=repo_id, sha=c.commit_id, message=c.title, created_at=c.created_at)
+            for c in commits
+        ]
+
+    def snapshot_download(
+        self, repo_id: str, *, revision: str, local_dir: str | Path | None = None
+    ) -> Path:
+        """Download the files of ``revision`` pinned to its commit sha, then check every file
+        against the Hub's record (LFS sha256, else the git blob id); a mismatch raises
+        :class:`~loradock.errors.IntegrityError`. Shows huggingface_hub's progress bar."""
+        validate_repo_id(repo_id)
+        validate_revision(revision)
+        model = self._model_info(repo_id, revision)
+        with self._mapped("download", repo_id, model.sha):
+            path = Path(
+                self._api.snapshot_download(
+                    repo_id,
+                    revision=model.sha,
+                    local_dir=str(local_dir) if local_dir else None,
+                    # huggingface_hub reads HF_HUB_CACHE at import; honour it as it is now.
+                    cache_dir=None if local_dir else _hf_cache_dir(),
+                )
+            )
+        _verify_snapshot(path, model)
+        if local_dir:
+            # huggingface_hub's bookkeeping for resumed downloads: not part of the revision.
+            shutil.rmtree(path / ".cache" / "huggingface", ignore_errors=True)
+            with suppress(OSError):
+                (path / ".cache").rmdir()
+        return path
+
+    # ------------------------------------------------------------------ internals
+    def _model_info(self, repo_id: str, revision: str | None) -> ModelInfo:
+        with self._mapped("read", repo_id, revision):
+            return self._api.model_info(repo_id, revision=revision, files_metadata=True)
+
+    @contextmanager
+    def _mapped(
+        self,
+        action: str,
+        repo_id: str,
+        revision: str | None = None,
+        *,
+        missing: type[RevisionNotFoundError] = RevisionNotFoundError,
+    ) -> Iterator[None]:
+        """Turn huggingface_hub/httpx errors into loradock errors that say what to do."""
+        where = f"on {self.endpoint}"
+        try:
+            yield
+        except HfRevisionNotFoundError as exc:
+            if missing is AliasNotFoundError:
+                raise missing(
+                    f"Tag {revision!r} does not exist in {repo_id!r} {where}; "
+                    "list the repo's aliases with `loradock registry show`."
+                ) from exc
+            raise missing(
+                f"Revision {revision!r} not found in {repo_id!r} {where}: check the commit sha, "
+                "branch or alias (list them with `loradock registry show`)."
+            ) from exc
+        except RepositoryNotFoundError as exc:
+            raise AdapterNotFoundError(
+                f"Repo {repo_id!r} not found {where}: check the name; if the repo is private, "
+                "set HF_TOKEN to a token that can read it."
+            ) from exc
+        except RemoteEntryNotFoundError as exc:
+            raise StoreError(
+                f"A file of {repo_id!r} is missing {where} (HTTP 404): {_server_message(exc)}. "
+                "Re-publish the repo."
+            ) from exc
+        except HfHubHTTPError as exc:
+            raise self._http_error(exc, action, repo_id) from exc
+        except OfflineModeIsEnabled as exc:
+            raise StoreError(
+                f"Cannot {action} {repo_id!r}: HF_HUB_OFFLINE is set. Unset it to use the 'hf' "
+                "store, or use the local store (LORADOCK_STORE=local)."
+            ) from exc
+        except (httpx2.TransportError, LocalEntryNotFoundError) as exc:
+            raise StoreError(
+                f"Cannot {action} {repo_id!r}: {self.endpoint} is unreachable ({type(exc).__name__}). "
+                "Check HF_ENDPOINT and the network, or use the local store (LORADOCK_STORE=local)."
+            ) from exc
+
+    def _http_error(self, exc: HfHubHTTPError, action: str, repo_id: str) -> StoreError:
+        status = exc.response.status_code if exc.response is not None else None
+        detail = _server_message(exc)
+        if status == 401:
+            hint = (
+                "the token was rejected: set HF_TOKEN to a valid token"
+                if self._token
+                else "no token was sent: set HF_TOKEN to a token with access"
+            )
+        elif status == 403:
+            hint = "the token lacks permission: use a token with write access to that namespace"
+        elif status == 409:
+            hint = "it conflicts with what the Hub holds (already exists?)"
+        elif status is not None and status >= 500:
+            hint = "the Hub failed: retry later"
+        else:
+            hint = "see the server's message"
+        return StoreError(
+            f"Cannot {action} {repo_id!r} on {self.endpoint} (HTTP {status}): {hint}. "
+            f"Server said: {detail}"
+        )
+
+
+def _hf_cache_dir() -> str:
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    hf_home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    return os.path.join(hf_home, "hub")
+
+
+def _server_message(exc: HfHubHTTPError) -> str:
+    if exc.server_message:
+        return exc.server_message.strip()
+    return str(exc).splitlines()[0]
+
+
+def _card_dict(model: ModelInfo) -> dict[str, Any]:
+    card = model.card_data
+    if card is None:
+        return {}
+    return card.to_dict() if hasattr(card, "to_dict") else dict(card)
+
+
+def _files(model: ModelInfo) -> tuple[RepoFile, ...]:
+    return tuple(
+        RepoFile(
+            path=s.rfilename,
+            size=int(s.size if s.size is not None else (s.lfs.size if s.lfs else 0)),
+            sha256=s.lfs.sha256 if s.lfs else None,
+        )
+        for s in (model.siblings or [])
+    )
+
+
+def _repo_info(model: ModelInfo, *, files: tuple[RepoFile, ...]) -> RepoInfo:
+    return RepoInfo(
+        repo_id=model.id,
+        sha=model.sha or "",
+        private=bool(model.private),
+        tags=tuple(model.tags or ()),
+        card_data=_card_dict(model),
+        files=files,
+        created_at=model.created_at,
+        last_modified=model.last_modified,
+    )
+
+
+def _verify_snapshot(folder: Path, model: ModelInfo) -> None:
+    problems = []
+    for sibling in model.siblings or []:
+        path = folder / sibling.rfilename
+        if not path.is_file():
+            problems.append(f"{sibling.rfilename}: missing after download")
+            continue
+        if sibling.lfs is not None:
+            expected, actual = sibling.lfs.sha256, _hash_file(path, "sha256")
+        elif sibling.blob_id:
+            expected, actual = sibling.blob_id, _hash_file(path, "git")
+        else:
+            continue
+        if expected != actual:
+            problems.append(f"{sibling.rfilename}: hash {actual} != recorded {expected}")
+    if problems:
+        raise IntegrityError(
+            f"Snapshot of {model.id!r}@{model.sha} in {str(folder)!r} does not match the Hub: "
+            + "; ".join(problems)
+            + ". Delete that folder and download again."
+        )
+
+
+def _hash_file(path: Path, kind: str) -> str:
+    if kind == "git":
+        digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    else:
+        digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+__all__ = ["DEFAULT_ENDPOINT", "HfHub"]

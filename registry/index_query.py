@@ -1,0 +1,284 @@
+"""The SQL behind the index's reads: validated search options -> one query that uses an index.
+
+Every main query must cost about the same at 10k and at 100k revisions. So each query is
+*driven* from one index that already holds rows in the order the query returns them, and
+SQLite stops after ``LIMIT`` matches instead of sorting every match:
+
+| filters given            | driven from                          | order                        |
+|--------------------------|--------------------------------------|------------------------------|
+| ``sort`` is a metric     | ``metrics (key, value)``             | that metric                  |
+| ``metric`` (threshold)   | ``metrics (key, value)``, a range    | that metric                  |
+| ``task``                 | ``revision_tasks (task, revision)``  | newest indexed first         |
+| ``tag``                  | ``revision_tags (tag, revision)``    | newest indexed first         |
+| ``base_model`` / nothing | ``revisions (kind, is_latest, base)``| newest indexed first         |
+
+The other filters are checked per row by primary-key lookups. ``CROSS JOIN`` pins the join
+order (SQLite never reorders it), so the planner cannot trade the ordered walk for a sort.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from loradock.registry.records import KINDS, AdapterRecord, validate_metric_key
+
+from loradock.errors import ConfigError
+
+MAX_LIMIT = 10_000
+# Sorting by these reads every match (no index orders them); fine for the sizes people browse.
+SORT_FIELDS = ("created_at", "updated_at", "rank", "size_bytes")
+_CHUNK = 500  # ids per "IN (...)" list: far below SQLite's variable limit
+_COLUMNS = (
+    "r.id, p.repo_id, p.private, r.sha, r.kind, r.base_model, r.base_revision, r.peft_type, "
+    "r.rank, r.alpha, r.target_modules, r.size_bytes, r.license, r.datasets, r.created_at, "
+    "r.updated_at, r.is_latest, r.repo_pk"
+)
+
+
+def _text_problem(name: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        return f"{name}={value!r} must be a non-empty string (or left out)"
+    return None
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """The options of :meth:`Index.search`, validated together (every problem at once)."""
+
+    base_model: str | None = None
+    task: str | None = None
+    tag: str | None = None
+    metric: str | None = None
+    min_value: float | None = None
+    sort: str | None = None
+    descending: bool = True
+    limit: int = 50
+    kind: str | None = "adapter"
+    all_revisions: bool = False
+
+    def __post_init__(self) -> None:
+        problems = [
+            p
+            for p in (
+                _text_problem("base_model", self.base_model),
+                _text_problem("task", self.task),
+                _text_problem("tag", self.tag),
+            )
+            if p
+        ]
+        if self.metric is not None:
+            problem = validate_metric_key(self.metric)
+            if problem:
+                problems.append(problem)
+        if self.min_value is not None:
+            try:
+                value = float(self.min_value)
+            except (TypeError, ValueError):
+                value = math.nan
+            if not math.isfinite(value):
+                problems.append(f"min_value={self.min_value!r} must be a finite number")
+            else:
+                object.__setattr__(self, "min_value", value)
+            if self.metric is None:
+                problems.append(
+                    f"min_value={self.min_value!r} needs a metric to compare against "
+                    "(for example metric='dates/exact_match')"
+                )
+        if (
+            self.sort is not None
+            and self.sort not in SORT_FIELDS
+            and validate_metric_key(self.sort)
+        ):
+            problems.append(
+                f"sort={self.sort!r} is neither a metric key ('task/metric', for example "
+                f"'dates/exact_match') nor one of {', '.join(SORT_FIELDS)}"
+            )
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int):
+            problems.append(f"limit={self.limit!r} must be an integer from 1 to {MAX_LIMIT}")
+        elif not 1 <= self.limit <= MAX_LIMIT:
+            problems.append(f"limit={self.limit!r} must be from 1 to {MAX_LIMIT}")
+        if self.kind is not None and self.kind not in KINDS:
+            problems.append(f"kind={self.kind!r} must be one of {', '.join(KINDS)} (or None)")
+        if problems:
+            raise ConfigError("Invalid registry search", problems)
+
+    @property
+    def sort_metric(self) -> str | None:
+        return self.sort if self.sort is not None and self.sort not in SORT_FIELDS else None
+
+
+def build_search_sql(q: SearchQuery) -> tuple[str, list[Any]]:
+    """``(sql, params)`` selecting the matching revision ids in result order."""
+    direction = "DESC" if q.descending else "ASC"
+    where: list[str] = []
+    params: list[Any] = []
+    driver_params: list[Any] = []
+    metric_done = task_done = tag_done = False
+    sort_metric = q.sort_metric
+
+    if sort_metric is not None or q.metric is not None:
+        key = sort_metric or q.metric
+        source = "metrics d CROSS JOIN revisions r ON r.id = d.revision_id"
+        where.append("d.key = ?")
+        driver_params.append(key)
+        if q.metric == key:
+            metric_done = True
+            if q.min_value is not None:
+                where.append("d.value >= ?")
+                driver_params.append(q.min_value)
+        order = f"d.value {direction}, d.revision_id {direction}"
+    elif q.task is not None:
+        source = "revision_tasks d CROSS JOIN revisions r ON r.id = d.revision_id"
+        where.append("d.task = ?")
+        driver_params.append(q.task)
+        task_done = True
+        order = f"d.revision_id {direction}"
+    elif q.tag is not None:
+        source = "revision_tags d CROSS JOIN revisions r ON r.id = d.revision_id"
+        where.append("d.tag = ?")
+        driver_params.append(q.tag)
+        tag_done = True
+        order = f"d.revision_id {direction}"
+    else:
+        source = "revisions r"
+        order = f"r.id {direction}"
+    if q.sort in SORT_FIELDS:
+        order = f"r.{q.sort} {direction}, r.id {direction}"
+
+    if q.kind is not None:
+        where.append("r.kind = ?")
+        params.append(q.kind)
+    if not q.all_revisions:
+        where.append("r.is_latest = 1")
+    if q.base_model is not None:
+        where.append("r.base_model = ?")
+        params.append(q.base_model)
+    if q.task is not None and not task_done:
+        where.append(
+            "EXISTS (SELECT 1 FROM revision_tasks t WHERE t.task = ? AND t.revision_id = r.id)"
+        )
+        params.append(q.task)
+    if q.tag is not None and not tag_done:
+        where.append(
+            "EXISTS (SELECT 1 FROM revision_tags g WHERE g.tag = ? AND g.revision_id = r.id)"
+        )
+        params.append(q.tag)
+    if q.metric is not None and not metric_done:
+        cond = "m.revision_id = r.id AND m.key = ?"
+        params.append(q.metric)
+        if q.min_value is not None:
+            cond += " AND m.value >= ?"
+            params.append(q.min_value)
+        where.append(f"EXISTS (SELECT 1 FROM metrics m WHERE {cond})")
+
+    sql = f"SELECT r.id FROM {source}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {order} LIMIT ?"
+    return sql, [*driver_params, *params, q.limit]
+
+
+def build_compatible_sql(
+    base_model: str, *, max_rank: int | None, limit: int | None
+) -> tuple[str, list[Any]]:
+    """Latest adapters on ``base_model``, rank at most ``max_rank``, highest rank first."""
+    problems = []
+    if not isinstance(base_model, str) or not base_model.strip():
+        problems.append(f"base_model {base_model!r} must be a model id such as 'org/name'")
+    if max_rank is not None and (
+        isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank <= 0
+    ):
+        problems.append(f"max_rank {max_rank!r} must be a positive integer")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        problems.append(f"limit {limit!r} must be a positive integer (or None for all)")
+    if problems:
+        raise ConfigError("Invalid compatibility query", problems)
+    sql = (
+        "SELECT id FROM revisions INDEXED BY revisions_by_base_rank"
+        " WHERE base_model = ? AND kind = 'adapter' AND is_latest = 1"
+    )
+    params: list[Any] = [base_model]
+    if max_rank is not None:
+        sql += " AND rank <= ?"
+        params.append(max_rank)
+    sql += " ORDER BY rank DESC, id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return sql, params
+
+
+def load_records(conn: sqlite3.Connection, ids: list[int]) -> list[AdapterRecord]:
+    """Full records for revision ids, in the order given (five queries, by primary keys)."""
+    if not ids:
+        return []
+    rows: dict[int, tuple] = {}
+    tasks: dict[int, list[str]] = {}
+    tags: dict[int, list[str]] = {}
+    metrics: dict[int, dict[str, float]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(
+            f"SELECT {_COLUMNS} FROM revisions r JOIN repos p ON p.id = r.repo_pk"
+            f" WHERE r.id IN ({marks})",
+            chunk,
+        ):
+            rows[row[0]] = row
+        for rid, task in conn.execute(
+            f"SELECT revision_id, task FROM revision_tasks WHERE revision_id IN ({marks})",
+            chunk,
+        ):
+            tasks.setdefault(rid, []).append(task)
+        for rid, tag in conn.execute(
+            f"SELECT revision_id, tag FROM revision_tags WHERE revision_id IN ({marks})", chunk
+        ):
+            tags.setdefault(rid, []).append(tag)
+        for rid, key, value in conn.execute(
+            f"SELECT revision_id, key, value FROM metrics WHERE revision_id IN ({marks})",
+            chunk,
+        ):
+            metrics.setdefault(rid, {})[key] = value
+    alias_of: dict[tuple[int, str], list[str]] = {}
+    repo_pks = sorted({row[17] for row in rows.values()})
+    for start in range(0, len(repo_pks), _CHUNK):
+        chunk = repo_pks[start : start + _CHUNK]
+        for repo_pk, alias, sha in conn.execute(
+            "SELECT repo_pk, alias, sha FROM aliases"
+            f" WHERE repo_pk IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
+            alias_of.setdefault((repo_pk, sha), []).append(alias)
+    out = []
+    for rid in ids:
+        row = rows[rid]
+        out.append(
+            AdapterRecord(
+                repo_id=row[1],
+                private=bool(row[2]),
+                sha=row[3],
+                kind=row[4],
+                base_model=row[5],
+                base_revision=row[6],
+                peft_type=row[7],
+                rank=row[8],
+                alpha=row[9],
+                target_modules=tuple(json.loads(row[10])),
+                size_bytes=row[11],
+                license=row[12],
+                datasets=tuple(json.loads(row[13])),
+                created_at=datetime.fromisoformat(row[14]),
+                updated_at=datetime.fromisoformat(row[15]),
+                is_latest=bool(row[16]),
+                tasks=tuple(sorted(tasks.get(rid, ()))),
+                tags=tuple(sorted(tags.get(rid, ()))),
+                metrics=metrics.get(rid, {}),
+                aliases=tuple(sorted(alias_of.get((row[17], row[3]), ()))),
+            )
+        )
+    return out

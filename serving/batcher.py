@@ -1,0 +1,306 @@
+"""Continuous batching across adapters: one model thread, one KV cache, one forward per step.
+
+Every step runs ONE forward pass over all running sequences, whatever adapter each uses
+(PEFT's ``adapter_names`` routes each row through its own LoRA weights, ``"__base__"`` through
+none). New requests join between steps: they are prefilled together (left-padded), and their
+KV cache is padded on the left and stacked onto the running batch. A sequence that finishes
+leaves the batch at once (its cache rows are dropped), and each token is streamed out the step
+it is sampled, so short answers do not wait for long ones.
+
+The model thread owns the model: attaching and evicting adapters also happen here, between
+steps, so no forward ever sees a half-attached adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from loradock.serving.adapter_cache import AdapterCache, CpuAdapter
+from loradock.serving.decoding import TextState, make_generator, sample_next
+from loradock.serving.engine import GenerationChunk, GenerationRequest
+
+from loradock.errors import QueueFullError
+
+log = logging.getLogger(__name__)
+BASE_ADAPTER = "__base__"
+
+# forward(input_ids, attention_mask, position_ids, past, adapter_names) -> (last logits, past)
+ForwardFn = Callable[[Any, Any, Any, Any, list[str]], tuple[Any, Any]]
+
+
+@dataclass
+class Sequence:
+    request: GenerationRequest
+    prompt_ids: list[int]
+    adapter: CpuAdapter | None
+    max_new: int
+    text: TextState
+    emit: Callable[[GenerationChunk | BaseException], None]
+    gen: torch.Generator | None = None
+    cancelled: bool = False
+    generated: int = 0
+    pos: int = 0  # position id of the next input token
+    last_token: int = 0
+    enqueued_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def adapter_name(self) -> str:
+        return self.adapter.key if self.adapter else BASE_ADAPTER
+
+
+class ContinuousBatcher:
+    def __init__(
+        self,
+        *,
+        forward: ForwardFn,
+        cache: AdapterCache,
+        tokenizer: Any,
+        eos_ids: set[int],
+        pad_id: int,
+        device: str,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_queue: int,
+    ):
+        self._forward = forward
+        self._cache = cache
+        self._tokenizer = tokenizer
+        self._eos = eos_ids
+        self._pad = pad_id
+        self._device = device
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self._cond = threading.Condition()
+        self._pending: deque[Sequence] = deque()
+        self._commands: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
+        self._active: list[Sequence] = []
+        self._past: Any = None
+        self._mask: torch.Tensor | None = None
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self.stats: dict[str, float] = {"steps": 0, "batched_rows": 0, "max_batch_seen": 0}
+
+    # ---- event-loop side ------------------------------------------------------------------
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="loradock-model", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    def running(self) -> int:
+        return len(self._active)
+
+    def submit(self, seq: Sequence) -> None:
+        with self._cond:
+            if len(self._pending) >= self.max_queue:
+                raise QueueFullError(
+                    f"The server's queue is full ({self.max_queue} requests waiting): "
+                    "retry after a short wait, or raise --max-queue."
+                )
+            self._pending.append(seq)
+            self._cond.notify_all()
+
+    def call(self, fn: Callable[[], Any]) -> asyncio.Future:
+        """Run ``fn`` on the model thread between steps; await the returned future."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            self._commands.append((fn, future))
+            self._cond.notify_all()
+        return asyncio.wrap_future(future)
+
+    # ---- model thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while self._running:
+                try:
+                    self._run_commands()
+                    new = self._admit()
+                    if new:
+                        self._prefill(new)
+                    elif self._active:
+                        self._decode()
+                except Exception as exc:  # a failed step must not take the server down
+                    log.exception("generation step failed")
+                    for seq in self._active:
+                        self._release(seq)
+                        seq.emit(exc)
+                    self._active, self._past, self._mask = [], None, None
+
+    def _run_commands(self) -> None:
+        while self._commands:
+            fn, future = self._commands.popleft()
+            try:
+                future.set_result(fn())
+            except Exception as exc:
+                future.set_exception(exc)
+
+    def _admit(self) -> list[Sequence]:
+        with self._cond:
+            if not self._active:
+                if not self._pending and not self._commands:
+                    self._cond.wait(timeout=0.5)
+                # Nothing running: wait briefly so requests arriving together share a prefill.
+                deadline = time.perf_counter() + self.max_wait_s
+                while (
+                    self._running
+                    and self._pending
+                    and len(self._pending) < self.max_batch_size
+                    and (left := deadline - time.perf_counter()) > 0
+                ):
+                    self._cond.wait(timeout=left)
+            room = self.max_batch_size - len(self._active)
+            admitted: list[Sequence] = []
+            waiting: deque[Sequence] = deque()
+            while self._pending:
+                seq = self._pending.popleft()
+                if seq.cancelled:
+                    continue
+                if len(admitted) < room and (
+                    seq.adapter is None or self._cache.try_attach(seq.adapter)
+                ):
+                    if seq.adapter is not None:
+                        self._cache.pin(seq.adapter_name)
+                    admitted.append(seq)
+                else:
+                    waiting.append(seq)  # batch full, or every slot pinned: next step
+            self._pending = waiting
+        return admitted
+
+    def _prefill(self, new: list[Sequence]) -> None:
+        width = max(len(s.prompt_ids) for s in new)
+        ids = torch.full((len(new), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(new), width), dtype=torch.long)
+        for row, seq in enumerate(new):
+            n = len(seq.prompt_ids)
+            ids[row, width - n :] = torch.tensor(seq.prompt_ids)
+            mask[row, width - n :] = 1
+            seq.pos = n
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, past = self._forward(
+            ids.to(self._device),
+            mask.to(self._device),
+            positions.to(self._device),
+            None,
+            [s.adapter_name for s in new],
+        )
+        if self._active:
+            past, mask = self._merge(past, mask)
+            self._active = self._active + new
+            logits_rows = range(len(self._active) - len(new), len(self._active))
+        else:
+            self._active = new
+            logits_rows = range(len(new))
+        self._past, self._mask = past, mask
+        self._sample_and_emit(logits, list(logits_rows))
+
+    def _merge(self, past: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """Stack a freshly prefilled cache under the running one, left-padding the shorter."""
+        old_t, new_t = self._mask.shape[1], mask.shape[1]
+        width = max(old_t, new_t)
+        for old_layer, new_layer in zip(self._past.layers, past.layers, strict=True):
+            for attr in ("keys", "values"):
+                a, b = getattr(old_layer, attr), getattr(new_layer, attr)
+                a = F.pad(a, (0, 0, width - old_t, 0))
+                b = F.pad(b, (0, 0, width - new_t, 0))
+                setattr(old_layer, attr, torch.cat([a, b], dim=0))
+        merged_mask = torch.cat(
+            [F.pad(self._mask, (width - old_t, 0)), F.pad(mask, (width - new_t, 0))], dim=0
+        )
+        return self._past, merged_mask
+
+    def _decode(self) -> None:
+        ids = torch.tensor([[s.last_token] for s in self._active], dtype=torch.long)
+        positions = torch.tensor([[s.pos] for s in self._active], dtype=torch.long)
+        self._mask = torch.cat(
+            [self._mask, torch.ones((len(self._active), 1), dtype=torch.long)], dim=1
+        )
+        logits, self._past = self._forward(
+            ids.to(self._device),
+            self._mask.to(self._device),
+            positions.to(self._device),
+            self._past,
+            [s.adapter_name for s in self._active],
+        )
+        self._sample_and_emit(logits, list(range(len(self._active))))
+
+    def _sample_and_emit(self, logits: torch.Tensor, rows: list[int]) -> None:
+        self.stats["steps"] += 1
+        self.stats["batched_rows"] += len(self._active)
+        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(self._active))
+        logits = logits.float().cpu()
+        finished: set[int] = set()
+        for i, row in enumerate(rows):
+            seq = self._active[row]
+            if seq.cancelled:
+                finished.add(row)
+                continue
+            if seq.generated == 0:
+                seq.gen = make_generator(seq.request.sampling.seed)
+            token = sample_next(logits[i], seq.request.sampling, seq.gen)
+            seq.generated += 1
+            seq.pos += 1
+            seq.last_token = token
+            reason = None
+            if token in self._eos:
+                delta, reason = seq.text.flush(), "stop"
+            else:
+                delta = seq.text.add(token)
+                if seq.text.stopped:
+                    reason = "stop"
+                elif seq.generated >= seq.max_new:
+                    delta, reason = delta + seq.text.flush(), "length"
+            seq.emit(
+                GenerationChunk(
+                    text=delta,
+                    token_ids=[token],
+                    prompt_tokens=len(seq.prompt_ids),
+                    completion_tokens=seq.generated,
+                    finish_reason=reason,
+                )
+            )
+            if reason is not None:
+                finished.add(row)
+        if finished:
+            self._drop(finished)
+
+    def _drop(self, rows: set[int]) -> None:
+        keep = [i for i in range(len(self._active)) if i not in rows]
+        for i in rows:
+            self._release(self._active[i])
+        if not keep:
+            self._active, self._past, self._mask = [], None, None
+            return
+        index = torch.tensor(keep, dtype=torch.long)
+        mask = self._mask[index]
+        # Columns every remaining row pads: drop them so the cache does not grow without end.
+        used = mask.sum(dim=0).nonzero()
+        start = int(used[0].item()) if len(used) else 0
+        for layer in self._past.layers:
+            layer.keys = layer.keys[index.to(layer.keys.device), :, start:, :]
+            layer.values = layer.values[index.to(layer.values.device), :, start:, :]
+        self._mask = mask[:, start:]
+        self._active = [self._active[i] for i in keep]
+
+    def _release(self, seq: Sequence) -> None:
+        if seq.adapter is not None:
+            self._cache.unpin(seq.adapter_name)

@@ -1,0 +1,100 @@
+"""ServerConfig: every option of ``loradock serve``, validated once when it is created.
+
+Validation follows litgpt's config style: every problem is collected, then one ``ConfigError``
+lists them all, so a user fixes a command line in one go instead of one error at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from loradock.errors import ConfigError
+
+ENGINES = ("peft", "vllm")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# A served alias is a single word: it must never look like a path or a registry name.
+SERVED_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Options of one server; ``adapters`` maps a served alias to a registry name."""
+
+    base: str
+    adapters: dict[str, str] = field(default_factory=dict)
+    engine: str = "peft"
+    max_loaded: int = 8
+    max_cpu_adapters: int = 64
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    max_model_len: int = 512
+    dtype: str = "auto"
+    device: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    admin_key: str | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    served_base_name: str | None = None  # what /v1/models calls the base; defaults to `base`
+    allow_any_registry_adapter: bool = True  # serve any registry adapter, not just --adapter ones
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not isinstance(self.base, str) or not self.base.strip():
+            problems.append(f"base {self.base!r} is empty: name a base model (org/name or folder)")
+        if self.engine not in ENGINES:
+            problems.append(f"engine {self.engine!r} is not one of {', '.join(ENGINES)}")
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        for name, low in (
+            ("max_loaded", 1),
+            ("max_cpu_adapters", 0),
+            ("max_batch_size", 1),
+            ("max_queue", 1),
+            ("max_model_len", 8),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                problems.append(f"{name}={value!r} must be an integer >= {low}")
+        if not isinstance(self.max_wait_ms, (int, float)) or self.max_wait_ms < 0:
+            problems.append(f"max_wait_ms={self.max_wait_ms!r} must be a number >= 0")
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            problems.append(f"port={self.port!r} must be an integer in 0..65535 (0: any free port)")
+        for alias, target in self.adapters.items():
+            if not SERVED_NAME_RE.match(alias):
+                problems.append(
+                    f"served adapter name {alias!r} must be one word of letters, digits, "
+                    "'.', '_' or '-' (no '/'), e.g. --adapter dates=acme/dates-lora@prod"
+                )
+            if not isinstance(target, str) or "/" not in target:
+                problems.append(
+                    f"adapter {alias!r} -> {target!r}: expected a registry name 'org/name[@rev]'"
+                )
+        for key_name in ("api_key", "admin_key"):
+            key = getattr(self, key_name)
+            if key is not None and (not isinstance(key, str) or len(key) < 4):
+                problems.append(f"{key_name} must be a string of at least 4 characters")
+        if problems:
+            raise ConfigError("Invalid server options", problems)
+
+    @property
+    def base_model_name(self) -> str:
+        return self.served_base_name or self.base
+
+    @classmethod
+    def parse_adapter_options(cls, options: list[str]) -> dict[str, str]:
+        """``["dates=acme/dates@prod", ...]`` -> ``{"dates": "acme/dates@prod"}``; raises once."""
+        parsed: dict[str, str] = {}
+        problems: list[str] = []
+        for option in options:
+            name, sep, target = option.partition("=")
+            if not sep or not name or not target:
+                problems.append(f"--adapter {option!r}: expected NAME=ORG/REPO[@rev|@alias]")
+            elif name in parsed:
+                problems.append(f"--adapter {option!r}: the name {name!r} is given twice")
+            else:
+                parsed[name] = target
+        if problems:
+            raise ConfigError("Invalid --adapter options", problems)
+        return parsed

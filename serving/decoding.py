@@ -1,0 +1,84 @@
+"""Per-sequence decoding state: sampling, incremental detokenization and stop strings.
+
+Each sequence in a batch carries its own sampling options and its own seeded generator,
+so a request with a ``seed`` gets the same text whatever else shares its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from loradock.serving.engine import SamplingParams
+
+
+def make_generator(seed: int | None) -> torch.Generator | None:
+    if seed is None:
+        return None
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(seed)
+    return gen
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
+    """One token from a row of logits: argmax at temperature 0, else temperature + top-p."""
+    if params.temperature == 0:
+        return int(torch.argmax(logits).item())
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        cumulative = torch.cumsum(sorted_probs, dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
+        keep = cumulative - sorted_probs < params.top_p
+        sorted_probs = sorted_probs * keep
+        choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=gen)
+        return int(order[choice].item())
+    return int(torch.multinomial(probs, 1, generator=gen).item())
+
+
+@dataclass
+class TextState:
+    """Generated ids -> text emitted so far, holding back what may still change.
+
+    Text is held back while it ends in an incomplete UTF-8 sequence (the tokenizer decodes
+    it as U+FFFD) or while its tail could be the start of a stop string.
+    """
+
+    tokenizer: object
+    stop: tuple[str, ...] = ()
+    token_ids: list[int] = field(default_factory=list)
+    emitted: str = ""
+    stopped: bool = False
+
+    def add(self, token_id: int) -> str:
+        """Append a token; return the new text that is safe to send now."""
+        self.token_ids.append(token_id)
+        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+        for stop in self.stop:
+            pos = text.find(stop)
+            if pos != -1:
+                self.stopped = True
+                return self._emit(text[:pos])
+        if text.endswith("\ufffd"):
+            return ""
+        hold = 0
+        for stop in self.stop:
+            for k in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:k]):
+                    hold = max(hold, k)
+                    break
+        return self._emit(text[: len(text) - hold])
+
+    def flush(self) -> str:
+        """At the end: whatever was held back for a stop string that never came."""
+        if self.stopped:
+            return ""
+        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+        return self._emit(text)
+
+    def _emit(self, text: str) -> str:
+        if len(text) <= len(self.emitted) or not text.startswith(self.emitted):
+            return ""
+        delta = text[len(self.emitted) :]
+        self.emitted = text
+        return delta

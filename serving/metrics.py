@@ -1,0 +1,106 @@
+"""Prometheus metrics of one server, in a registry of its own (several apps per process in tests).
+
+Request-side figures (requests, tokens, latency, time to first token) are recorded by the HTTP
+layer; engine-side figures (queue depth, adapter loads, evictions, cache hits) are read from
+the engine's optional ``stats()`` at scrape time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+# engine stats key -> (metric name, help, kind, labels)
+_ENGINE_METRICS: dict[str, tuple[str, str, str, dict[str, str]]] = {
+    "queue_depth": ("loradock_queue_depth", "Requests waiting to join the batch", "gauge", {}),
+    "running": ("loradock_running_sequences", "Sequences in the running batch", "gauge", {}),
+    "adapters_attached": ("loradock_adapters_attached", "Adapters in model slots", "gauge", {}),
+    "adapters_in_cpu": ("loradock_adapters_in_cpu", "Adapters held in CPU memory", "gauge", {}),
+    "adapter_disk_loads": ("loradock_adapter_loads", "Adapters read from disk", "counter", {}),
+    "adapter_attaches": ("loradock_adapter_attaches", "Adapters attached to a slot", "counter", {}),
+    "adapter_evictions": (
+        "loradock_adapter_evictions",
+        "Adapters evicted from slots",
+        "counter",
+        {},
+    ),
+    "adapter_cpu_evictions": (
+        "loradock_adapter_cpu_evictions",
+        "Adapters dropped from CPU memory",
+        "counter",
+        {},
+    ),
+    "adapter_slot_hits": (
+        "loradock_adapter_cache_hits",
+        "Adapter lookups served from a tier",
+        "counter",
+        {"tier": "slot"},
+    ),
+    "adapter_cpu_hits": (
+        "loradock_adapter_cache_hits",
+        "Adapter lookups served from a tier",
+        "counter",
+        {"tier": "cpu"},
+    ),
+    "batch_steps": ("loradock_batch_steps", "Forward passes run", "counter", {}),
+    "batch_batched_rows": ("loradock_batch_rows", "Sequence-steps run in batches", "counter", {}),
+}
+
+
+class _EngineCollector:
+    def __init__(self, engine: Any):
+        self.engine = engine
+
+    def collect(self):
+        stats_fn = getattr(self.engine, "stats", None)
+        stats = stats_fn() if callable(stats_fn) else {}
+        families: dict[str, Any] = {}
+        for key, (name, doc, kind, labels) in _ENGINE_METRICS.items():
+            if key not in stats:
+                continue
+            family = families.get(name)
+            if family is None:
+                cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                family = families[name] = cls(name, doc, labels=list(labels))
+            family.add_metric(list(labels.values()), float(stats[key]))
+        yield from families.values()
+
+
+class ServerMetrics:
+    def __init__(self, engine: Any):
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "loradock_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "loradock_prompt_tokens", "Prompt tokens processed", ["kind"], registry=self.registry
+        )
+        self.completion_tokens = Counter(
+            "loradock_completion_tokens", "Tokens generated", ["kind"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "loradock_request_latency_seconds",
+            "Time from request to last token",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "loradock_time_to_first_token_seconds",
+            "Time from request to first token",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_EngineCollector(engine))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

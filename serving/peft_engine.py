@@ -1,0 +1,257 @@
+"""PeftEngine: one base model in memory, LoRA adapters hot-swapped in and out with PEFT.
+
+Requests for different adapters share each forward pass (see ``batcher.py``); adapters move
+through the tiers of ``adapter_cache.py``. The engine implements ``engine.Engine`` and knows
+nothing of HTTP: the app resolves names through the registry and hands it ``AdapterSpec``s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from loradock.serving.adapter_cache import AdapterCache, CpuAdapter, adapter_key
+from loradock.serving.batcher import ContinuousBatcher, Sequence
+from loradock.serving.decoding import TextState
+from loradock.serving.engine import (
+    AdapterSpec,
+    EngineCapabilities,
+    GenerationChunk,
+    GenerationRequest,
+)
+
+from loradock.errors import RequestError
+
+log = logging.getLogger(__name__)
+
+
+class PeftEngine:
+    """The hot-swap engine; build it, ``await start()``, then ``generate`` from many tasks."""
+
+    def __init__(
+        self,
+        base_path: str | Path,
+        *,
+        base_name: str,
+        max_loaded: int = 8,
+        max_cpu_adapters: int = 64,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 256,
+        max_model_len: int = 512,
+        dtype: str | None = "auto",
+        device: str | None = None,
+    ):
+        self.base_path = Path(base_path)
+        self.base_name = base_name
+        self.capabilities = EngineCapabilities(
+            name="peft", max_lora_rank=None, max_loaded=max_loaded, max_model_len=max_model_len
+        )
+        self._options = {
+            "max_cpu": max_cpu_adapters,
+            "max_batch_size": max_batch_size,
+            "max_wait_ms": max_wait_ms,
+            "max_queue": max_queue,
+        }
+        self._dtype_name = dtype
+        self._device = device
+        self.model: Any = None  # the base model, or the PeftModel once an adapter is attached
+        self.tokenizer: Any = None
+        self._peft = False
+        self._cache: AdapterCache | None = None
+        self._batcher: ContinuousBatcher | None = None
+        self._names: dict[str, set[str]] = {}  # adapter key -> names requests used for it
+
+    @classmethod
+    def from_config(cls, config: Any, base_path: str | Path) -> PeftEngine:
+        """Build from a ``ServerConfig`` (not imported here: engines do not depend on HTTP)."""
+        return cls(
+            base_path,
+            base_name=config.base_model_name,
+            max_loaded=config.max_loaded,
+            max_cpu_adapters=config.max_cpu_adapters,
+            max_batch_size=config.max_batch_size,
+            max_wait_ms=config.max_wait_ms,
+            max_queue=config.max_queue,
+            max_model_len=config.max_model_len,
+            dtype=config.dtype,
+            device=config.device,
+        )
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._load_base)
+
+    def _load_base(self) -> None:
+        from loradock.modeling import load_base, pick_device, pick_dtype
+
+        self._device = self._device or pick_device()
+        dtype = pick_dtype(self._device, self._dtype_name)
+        self.model, self.tokenizer = load_base(self.base_path, dtype=dtype, device=self._device)
+        self.model.eval()
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and limit < self.capabilities.max_model_len:
+            raise RequestError(
+                f"max_model_len={self.capabilities.max_model_len} exceeds the base model's "
+                f"context of {limit} tokens: pass --max-model-len {limit} or less."
+            )
+        self._cache = AdapterCache(
+            max_loaded=self.capabilities.max_loaded,
+            max_cpu=self._options["max_cpu"],
+            dtype=dtype,
+            attach=self._attach,
+            detach=self._detach,
+        )
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        eos_ids.add(self.tokenizer.eos_token_id)
+        self._batcher = ContinuousBatcher(
+            forward=self._forward,
+            cache=self._cache,
+            tokenizer=self.tokenizer,
+            eos_ids={i for i in eos_ids if i is not None},
+            pad_id=self.tokenizer.pad_token_id,
+            device=self._device,
+            max_batch_size=self._options["max_batch_size"],
+            max_wait_ms=self._options["max_wait_ms"],
+            max_queue=self._options["max_queue"],
+        )
+        self._batcher.start()
+
+    async def shutdown(self) -> None:
+        if self._batcher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._batcher.stop)
+
+    # ---- model thread ---------------------------------------------------------------------
+    def _forward(self, ids, mask, positions, past, adapter_names: list[str]):
+        from transformers import DynamicCache
+
+        kwargs: dict[str, Any] = {}
+        if self._peft:
+            kwargs["adapter_names"] = adapter_names
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=past if past is not None else DynamicCache(),
+            use_cache=True,
+            logits_to_keep=1,
+            **kwargs,
+        )
+        return out.logits[:, -1, :], out.past_key_values
+
+    def _attach(self, key: str, adapter: CpuAdapter) -> None:
+        from peft import get_peft_model, set_peft_model_state_dict
+
+        if not self._peft:
+            with warnings.catch_warnings():  # "base_model_name_or_path was renamed": expected
+                warnings.simplefilter("ignore", UserWarning)
+                self.model = get_peft_model(self.model, adapter.config, adapter_name=key)
+            self._peft = True
+        else:
+            self.model.add_adapter(key, adapter.config)
+        result = set_peft_model_state_dict(self.model, adapter.state_dict, adapter_name=key)
+        missing = [k for k in result.unexpected_keys if "lora_" in k]
+        if missing:
+            self.model.delete_adapter(key)
+            raise RequestError(f"adapter {adapter.spec.name!r} has weights the model lacks")
+        self.model.eval()
+
+    def _detach(self, key: str) -> None:
+        with warnings.catch_warnings():  # "adapter X was active": every row names its adapter
+            warnings.simplefilter("ignore", UserWarning)
+            self.model.delete_adapter(key)
+
+    # ---- Engine API -----------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def loaded_adapters(self) -> list[str]:
+        if self._cache is None:
+            return []
+        return sorted(
+            n for spec in self._cache.attached() for n in self._names.get(adapter_key(spec), ())
+        )
+
+    async def load(self, adapter: AdapterSpec) -> None:
+        """Read the adapter into memory and attach it to a slot now (admin preload)."""
+        cpu = await self._cache.fetch(adapter)
+        self._names.setdefault(cpu.key, set()).add(adapter.name)
+        attached = await self._batcher.call(lambda: self._cache.try_attach(cpu))
+        if not attached:
+            raise RequestError(
+                f"Cannot attach {adapter.name!r} now: all {self.capabilities.max_loaded} slots "
+                "serve running requests. Retry shortly or raise --max-loaded."
+            )
+
+    async def unload(self, name: str) -> None:
+        keys = [key for key, names in self._names.items() if name in names]
+        from loradock.errors import AdapterNotFoundError
+
+        if not keys:
+            raise AdapterNotFoundError(f"Adapter {name!r} is not loaded: nothing to unload.")
+        for key in keys:
+            await self._batcher.call(lambda key=key: self._cache.forget(key))
+            self._names.pop(key, None)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        ids = request.prompt_token_ids or self.tokenizer(request.prompt)["input_ids"]
+        limit = self.capabilities.max_model_len
+        if len(ids) >= limit:
+            raise RequestError(
+                f"The prompt is {len(ids)} tokens; this server's context is {limit} tokens "
+                f"(max_model_len), leaving no room to generate. Shorten the prompt."
+            )
+        cpu = None
+        if request.adapter is not None:
+            cpu = await self._cache.fetch(request.adapter)
+            self._names.setdefault(cpu.key, set()).add(request.adapter.name)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
+
+        def emit(item: GenerationChunk | BaseException) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the client is gone
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        seq = Sequence(
+            request=request,
+            prompt_ids=list(ids),
+            adapter=cpu,
+            max_new=min(request.sampling.max_tokens, limit - len(ids)),
+            text=TextState(self.tokenizer, stop=request.sampling.stop),
+            emit=emit,
+        )
+        self._batcher.submit(seq)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            seq.cancelled = True
+
+    def stats(self) -> dict[str, float]:
+        """Gauges and counters for /metrics (an optional extension of the Engine protocol)."""
+        out: dict[str, float] = {}
+        if self._batcher is not None:
+            out["queue_depth"] = self._batcher.queue_depth()
+            out["running"] = self._batcher.running()
+            out.update({f"batch_{k}": v for k, v in self._batcher.stats.items()})
+        if self._cache is not None:
+            out.update({f"adapter_{k}": v for k, v in self._cache.stats.items()})
+            out["adapters_attached"] = len(self._cache.attached())
+            out["adapters_in_cpu"] = len(self._cache.in_memory())
+        return out

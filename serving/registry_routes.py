@@ -1,0 +1,95 @@
+"""Read-only registry views over HTTP, for the Gradio Space (which imports no loradock code).
+
+``GET /v1/registry/adapters`` returns index rows (with metrics) filtered like
+``Registry.search``; ``GET /v1/registry/adapters/{org}/{name}/card`` returns the card text
+of a revision plus the repo's revisions and aliases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from loradock.serving.app import state_of
+
+from loradock.errors import RequestError
+
+router = APIRouter(prefix="/v1/registry")
+MAX_ROWS = 500
+
+
+def jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    return obj
+
+
+def _row(record: Any) -> dict[str, Any]:
+    row = jsonable(record)
+    if isinstance(row, dict) and "repo_id" in row and "sha" in row:
+        row.setdefault("name", f"{row['repo_id']}@{row['sha']}")
+    return row
+
+
+@router.get("/adapters")
+async def list_adapters(
+    request: Request,
+    base: str | None = None,
+    task: str | None = None,
+    tag: str | None = None,
+    metric: str | None = None,
+    min_value: float | None = None,
+    sort: str | None = None,
+    descending: bool = True,
+    limit: int = Query(default=50, ge=1, le=MAX_ROWS),
+):
+    registry = state_of(request).registry
+    rows = await run_in_threadpool(
+        registry.search,
+        base_model=base,
+        task=task,
+        tag=tag,
+        metric=metric,
+        min_value=min_value,
+        sort=sort,
+        descending=descending,
+        limit=limit,
+    )
+    return {"object": "list", "data": [_row(r) for r in rows]}
+
+
+@router.get("/adapters/{org}/{name}/card")
+async def adapter_card(request: Request, org: str, name: str, revision: str | None = None):
+    registry = state_of(request).registry
+    if revision is not None and ("/" in revision or ".." in revision):
+        raise RequestError(f"revision {revision!r} is not a sha, branch or alias")
+    repo_id = f"{org}/{name}"
+    ref = f"{repo_id}@{revision}" if revision else repo_id
+
+    def read() -> dict[str, Any]:
+        resolved = registry.resolve(ref)
+        revisions = [_row(r) for r in registry.index.revisions(repo_id)]
+        aliases = dict(registry.index.aliases(repo_id))
+        card = resolved.card
+        return {
+            "repo_id": resolved.repo_id,
+            "sha": resolved.sha,
+            "card": card.to_text() if hasattr(card, "to_text") else str(card or ""),
+            "revisions": revisions,
+            "aliases": aliases,
+        }
+
+    return await run_in_threadpool(read)

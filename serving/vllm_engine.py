@@ -1,0 +1,434 @@
+"""The vLLM engine: vLLM's async engine in this process, behind the same ``Engine`` protocol.
+
+Two modes. Multi-LoRA: one base model, registry adapters become ``LoRARequest``s (one stable
+integer id per adapter commit sha, so ``acme/x@prod`` and ``acme/x@<sha>`` share one slot), and
+vLLM batches requests for different adapters together. Merged: a model published by
+``loradock merge`` served as a plain model, no adapters.
+
+Every adapter is checked against the engine's LoRA limits before vLLM sees it
+(:mod:`loradock.serving.vllm_limits`): vLLM itself would only fail inside a worker process.
+vLLM keeps at most ``max_cpu_loras`` adapters loaded; this engine evicts the least recently
+used one that no running request needs, so ``loaded_adapters()`` tells the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from loradock.registry.artifact import AdapterArtifact, read_adapter
+from loradock.serving.engine import (
+    AdapterSpec,
+    EngineCapabilities,
+    GenerationChunk,
+    GenerationRequest,
+)
+from loradock.serving.vllm_limits import (
+    LoraLimits,
+    derive_lora_limits,
+    servable_modules,
+    vllm_adapter_problems,
+)
+
+from loradock.errors import (
+    AdapterNotFoundError,
+    ConfigError,
+    IncompatibleAdapterError,
+    RequestError,
+)
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# On the CPU build the KV cache is host memory; a fixed size keeps a shared machine usable
+# (vLLM's default, a share of the NUMA node's memory, starves everyone else).
+CPU_KV_CACHE_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """Engine options passed through to vLLM; ``None`` means derived or vLLM's default."""
+
+    max_model_len: int = 512
+    dtype: str = "auto"
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None  # CPU build: share of host memory reserved
+    kv_cache_memory_bytes: int | None = None  # a fixed KV cache size (wins over the share)
+    max_lora_rank: int | None = None
+    max_loras: int | None = None
+    max_cpu_loras: int | None = None
+    max_num_seqs: int | None = None
+    enforce_eager: bool | None = None  # None: eager on the CPU (compiling costs minutes)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        for name, low in (
+            ("max_model_len", 8),
+            ("tensor_parallel_size", 1),
+            ("max_loras", 1),
+            ("max_cpu_loras", 1),
+            ("max_num_seqs", 1),
+            ("kv_cache_memory_bytes", 1),
+        ):
+            value = getattr(self, name)
+            if value is None and name not in ("max_model_len", "tensor_parallel_size"):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                problems.append(f"{name}={value!r} must be an integer >= {low}")
+        gmu = self.gpu_memory_utilization
+        if gmu is not None and (not isinstance(gmu, int | float) or not 0 < gmu <= 1):
+            problems.append(f"gpu_memory_utilization={gmu!r} must be a number in (0, 1]")
+        if problems:
+            raise ConfigError("Invalid vLLM engine options", problems)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class VllmEngine:
+    """vLLM's ``AsyncLLM`` serving a base model with LoRA adapters, or a merged model."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        base_name: str | None = None,
+        options: VllmOptions | None = None,
+        adapters: Sequence[AdapterSpec] = (),
+        registry_ranks: Sequence[int | None] = (),
+        merged: bool = False,
+        max_loaded: int = 8,
+        max_cpu_adapters: int = 64,
+    ) -> None:
+        from loradock.modeling import load_tokenizer
+
+        self.model_path = Path(model_path)
+        self.base_name = base_name or str(model_path)
+        self.options = options or VllmOptions()
+        self.merged = merged
+        self.tokenizer = load_tokenizer(self.model_path)
+        self.limits: LoraLimits | None = None
+        if not merged:
+            self.limits = derive_lora_limits(
+                [a.rank for a in adapters] + list(registry_ranks),
+                max_loaded=max_loaded,
+                max_cpu_adapters=max_cpu_adapters,
+                max_lora_rank=self.options.max_lora_rank,
+                max_loras=self.options.max_loras,
+                max_cpu_loras=self.options.max_cpu_loras,
+            )
+        self.capabilities = EngineCapabilities(
+            name="vllm",
+            max_lora_rank=self.limits.max_lora_rank if self.limits else None,
+            max_loaded=self.limits.max_cpu_loras if self.limits else 0,
+            max_model_len=self.options.max_model_len,
+            merged=merged,
+        )
+        self._preload = list(adapters)
+        self._servable = servable_modules(self.model_path)
+        self._llm: Any = None
+        self._names: OrderedDict[str, AdapterSpec] = OrderedDict()  # LRU: oldest first
+        self._resident: OrderedDict[str, Any] = OrderedDict()  # sha -> LoRARequest, LRU
+        self._ids: dict[str, int] = {}  # sha -> lora_int_id, stable for the engine's life
+        self._inflight: Counter[str] = Counter()  # sha -> running requests
+        self._checked: dict[str, AdapterArtifact] = {}
+        self._lock = asyncio.Lock()
+        problems = []
+        for spec in self._preload:  # fail before the slow engine start, all at once
+            try:
+                self.check_adapter(spec)
+            except IncompatibleAdapterError as exc:
+                problems += [f"{spec.name}: {p}" for p in exc.problems]
+        if problems:
+            raise IncompatibleAdapterError("Adapters cannot be served by vLLM", problems)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def engine_args(self) -> Any:
+        """The ``AsyncEngineArgs`` this engine starts vLLM with (public: docs and tests)."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        opts = self.options
+        cuda = _has_cuda()
+        kwargs: dict[str, Any] = {
+            "model": str(self.model_path),
+            "tokenizer": str(self.model_path),
+            "served_model_name": self.base_name,
+            "max_model_len": opts.max_model_len,
+            "dtype": opts.dtype,
+            "tensor_parallel_size": opts.tensor_parallel_size,
+            "enforce_eager": (not cuda) if opts.enforce_eager is None else opts.enforce_eager,
+            "seed": opts.seed,
+            "disable_log_stats": True,
+        }
+        if opts.max_num_seqs:
+            kwargs["max_num_seqs"] = opts.max_num_seqs
+        if opts.gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
+        if opts.kv_cache_memory_bytes is not None:
+            kwargs["kv_cache_memory_bytes"] = opts.kv_cache_memory_bytes
+        elif opts.gpu_memory_utilization is None and not cuda:
+            kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+        if self.limits is not None:
+            kwargs.update(
+                enable_lora=True,
+                max_lora_rank=self.limits.max_lora_rank,
+                max_loras=self.limits.max_loras,
+                max_cpu_loras=self.limits.max_cpu_loras,
+            )
+        return AsyncEngineArgs(**kwargs)
+
+    async def start(self) -> None:
+        if self._llm is not None:
+            return
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        # Starting spawns the engine-core and worker processes and loads the weights
+        # (seconds to a minute); nothing else runs on this loop before it is up.
+        self._llm = AsyncLLM.from_engine_args(self.engine_args())
+        for spec in self._preload:
+            await self.load(spec)
+
+    async def shutdown(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.shutdown()
+
+    # -- adapters --------------------------------------------------------------------------
+
+    def check_adapter(self, adapter: AdapterSpec) -> AdapterArtifact:
+        """Refuse (IncompatibleAdapterError, every reason listed) what vLLM could not serve."""
+        if self.merged or self.limits is None:
+            raise IncompatibleAdapterError(
+                f"Adapter {adapter.name!r} cannot be used",
+                [
+                    f"this server serves the merged model {self.base_name!r}: it takes no "
+                    "adapters; start one with --engine vllm --base BASE to serve adapters"
+                ],
+            )
+        cached = self._checked.get(adapter.sha)
+        if cached is not None:
+            return cached
+        artifact = read_adapter(adapter.path)
+        problems = vllm_adapter_problems(
+            artifact, max_lora_rank=self.limits.max_lora_rank, servable=self._servable
+        )
+        if problems:
+            raise IncompatibleAdapterError(
+                f"Adapter {adapter.name!r} ({adapter.repo_id}@{adapter.sha[:12]}) cannot be "
+                "served by this vLLM engine",
+                problems,
+            )
+        self._checked[adapter.sha] = artifact
+        return artifact
+
+    def lora_int_id(self, sha: str) -> int:
+        """One id per adapter commit for the engine's life: vLLM caches weights by id."""
+        if sha not in self._ids:
+            self._ids[sha] = len(self._ids) + 1
+        return self._ids[sha]
+
+    async def load(self, adapter: AdapterSpec) -> None:
+        self.check_adapter(adapter)
+        self._require_started()
+        async with self._lock:
+            await self._ensure_resident(adapter)
+            self._names[adapter.name] = adapter
+            self._names.move_to_end(adapter.name)
+
+    async def _ensure_resident(self, adapter: AdapterSpec) -> Any:
+        from vllm.lora.request import LoRARequest
+
+        request = self._resident.get(adapter.sha)
+        if request is not None:
+            self._resident.move_to_end(adapter.sha)
+            return request
+        assert self.limits is not None
+        while len(self._resident) >= self.limits.max_cpu_loras:
+            idle = next((s for s in self._resident if not self._inflight[s]), None)
+            if idle is None:
+                break  # all busy: vLLM's own LRU makes room
+            await self._evict(idle)
+        request = LoRARequest(
+            lora_name=f"{adapter.repo_id}@{adapter.sha}",
+            lora_int_id=self.lora_int_id(adapter.sha),
+            lora_path=str(adapter.path),
+            base_model_name=self.base_name,
+        )
+        try:
+            await self._llm.add_lora(request)
+        except Exception as exc:  # vLLM's own loader refused it: keep the server up
+            raise IncompatibleAdapterError(
+                f"vLLM could not load adapter {adapter.name!r}", [f"{type(exc).__name__}: {exc}"]
+            ) from exc
+        self._resident[adapter.sha] = request
+        return request
+
+    async def _evict(self, sha: str) -> None:
+        request = self._resident.pop(sha)
+        for name in [n for n, s in self._names.items() if s.sha == sha]:
+            del self._names[name]
+        await self._llm.remove_lora(request.lora_int_id)
+
+    async def unload(self, name: str) -> None:
+        async with self._lock:
+            spec = self._names.pop(name, None)
+            if spec is None:
+                loaded = ", ".join(self._names) or "none"
+                raise AdapterNotFoundError(
+                    f"Adapter {name!r} is not loaded on this server (loaded: {loaded})."
+                )
+            still_named = any(s.sha == spec.sha for s in self._names.values())
+            if not still_named and not self._inflight[spec.sha] and spec.sha in self._resident:
+                request = self._resident.pop(spec.sha)
+                await self._llm.remove_lora(request.lora_int_id)
+
+    def loaded_adapters(self) -> list[str]:
+        return list(self._names)
+
+    # -- text ------------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    # -- generation ------------------------------------------------------------------------
+
+    def _require_started(self) -> None:
+        if self._llm is None:
+            raise RuntimeError("VllmEngine.start() must be awaited before use")
+
+    def _sampling_params(self, request: GenerationRequest) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        s = request.sampling
+        return SamplingParams(
+            max_tokens=s.max_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            stop=list(s.stop) or None,
+            seed=s.seed,
+            output_kind=RequestOutputKind.DELTA,  # stream only what is new
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        self._require_started()
+        ids = request.prompt_token_ids or self.tokenizer(request.prompt)["input_ids"]
+        room = self.options.max_model_len - len(ids)
+        if room < 1:
+            raise RequestError(
+                f"The prompt has {len(ids)} tokens; this server's context (max_model_len) is "
+                f"{self.options.max_model_len}. Shorten the prompt."
+            )
+        sampling = request.sampling
+        if sampling.max_tokens > room:
+            sampling = replace(sampling, max_tokens=room)  # as the PEFT engine: stop at context
+        params = self._sampling_params(replace(request, sampling=sampling))
+
+        lora = None
+        sha = None
+        if request.adapter is not None:
+            self.check_adapter(request.adapter)
+            async with self._lock:
+                lora = await self._ensure_resident(request.adapter)
+                sha = request.adapter.sha
+                self._inflight[sha] += 1
+                self._names[request.adapter.name] = request.adapter
+                self._names.move_to_end(request.adapter.name)
+        try:
+            completion = 0
+            stream = self._llm.generate(
+                {"prompt_token_ids": list(ids)},
+                params,
+                request.request_id,
+                lora_request=lora,
+            )
+            async for out in stream:
+                piece = out.outputs[0]
+                completion += len(piece.token_ids)
+                finish = piece.finish_reason if out.finished else None
+                yield GenerationChunk(
+                    text=piece.text,
+                    token_ids=list(piece.token_ids),
+                    prompt_tokens=len(ids),
+                    completion_tokens=completion,
+                    finish_reason=("length" if finish == "length" else "stop") if finish else None,
+                )
+        except ValueError as exc:  # vLLM's request validation (VLLMValidationError)
+            raise RequestError(f"vLLM refused the request: {exc}") from exc
+        finally:
+            if sha is not None:
+                self._inflight[sha] -= 1
+
+
+def build_vllm_engine(config: Any, registry: Any) -> VllmEngine:
+    """The engine ``loradock serve --engine vllm`` runs, from a ``ServerConfig``.
+
+    Reads ``config.base`` (or ``config.merged``: ``REPO[@rev]`` of a merged model), the
+    adapters it names (``config.adapters``: served alias -> registry name) and, when any
+    registry adapter may be served, the ranks of the registry's adapters for that base, to
+    size vLLM's LoRA buffers. vLLM options are optional attributes of the config
+    (``max_lora_rank``, ``max_loras``, ``max_cpu_loras``, ``tensor_parallel_size``,
+    ``gpu_memory_utilization``, ``kv_cache_memory_bytes``); absent means derived.
+    """
+    opt = lambda name, default=None: getattr(config, name, default)  # noqa: E731
+    options = VllmOptions(
+        max_model_len=opt("max_model_len", 512),
+        dtype=opt("dtype", "auto"),
+        tensor_parallel_size=opt("tensor_parallel_size", 1),
+        gpu_memory_utilization=opt("gpu_memory_utilization"),
+        kv_cache_memory_bytes=opt("kv_cache_memory_bytes"),
+        max_lora_rank=opt("max_lora_rank"),
+        max_loras=opt("max_loras"),
+        max_cpu_loras=opt("max_cpu_loras"),
+        max_num_seqs=opt("max_batch_size"),
+    )
+    merged_name = opt("merged")
+    if merged_name:
+        model = registry.resolve_base(merged_name)
+        return VllmEngine(
+            model.path, base_name=opt("served_base_name") or merged_name, options=options,
+            merged=True,
+        )  # fmt: skip
+    base = registry.resolve_base(config.base)
+    specs = []
+    for alias, target in (opt("adapters") or {}).items():
+        resolved = registry.resolve(target)
+        specs.append(
+            AdapterSpec(
+                name=alias,
+                repo_id=resolved.repo_id,
+                sha=resolved.sha,
+                path=Path(resolved.path),
+                rank=resolved.artifact.max_rank,
+                target_modules=tuple(resolved.artifact.target_modules),
+            )
+        )
+    ranks: list[int | None] = []
+    if opt("allow_any_registry_adapter", True) and base.repo_id:
+        ranks = [getattr(r, "rank", None) for r in registry.search(base_model=base.repo_id)]
+    return VllmEngine(
+        base.path,
+        base_name=config.base_model_name if hasattr(config, "base_model_name") else config.base,
+        options=options,
+        adapters=specs,
+        registry_ranks=ranks,
+        max_loaded=opt("max_loaded", 8),
+        max_cpu_adapters=opt("max_cpu_adapters", 64),
+    )

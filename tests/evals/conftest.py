@@ -1,0 +1,54 @@
+"""Fixtures for the eval tests: a registry holding a tiny base and two adapters on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+BASE_ID = "acme/tiny-base"
+
+
+@pytest.fixture
+def registry(isolated_caches):
+    from loradock.registry.api import Registry
+
+    return Registry.open()
+
+
+@pytest.fixture
+def published(registry, tiny_base, tiny_adapter_factory):
+    """The tiny base and two adapters (different seeds) published under ``acme/``."""
+    from loradock.registry.card import build_adapter_card, build_base_card
+
+    registry.publish_base(tiny_base, BASE_ID, card=build_base_card())
+    names = {}
+    for task, seed in (("dates", 1), ("extraction", 2)):
+        card = build_adapter_card(base_model=BASE_ID, task=task)
+        pub = registry.publish(tiny_adapter_factory(seed=seed), f"acme/tiny-{task}", card=card)
+        names[task] = pub.repo_id
+    return names
+
+
+@pytest.fixture(scope="session")
+def task_data(tmp_path_factory) -> Path:
+    """A small stand-in for training/data (same row shape), so tests never depend on its size."""
+    root = tmp_path_factory.mktemp("task-data")
+    (root / "dates").mkdir()
+    (root / "extraction").mkdir()
+    dates = [
+        {"id": f"d{i}", "instruction": f"Rewrite in ISO format: {i + 1} March 2024", "answer": f"2024-03-{i + 1:02d}"}
+        for i in range(4)
+    ]
+    records = [
+        {
+            "id": f"e{i}",
+            "instruction": f"Extract name, city, year: Ada Byron moved to London in {1830 + i}.",
+            "answer": json.dumps({"name": "Ada Byron", "city": "London", "year": 1830 + i}),
+        }
+        for i in range(4)
+    ]
+    for task, rows in (("dates", dates), ("extraction", records)):
+        (root / task / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return root

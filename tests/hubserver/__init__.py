@@ -1,0 +1,9 @@
+"""A small Hugging Face Hub API server for tests: huggingface_hub talks to it over real HTTP.
+
+Use the ``hub_server`` fixture (``pytest_plugins = ["hubserver.fixtures"]``) or
+``HubServer(folder)`` directly; it stores repos in a temporary folder.
+"""
+
+from .server import READ_TOKEN, WRITE_TOKEN, HubServer
+
+__all__ = ["HubServer", "READ_TOKEN", "WRITE_TOKEN"]

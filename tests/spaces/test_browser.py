@@ -1,0 +1,170 @@
+"""The Space in a real browser: headless Debian Chromium driven by Playwright on 127.0.0.1.
+
+A reviewer's path: pick models, submit a prompt, see each streamed output; hit an adapter
+that is gone and read the message; vote in the arena and see the leaderboard change.
+Screenshots land in artifacts/screenshots/ (gitignored) for people to look at.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from space_standin import canned_answer, create_standin, free_port, run_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+TIMEOUT_MS = 30_000
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        "chromium is not installed (apt-get install chromium, or `make browser`)",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright not installed")
+gr = pytest.importorskip("gradio", reason="gradio not installed")
+
+
+@pytest.fixture(scope="module")
+def space_url(tmp_path_factory):
+    from loradock.spaces.app import build_app
+
+    db = tmp_path_factory.mktemp("arena") / "arena.sqlite"
+    with run_server(create_standin(token_delay=0.02)) as endpoint:
+        demo = build_app(endpoint=endpoint, arena_db=db)
+        port = free_port()
+        demo.queue().launch(
+            server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
+        )
+        try:
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(space_url):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(space_url)
+        sync_api.expect(page.locator("#status")).to_contain_text("Connected", timeout=TIMEOUT_MS)
+        yield page
+        browser.close()
+
+
+def _open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def _textarea(page, elem_id: str):
+    return page.locator(f"#{elem_id} textarea")
+
+
+def _set_models(page, names: list[str]) -> None:
+    group = page.locator("#compare-models")
+    for box in group.locator("input[type=checkbox]").all():
+        if box.is_checked():
+            box.uncheck()
+    for name in names:
+        group.get_by_text(name, exact=True).click()
+
+
+def test_compare_streams_each_selected_model_side_by_side(page):
+    _open_tab(page, "Compare")
+    prompt = "Normalise the date 3rd of March 2024"
+    models = ["tiny/base", "acme/dates-r8", "acme/dates-r16"]
+    _set_models(page, ["tiny/base (base model)", "acme/dates-r8", "acme/dates-r16"])
+    _textarea(page, "compare-prompt").fill(prompt)
+    page.locator("#compare-run").click()
+    for i, model in enumerate(models):
+        sync_api.expect(_textarea(page, f"compare-out-{i}")).to_have_value(
+            canned_answer(model, prompt)
+        )
+        sync_api.expect(page.locator(f"#compare-stats-{i}")).to_contain_text("tokens")
+        sync_api.expect(page.locator(f"#compare-stats-{i}")).to_contain_text("first token")
+    sync_api.expect(page.locator("#status")).to_contain_text("Done.")
+    assert not page.locator("#compare-col-3").is_visible()  # 3 models: the 4th panel hidden
+    page.screenshot(path=str(SCREENSHOTS / "compare.png"), full_page=True)
+
+
+def test_a_gone_adapter_reads_as_a_message_not_a_traceback(page):
+    _open_tab(page, "Compare")
+    _set_models(page, ["tiny/base (base model)", "acme/gone"])
+    _textarea(page, "compare-prompt").fill("Any date at all")
+    page.locator("#compare-run").click()
+    sync_api.expect(page.locator("#status")).to_contain_text("acme/gone")
+    sync_api.expect(page.locator("#status")).to_contain_text("not found")
+    sync_api.expect(page.locator("#compare-stats-1")).to_contain_text("refresh the list")
+    # The healthy model still answered.
+    sync_api.expect(_textarea(page, "compare-out-0")).to_have_value(
+        canned_answer("tiny/base", "Any date at all")
+    )
+    assert "Traceback" not in page.content()
+    page.screenshot(path=str(SCREENSHOTS / "compare-error.png"), full_page=True)
+
+
+def _leaderboard_text(page) -> str:
+    _open_tab(page, "Leaderboard")
+    page.locator("#lb-refresh").click()
+    table = page.locator("#lb-table")
+    sync_api.expect(table).to_contain_text("acme/dates-r8")
+    return table.inner_text()
+
+
+def test_arena_votes_change_the_leaderboard(page):
+    before = _leaderboard_text(page)
+    assert "1016" not in before  # no votes yet: no Elo moved off 1000
+
+    _open_tab(page, "Arena")
+    _textarea(page, "arena-prompt").fill("March 3, 24")
+    reveals = []
+    for round_ in range(3):
+        page.locator("#arena-run").click()
+        sync_api.expect(page.locator("#status")).to_contain_text("Vote: which answer")
+        answer_a = _textarea(page, "arena-out-a").input_value()
+        assert re.match(r"^\[[\w.-]+\] 24 3, March$", answer_a)
+        assert "acme/" not in page.locator("#arena-reveal").inner_text()  # still blind
+        if round_ == 0:
+            page.screenshot(path=str(SCREENSHOTS / "arena-blind.png"), full_page=True)
+        page.locator("#vote-a").click()
+        sync_api.expect(page.locator("#arena-reveal")).to_contain_text("A was")
+        reveals.append(page.locator("#arena-reveal").inner_text())
+    sync_api.expect(page.locator("#status")).to_contain_text("Vote recorded")
+    page.screenshot(path=str(SCREENSHOTS / "arena-voted.png"), full_page=True)
+
+    # Voting again on the same battle is refused: one vote per battle.
+    page.locator("#vote-b").click()
+    sync_api.expect(page.locator("#status")).to_contain_text("Start a battle")
+
+    after = _leaderboard_text(page)
+    assert after != before
+    winner = re.search(r"A was `?([\w/.-]+)`?", reveals[0]).group(1)
+    assert winner in after
+    assert re.search(r"10[0-9]{2}\.\d", after)  # some model's Elo rose above 1000
+    page.locator("#lb-plot").scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "leaderboard.png"), full_page=True)
+
+
+def test_browse_shows_card_lineage_and_aliases(page):
+    _open_tab(page, "Browse")
+    card = page.locator("#browse-card")
+    sync_api.expect(card).to_contain_text("A LoRA adapter of")
+    lineage = page.locator("#browse-lineage")
+    sync_api.expect(lineage).to_contain_text("tiny/base")
+    sync_api.expect(lineage).to_contain_text("learning_rate")
+    sync_api.expect(page.locator("#browse-revisions")).to_contain_text("aaaaaaaa")
+    page.screenshot(path=str(SCREENSHOTS / "browse.png"), full_page=True)

@@ -1,0 +1,55 @@
+"""Fixtures for training tests: the tiny base published in the (per-test) local registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY_BASE_ID = "local/tiny-base"  # what training/jobs/tiny.yaml names
+
+
+@pytest.fixture
+def registry():
+    from loradock.registry.api import Registry
+
+    return Registry.open()
+
+
+@pytest.fixture
+def tiny_registry_base(registry, tiny_base) -> str:
+    """The tiny random model published as a base in this test's registry; returns its id."""
+    from loradock.registry.card import build_base_card
+
+    registry.publish_base(tiny_base, TINY_BASE_ID, card=build_base_card())
+    return TINY_BASE_ID
+
+
+def tiny_job(tmp_path: Path, **overrides) -> dict:
+    """A job dict on the tiny model that trains in seconds; sections are merged with overrides."""
+    job = {
+        "name": "tiny",
+        "base": {"name": TINY_BASE_ID},
+        "data": {"task": "dates", "max_train_rows": 32, "max_eval_rows": 4},
+        "lora": {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj", "o_proj"]},
+        "trainer": {
+            "max_length": 512,
+            "learning_rate": 1e-2,
+            "max_steps": 6,
+            "per_device_train_batch_size": 2,
+            "logging_steps": 1,
+            "save_steps": 3,
+            "warmup_steps": 0,
+            "lr_scheduler_type": "constant",
+        },
+        "eval": {"limit": 4, "max_new_tokens": 6, "batch_size": 4},
+        "publish": {"repo_id": "acme/tiny-dates", "task": "dates"},
+        "output_dir": str(tmp_path / "run"),
+        "seed": 0,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(job.get(key), dict):
+            job[key] = {**job[key], **value}
+        else:
+            job[key] = value
+    return job
