@@ -214,7 +214,7 @@ def run_bench(
 def print_table(result: dict[str, Any]) -> None:
     sizes = [str(s) for s in result["sizes"]]
     table = Table(title=f"registry index: median query time (ms), {result['repetitions']} reps")
-    table.add_column("query")
+    table.add_column("query", no_wrap=True)
     for s in sizes:
         table.add_column(f"{int(s):,} records", justify="right")
     table.add_column(f"growth {int(sizes[-1]):,}/{int(sizes[0]):,}", justify="right")

@@ -103,6 +103,8 @@ class InProcessBackend:
                 tokenizer=self._tokenizer,
                 backend="causal",
                 batch_size=self.batch_size,
+                # bf16 log-softmax rounds away small adapter effects on log-likelihoods.
+                softmax_dtype="float32",
             )
             yield lm, self._uses_chat_template()
 

@@ -9,29 +9,29 @@ published adapter or a changed index behind.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loradock.registry.artifact import CONFIG_FILENAME, AdapterArtifact, read_adapter
-from loradock.registry.card import CARD_FILENAME, AdapterCard
+from loradock.registry.card import AdapterCard
 from loradock.registry.compat import adapter_problems, check_compatibility
 from loradock.registry.names import (
     DEFAULT_REVISION,
-    REPO_ID_RE,
     is_sha,
     parse_name,
     validate_alias,
     validate_repo_id,
 )
 from loradock.registry.snapshot import SnapshotCache
+from loradock.registry.staging import (
+    card_from_folder,
+    check_model_weights,
+    staged_copy,
+    write_card_and_config,
+)
 from loradock.registry.store import Store
 
 from loradock.errors import (
@@ -150,7 +150,7 @@ class Registry:
         validate_repo_id(repo_id)
         aliases = tuple(validate_alias(a) for a in aliases)
         artifact = read_adapter(folder, allow_pickle=allow_pickle)
-        card = card if card is not None else _card_from_folder(Path(folder), artifact)
+        card = card if card is not None else card_from_folder(Path(folder), artifact)
         if card.kind != "adapter":
             raise CardError(
                 f"The card of {repo_id!r} has base_model_relation={card.base_model_relation!r}; "
@@ -163,8 +163,8 @@ class Registry:
         message = (
             commit_message or f"Publish {repo_id} (LoRA r={artifact.rank} on {card.base_model})"
         )
-        with _staged_copy(Path(folder), link=True) as staged:
-            _write_card_and_config(staged, card, adapter=True)
+        with staged_copy(Path(folder), allow_pickle=allow_pickle) as staged:
+            write_card_and_config(staged, card, adapter=True)
             sha = self._upload(staged, repo_id, private=private, message=message)
         self._set_aliases(repo_id, aliases, sha)
         self._index_repo(repo_id)
@@ -186,7 +186,7 @@ class Registry:
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise ArtifactError(f"{str(folder)!r} has no config.json: not a model folder.")
-        _check_model_weights(folder)
+        check_model_weights(folder)
         if not isinstance(card, AdapterCard) or card.kind == "adapter":
             raise CardError(
                 f"publish_base needs a base or merge card (build_base_card or "
@@ -195,8 +195,8 @@ class Registry:
         card = _named(card, repo_id)
         card.validate()
         message = commit_message or f"Publish {card.kind} model {repo_id}"
-        with _staged_copy(folder, link=True) as staged:
-            _write_card_and_config(staged, card, adapter=False)
+        with staged_copy(folder) as staged:
+            write_card_and_config(staged, card, adapter=False)
             sha = self._upload(staged, repo_id, private=private, message=message)
         self._set_aliases(repo_id, aliases, sha)
         self._index_repo(repo_id)
@@ -217,8 +217,8 @@ class Registry:
                 f"says base_model_relation={card.base_model_relation!r}."
             )
         card = _named(card, repo_id)
-        with _staged_copy(current, link=True) as staged:
-            _write_card_and_config(staged, card, adapter=is_adapter)
+        with staged_copy(current, allow_pickle=True) as staged:
+            write_card_and_config(staged, card, adapter=is_adapter)
             new_sha = self._upload(staged, repo_id, private=None, message=commit_message)
         self._index_repo(repo_id)
         artifact = read_adapter(current) if is_adapter else None
@@ -236,7 +236,7 @@ class Registry:
     def remove_alias(self, repo_id: str, alias: str) -> None:
         validate_repo_id(repo_id)
         validate_alias(alias)
-        refs = self._refs(repo_id)
+        refs = self.store.list_refs(repo_id)
         if alias not in refs.tags:
             raise AliasNotFoundError(_no_alias_message(repo_id, alias, refs.tags))
         self.store.delete_tag(repo_id, tag=alias)
@@ -292,8 +292,9 @@ class Registry:
         descending: bool = True,
         limit: int = 50,
         kind: str | None = "adapter",
+        all_revisions: bool = False,
     ) -> list[Any]:
-        """Index rows (latest revision per repo) matching every filter given."""
+        """Index rows (latest revision per repo unless ``all_revisions``) matching every filter."""
         return self.index.search(
             base_model=base_model,
             task=task,
@@ -304,19 +305,14 @@ class Registry:
             descending=descending,
             limit=limit,
             kind=kind,
+            all_revisions=all_revisions,
         )
 
     def show(self, name: str) -> Any:
-        """The index row of ``org/name[@rev]`` (``@rev``: a sha or an alias)."""
+        """The index row of ``org/name[@rev]`` (``@rev``: a sha or an alias); the index raises
+        AdapterNotFoundError / RevisionNotFoundError / AliasNotFoundError itself."""
         ref = parse_name(name)
-        record = self.index.get(ref.repo_id, revision=ref.revision)
-        if record is None:
-            if ref.revision is None:
-                raise AdapterNotFoundError(
-                    f"{ref.repo_id!r} is not in the index; publish it or run `loradock registry sync`."
-                )
-            raise RevisionNotFoundError(f"{name!r} is not in the index.")
-        return record
+        return self.index.get(ref.repo_id, revision=ref.revision)
 
     def sync(self, *, progress: bool = True) -> Any:
         """Bring the index up to date with the store (only new revisions are read)."""
@@ -334,14 +330,8 @@ class Registry:
         max_rank: int | None,
         allow_pickle: bool,
     ) -> None:
-        """The full check when the base is in the store; the base-free checks otherwise."""
-        base = None
-        try:
-            base = self.resolve_base(
-                f"{card.base_model}@{card.base_revision}" if card.base_revision else card.base_model
-            )
-        except (BaseModelNotFoundError, RevisionNotFoundError):
-            logger.info("Base %s is not in the store; checking the adapter alone", card.base_model)
+        """The full check when the base is at hand; the base-free checks otherwise."""
+        base = self._base_for_check(card)
         if base is not None:
             # The card names the base (publish rewrites adapter_config to match it).
             named = dataclasses.replace(artifact, base_model=card.base_model)
@@ -353,13 +343,34 @@ class Registry:
                 f"Adapter {str(artifact.folder)!r} cannot be published", problems
             )
 
+    def _base_for_check(self, card: AdapterCard) -> ResolvedModel | None:
+        """The card's base if it is in the store and cheap to get: cached, or in a LocalHub.
+        A remote base is not downloaded just to publish (weights can be many GB); the server
+        checks again against the base it serves."""
+        if not card.base_model:
+            return None
+        try:
+            sha, files = self._head(card.base_model, card.base_revision)
+        except (AdapterNotFoundError, RevisionNotFoundError):
+            logger.info("Base %s is not in the store; checking the adapter alone", card.base_model)
+            return None
+        path = self.snapshots.get(card.base_model, sha)
+        if path is None and self.store.name == "local":
+            path = self.snapshots.fetch(self.store, card.base_model, sha, files)
+        if path is None:
+            logger.info(
+                "Base %s@%s is not cached; checking the adapter alone", card.base_model, sha
+            )
+            return None
+        return ResolvedModel(card.base_model, sha, path, _card_or_none(path))
+
     def _upload(self, folder: Path, repo_id: str, *, private: bool | None, message: str) -> str:
         if private is not None:
             self.store.create_repo(repo_id, private=private, exist_ok=True)
         return self.store.upload_folder(repo_id, folder, commit_message=message).sha
 
     def _set_aliases(self, repo_id: str, aliases: Iterable[str], sha: str) -> None:
-        tags = self._refs(repo_id).tags
+        tags = self.store.list_refs(repo_id).tags
         for alias in aliases:
             if tags.get(alias) == sha:
                 continue
@@ -371,9 +382,6 @@ class Registry:
         from loradock.registry.sync import sync_repo
 
         sync_repo(self.store, self.index, repo_id, snapshots=self.snapshots)
-
-    def _refs(self, repo_id: str):
-        return self.store.list_refs(repo_id)
 
     def _head(self, repo_id: str, revision: str | None):
         """``(sha, files)`` of a revision, with alias-aware errors."""
@@ -390,7 +398,7 @@ class Registry:
                     f"Revision {revision!r} not found in {repo_id!r}; `loradock registry show "
                     f"{repo_id}` lists its revisions."
                 ) from None
-            tags = self._refs(repo_id).tags
+            tags = self.store.list_refs(repo_id).tags
             raise AliasNotFoundError(_no_alias_message(repo_id, revision, tags)) from None
         return info.sha, info.files
 
@@ -418,88 +426,9 @@ def _named(card: AdapterCard, repo_id: str) -> AdapterCard:
     return card
 
 
-def _card_from_folder(folder: Path, artifact: AdapterArtifact) -> AdapterCard:
-    """The card to publish when none was given: the folder's own, else one naming the base
-    adapter_config names, when either names it by Hub id."""
-    from loradock.registry.card import build_adapter_card
-
-    card = AdapterCard.from_repo_folder(folder)
-    if card is not None and card.kind == "adapter" and _is_repo_id(card.base_model):
-        return card
-    if _is_repo_id(artifact.base_model):
-        return build_adapter_card(base_model=artifact.base_model)
-    named = card.base_model if card is not None and card.base_model else artifact.base_model
-    raise CardError(
-        f"Cannot tell which Hub model {str(folder)!r} adapts: it names the base {named!r}, "
-        "not an 'org/name' id. Pass card=build_adapter_card(base_model='org/name', ...)."
-    )
-
-
-def _is_repo_id(value: str | None) -> bool:
-    return bool(value) and bool(REPO_ID_RE.match(value or "")) and not Path(value or "").exists()
-
-
 def _card_or_none(folder: Path) -> AdapterCard | None:
     try:
         return AdapterCard.from_repo_folder(folder)
     except CardError as exc:
         logger.warning("Ignoring the unreadable card in %s: %s", folder, exc)
         return None
-
-
-def _check_model_weights(folder: Path) -> None:
-    from loradock.registry.artifact import read_safetensors_header
-
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights:
-        raise ArtifactError(f"{str(folder)!r} holds no *.safetensors weights.")
-    for w in weights:
-        read_safetensors_header(w)
-
-
-def _write_card_and_config(folder: Path, card: AdapterCard, *, adapter: bool) -> None:
-    text = card.to_text()
-    _replace_file(folder / CARD_FILENAME, text)
-    if not adapter:
-        return
-    # PEFT records the base as a local path when trained from a folder; published adapters
-    # name it by repo id (and revision) so any machine can find it.
-    path = folder / CONFIG_FILENAME
-    config = json.loads(path.read_text())
-    config["base_model_name_or_path"] = card.base_model
-    if card.base_revision:
-        config["revision"] = card.base_revision
-    _replace_file(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def _replace_file(path: Path, text: str) -> None:
-    # Unlink first: the staged file may be a hard link into the snapshot cache.
-    path.unlink(missing_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
-@contextmanager
-def _staged_copy(folder: Path, *, link: bool = True):
-    """A throwaway copy of ``folder`` (hard links where allowed: nothing is written through them)."""
-    tmp = Path(tempfile.mkdtemp(prefix="loradock-publish-"))
-    try:
-        for src in folder.rglob("*"):
-            rel = src.relative_to(folder)
-            if (
-                src.is_dir()
-                or rel.parts[0] in (".git", ".cache")
-                or src.name.startswith(".loradock-")
-            ):
-                continue
-            dest = tmp / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if link:
-                try:
-                    os.link(src, dest)
-                    continue
-                except OSError:
-                    pass
-            shutil.copy2(src, dest)
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

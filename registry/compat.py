@@ -64,10 +64,16 @@ def check_compatibility(
     artifact = _artifact_or_problem(adapter_folder, allow_pickle, problems)
     config, known_id = _base_config(base, problems)
     base_id = base_id or known_id
+    # A quantized copy of a model (its card: base_model_relation "quantized") takes the
+    # adapters made for that model.
+    card = getattr(base, "card", None)
+    same_as = {base_id} if base_id else set()
+    if getattr(card, "base_model_relation", None) == "quantized" and card.base_model:
+        same_as.add(card.base_model)
     if artifact is not None:
         problems += adapter_problems(artifact, max_rank=max_rank)
         if config is not None:
-            problems += _base_problems(artifact, config, base_id)
+            problems += _base_problems(artifact, config, base_id, same_as)
     if problems:
         name = artifact.folder if artifact is not None else adapter_folder
         raise IncompatibleAdapterError(f"Adapter {str(name)!r} does not fit its base", problems)
@@ -176,7 +182,9 @@ def _base_config(base: Any, problems: list[str]) -> tuple[Any | None, str | None
     return None, repo_id
 
 
-def _base_problems(artifact: AdapterArtifact, config: Any, base_id: str | None) -> list[str]:
+def _base_problems(
+    artifact: AdapterArtifact, config: Any, base_id: str | None, same_as: set[str]
+) -> list[str]:
     problems = []
     try:
         base = base_modules(config)
@@ -184,7 +192,7 @@ def _base_problems(artifact: AdapterArtifact, config: Any, base_id: str | None) 
         return [f"cannot build the base architecture from its config: {exc}"]
 
     named = artifact.base_model
-    if base_id and named and REPO_ID_RE.match(named) and named != base_id:
+    if base_id and named and REPO_ID_RE.match(named) and named not in same_as:
         problems.append(
             f"the adapter was trained on {named!r} but the base is {base_id!r}; "
             "use the base it names or retrain"

@@ -14,16 +14,17 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from loradock.registry.index_query import (
+    IndexStats,
     SearchQuery,
     build_compatible_sql,
     build_search_sql,
     load_records,
+    read_stats,
 )
 from loradock.registry.migrations import MIGRATIONS, Migration, apply_migrations, current_version
 from loradock.registry.names import (
@@ -43,19 +44,6 @@ from loradock.errors import (
 )
 
 BUSY_TIMEOUT_MS = 30_000
-
-
-@dataclass(frozen=True)
-class IndexStats:
-    path: Path
-    schema_version: int
-    repos: int
-    revisions: int
-    adapters: int  # latest revisions of adapter repos (what a search sees by default)
-    bases: int
-    merges: int
-    aliases: int
-    metrics: int
 
 
 def _iso(value: datetime) -> str:
@@ -82,9 +70,11 @@ class Index:
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._migrate(migrations)
-        except sqlite3.DatabaseError as exc:
+        except BaseException as exc:
             if getattr(self, "_conn", None) is not None:
                 self._conn.close()
+            if not isinstance(exc, sqlite3.DatabaseError):
+                raise
             raise ConfigError(
                 f"Cannot open the index {str(self.path)!r}",
                 [
@@ -358,22 +348,7 @@ class Index:
 
     def stats(self) -> IndexStats:
         with self._reading() as conn:
-
-            def one(sql: str) -> int:
-                return int(conn.execute(sql).fetchone()[0])
-
-            latest = "SELECT COUNT(*) FROM revisions WHERE is_latest = 1 AND kind = "
-            return IndexStats(
-                path=self.path,
-                schema_version=one("SELECT COALESCE(MAX(version), 0) FROM schema_version"),
-                repos=one("SELECT COUNT(*) FROM repos"),
-                revisions=one("SELECT COUNT(*) FROM revisions"),
-                adapters=one(latest + "'adapter'"),
-                bases=one(latest + "'base'"),
-                merges=one(latest + "'merge'"),
-                aliases=one("SELECT COUNT(*) FROM aliases"),
-                metrics=one("SELECT COUNT(*) FROM metrics"),
-            )
+            return read_stats(conn, self.path)
 
     # -- queries -----------------------------------------------------------------------------
 

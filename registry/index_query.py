@@ -23,6 +23,7 @@ import math
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from loradock.registry.records import KINDS, AdapterRecord, validate_metric_key
@@ -282,3 +283,34 @@ def load_records(conn: sqlite3.Connection, ids: list[int]) -> list[AdapterRecord
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    path: Path
+    schema_version: int
+    repos: int
+    revisions: int
+    adapters: int  # latest revisions of adapter repos (what a search sees by default)
+    bases: int
+    merges: int
+    aliases: int
+    metrics: int
+
+
+def read_stats(conn: sqlite3.Connection, path: Path) -> IndexStats:
+    def one(sql: str) -> int:
+        return int(conn.execute(sql).fetchone()[0])
+
+    latest = "SELECT COUNT(*) FROM revisions WHERE is_latest = 1 AND kind = "
+    return IndexStats(
+        path=path,
+        schema_version=one("SELECT COALESCE(MAX(version), 0) FROM schema_version"),
+        repos=one("SELECT COUNT(*) FROM repos"),
+        revisions=one("SELECT COUNT(*) FROM revisions"),
+        adapters=one(latest + "'adapter'"),
+        bases=one(latest + "'base'"),
+        merges=one(latest + "'merge'"),
+        aliases=one("SELECT COUNT(*) FROM aliases"),
+        metrics=one("SELECT COUNT(*) FROM metrics"),
+    )

@@ -22,6 +22,7 @@ import yaml
 from loradock.registry.artifact import CONFIG_FILENAME, read_adapter
 from loradock.registry.card import CARD_FILENAME, AdapterCard
 from loradock.registry.index import Index
+from loradock.registry.names import ALIAS_RE, DEFAULT_REVISION
 from loradock.registry.records import AdapterRecord, record_from_repo
 from loradock.registry.snapshot import SnapshotCache
 from loradock.registry.store import RepoInfo, Store
@@ -96,6 +97,13 @@ def _holds_a_model(info: RepoInfo) -> bool:
     return any(f.path in _MODEL_FILES for f in info.files)
 
 
+def alias_tags(store: Store, repo_id: str) -> dict[str, str]:
+    """The repo's tags that are loradock aliases (``prod``); release tags such as ``v1.0``
+    on a Hub repo are not aliases and are left out rather than failing the repo."""
+    tags = store.list_refs(repo_id).tags
+    return {t: s for t, s in tags.items() if ALIAS_RE.match(t) and t != DEFAULT_REVISION}
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, LoradockError):
         return str(exc)
@@ -119,10 +127,10 @@ def sync_repo(
     """
     head = store.repo_info(repo_id)
     commits = store.list_commits(repo_id)
-    refs = store.list_refs(repo_id)
+    aliases = alias_tags(store, repo_id)
     known = index.known_shas(repo_id)
     wanted = [c.sha for c in reversed(commits) if c.sha not in known]  # oldest first
-    wanted += [s for s in dict.fromkeys(refs.tags.values()) if s not in known and s not in wanted]
+    wanted += [s for s in dict.fromkeys(aliases.values()) if s not in known and s not in wanted]
     if head.sha not in known and head.sha not in wanted:
         wanted.append(head.sha)
 
@@ -148,7 +156,7 @@ def sync_repo(
     with index.transaction():
         index.upsert_many(records)
         index.set_latest(repo_id, head.sha)
-        index.set_aliases(repo_id, refs.tags)
+        index.set_aliases(repo_id, aliases)
     return len(records)
 
 
@@ -191,10 +199,10 @@ def sync(
             bar.update(task, description=repo_id)
             try:
                 if listed_info.sha and index.latest_sha(repo_id) == listed_info.sha:
-                    refs = store.list_refs(repo_id)
-                    if set(refs.tags.values()) <= index.known_shas(repo_id):
-                        if index.aliases(repo_id) != refs.tags:
-                            index.set_aliases(repo_id, refs.tags)
+                    aliases = alias_tags(store, repo_id)
+                    if set(aliases.values()) <= index.known_shas(repo_id):
+                        if index.aliases(repo_id) != aliases:
+                            index.set_aliases(repo_id, aliases)
                         unchanged += 1
                         continue
                 added += sync_repo(store, index, repo_id, snapshots=snapshots, errors=errors)

@@ -1,6 +1,7 @@
 """The tiered adapter cache: model slots, then CPU memory, then the registry's disk snapshots.
 
-- **slots** (``max_loaded``): adapters attached to the PEFT model, usable in a forward pass.
+- **slots** (``max_loaded``): adapters attached to the PEFT model (as ``slot0``, ``slot1``...),
+  usable in a forward pass; a new adapter of the same shape is copied into an evicted slot.
   Only the model thread touches them (attaching mutates the model), between decode steps.
   A slot in use by a running sequence is pinned and never evicted.
 - **CPU** (``max_cpu``): state dicts read from disk and cast to the model's dtype, so a
@@ -45,6 +46,29 @@ class CpuAdapter:
     def key(self) -> str:
         return adapter_key(self.spec)
 
+    @property
+    def shape(self) -> tuple:
+        """Adapters of equal shape can take each other's slot by copying weights in place."""
+        c = self.config
+        targets = c.target_modules if isinstance(c.target_modules, str) else sorted(c.target_modules)
+        return (
+            c.r,
+            c.lora_alpha,
+            bool(c.use_rslora),
+            bool(getattr(c, "use_dora", False)),
+            str(targets),
+            tuple(sorted((c.rank_pattern or {}).items())),
+            tuple(sorted((c.alpha_pattern or {}).items())),
+            tuple(sorted((k, tuple(v.shape)) for k, v in self.state_dict.items())),
+        )
+
+
+@dataclass
+class Slot:
+    name: str  # the adapter's name inside the PEFT model
+    spec: AdapterSpec
+    shape: tuple
+
 
 def read_adapter_from_disk(spec: AdapterSpec, dtype: Any) -> CpuAdapter:
     """Read a PEFT adapter folder (safetensors only) into CPU memory."""
@@ -68,7 +92,7 @@ class AdapterCache:
         max_loaded: int,
         max_cpu: int,
         dtype: Any,
-        attach: Callable[[str, CpuAdapter], None],
+        attach: Callable[[str, CpuAdapter, bool], None],
         detach: Callable[[str], None],
     ):
         self.max_loaded = max_loaded
@@ -78,7 +102,8 @@ class AdapterCache:
         self._detach = detach
         self._lock = threading.Lock()
         self._cpu: OrderedDict[str, CpuAdapter] = OrderedDict()
-        self._slots: OrderedDict[str, AdapterSpec] = OrderedDict()
+        self._slots: OrderedDict[str, Slot] = OrderedDict()  # adapter key -> slot, LRU first
+        self._free: list[str] = []  # slot names deleted from the model, to be reused
         self._pins: Counter[str] = Counter()
         self._loading: dict[str, asyncio.Future[CpuAdapter]] = {}
         self.stats: Counter[str] = Counter()
@@ -122,25 +147,45 @@ class AdapterCache:
             self.stats["cpu_evictions"] += 1
 
     # ---- slots (model thread) -------------------------------------------------------------
-    def is_attached(self, name: str) -> bool:
-        return name in self._slots
+    def slot_of(self, key: str) -> str:
+        """The PEFT adapter name (``slot3``) that holds adapter ``key`` now."""
+        return self._slots[key].name
 
     def try_attach(self, adapter: CpuAdapter) -> bool:
-        """Make ``adapter`` usable now; False when every slot is pinned by running sequences."""
-        name = adapter.key
-        if name in self._slots:
-            self._slots.move_to_end(name)
+        """Make ``adapter`` usable now; False when every slot is pinned by running sequences.
+
+        Evicting into a slot of the same shape copies the weights in place (a few ms);
+        otherwise the old adapter is deleted and a new one added to the model.
+        """
+        key = adapter.key
+        if key in self._slots:
+            self._slots.move_to_end(key)
             self.stats["slot_hits"] += 1
             return True
+        reuse: Slot | None = None
         if len(self._slots) >= self.max_loaded:
-            victim = next((n for n in self._slots if self._pins[n] == 0), None)
-            if victim is None:
+            unpinned = [k for k in self._slots if self._pins[k] == 0]
+            if not unpinned:
                 return False
-            self._detach(victim)
-            del self._slots[victim]
+            shape = adapter.shape
+            victim = next((k for k in unpinned if self._slots[k].shape == shape), unpinned[0])
+            slot = self._slots.pop(victim)
             self.stats["evictions"] += 1
-        self._attach(name, adapter)
-        self._slots[name] = adapter.spec
+            if slot.shape == shape:
+                reuse = slot
+            else:
+                self._detach(slot.name)
+                self._free.append(slot.name)
+        if reuse is not None:
+            self._attach(reuse.name, adapter, True)
+            name = reuse.name
+            self.stats["slot_reuses"] += 1
+        else:
+            name = self._free.pop() if self._free else f"slot{len(self._slots)}"
+            while any(s.name == name for s in self._slots.values()):
+                name = f"slot{int(name[4:]) + 1}"
+            self._attach(name, adapter, False)
+        self._slots[key] = Slot(name=name, spec=adapter.spec, shape=adapter.shape)
         self.stats["attaches"] += 1
         return True
 
@@ -160,13 +205,14 @@ class AdapterCache:
         with self._lock:
             found = self._cpu.pop(name, None) is not None
         if name in self._slots and self._pins[name] == 0:
-            self._detach(name)
-            del self._slots[name]
+            slot = self._slots.pop(name)
+            self._detach(slot.name)
+            self._free.append(slot.name)
             found = True
         return found
 
     def attached(self) -> list[AdapterSpec]:
-        return list(self._slots.values())
+        return [slot.spec for slot in self._slots.values()]
 
     def in_memory(self) -> list[str]:
         with self._lock:

@@ -71,7 +71,9 @@ class ContinuousBatcher:
         max_batch_size: int,
         max_wait_ms: float,
         max_queue: int,
+        threads: int | None = None,
     ):
+        self.threads = threads
         self._forward = forward
         self._cache = cache
         self._tokenizer = tokenizer
@@ -130,6 +132,9 @@ class ContinuousBatcher:
 
     # ---- model thread ---------------------------------------------------------------------
     def _run(self) -> None:
+        if self.threads:
+            # Per thread: the model thread's own intra-op pool (oversubscribed CPUs suffer).
+            torch.set_num_threads(self.threads)
         with torch.inference_mode():
             while self._running:
                 try:
@@ -201,7 +206,7 @@ class ContinuousBatcher:
             mask.to(self._device),
             positions.to(self._device),
             None,
-            [s.adapter_name for s in new],
+            [self._slot(s) for s in new],
         )
         if self._active:
             past, mask = self._merge(past, mask)
@@ -239,9 +244,12 @@ class ContinuousBatcher:
             self._mask.to(self._device),
             positions.to(self._device),
             self._past,
-            [s.adapter_name for s in self._active],
+            [self._slot(s) for s in self._active],
         )
         self._sample_and_emit(logits, list(range(len(self._active))))
+
+    def _slot(self, seq: Sequence) -> str:
+        return self._cache.slot_of(seq.adapter.key) if seq.adapter else BASE_ADAPTER
 
     def _sample_and_emit(self, logits: torch.Tensor, rows: list[int]) -> None:
         self.stats["steps"] += 1

@@ -32,6 +32,7 @@ class ServerConfig:
     max_model_len: int = 512
     dtype: str = "auto"
     device: str | None = None
+    torch_threads: int | None = None  # the model thread's intra-op threads (None: torch's)
     api_key: str | None = field(default=None, repr=False)
     admin_key: str | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
@@ -57,6 +58,10 @@ class ServerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 problems.append(f"{name}={value!r} must be an integer >= {low}")
+        if self.torch_threads is not None and (
+            not isinstance(self.torch_threads, int) or self.torch_threads < 1
+        ):
+            problems.append(f"torch_threads={self.torch_threads!r} must be an integer >= 1")
         if not isinstance(self.max_wait_ms, (int, float)) or self.max_wait_ms < 0:
             problems.append(f"max_wait_ms={self.max_wait_ms!r} must be a number >= 0")
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:

@@ -46,6 +46,7 @@ class PeftEngine:
         max_model_len: int = 512,
         dtype: str | None = "auto",
         device: str | None = None,
+        threads: int | None = None,
     ):
         self.base_path = Path(base_path)
         self.base_name = base_name
@@ -57,6 +58,7 @@ class PeftEngine:
             "max_batch_size": max_batch_size,
             "max_wait_ms": max_wait_ms,
             "max_queue": max_queue,
+            "threads": threads,
         }
         self._dtype_name = dtype
         self._device = device
@@ -81,6 +83,7 @@ class PeftEngine:
             max_model_len=config.max_model_len,
             dtype=config.dtype,
             device=config.device,
+            threads=config.torch_threads,
         )
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -120,6 +123,7 @@ class PeftEngine:
             max_batch_size=self._options["max_batch_size"],
             max_wait_ms=self._options["max_wait_ms"],
             max_queue=self._options["max_queue"],
+            threads=self._options["threads"],
         )
         self._batcher.start()
 
@@ -145,22 +149,24 @@ class PeftEngine:
         )
         return out.logits[:, -1, :], out.past_key_values
 
-    def _attach(self, key: str, adapter: CpuAdapter) -> None:
+    def _attach(self, key: str, adapter: CpuAdapter, reuse: bool) -> None:
+        """Put ``adapter`` in slot ``key``: a weight copy when ``reuse``, else a new adapter."""
         from peft import get_peft_model, set_peft_model_state_dict
 
-        if not self._peft:
+        if not reuse and not self._peft:
             with warnings.catch_warnings():  # "base_model_name_or_path was renamed": expected
                 warnings.simplefilter("ignore", UserWarning)
                 self.model = get_peft_model(self.model, adapter.config, adapter_name=key)
             self._peft = True
-        else:
+        elif not reuse:
             self.model.add_adapter(key, adapter.config)
         result = set_peft_model_state_dict(self.model, adapter.state_dict, adapter_name=key)
-        missing = [k for k in result.unexpected_keys if "lora_" in k]
-        if missing:
-            self.model.delete_adapter(key)
+        unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+        if unexpected:
+            self._detach(key)
             raise RequestError(f"adapter {adapter.spec.name!r} has weights the model lacks")
-        self.model.eval()
+        if not reuse:
+            self.model.eval()
 
     def _detach(self, key: str) -> None:
         with warnings.catch_warnings():  # "adapter X was active": every row names its adapter

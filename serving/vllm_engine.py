@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
@@ -34,6 +36,7 @@ from loradock.serving.vllm_limits import (
     servable_modules,
     vllm_adapter_problems,
 )
+from loradock.serving.vllm_null_adapter import NULL_ADAPTER_NAME, write_null_adapter
 
 from loradock.errors import (
     AdapterNotFoundError,
@@ -48,6 +51,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # On the CPU build the KV cache is host memory; a fixed size keeps a shared machine usable
 # (vLLM's default, a share of the NUMA node's memory, starves everyone else).
 CPU_KV_CACHE_BYTES = 256 * 2**20
+NULL_LORA_ID = 2**30  # far above the ids handed out per sha
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class VllmOptions:
     max_cpu_loras: int | None = None
     max_num_seqs: int | None = None
     enforce_eager: bool | None = None  # None: eager on the CPU (compiling costs minutes)
+    # None: on the CPU, base requests go through a zero adapter (see vllm_null_adapter.py)
+    null_adapter_for_base: bool | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -138,12 +144,15 @@ class VllmEngine:
         self._preload = list(adapters)
         self._servable = servable_modules(self.model_path)
         self._llm: Any = None
+        self._null_lora: Any = None
+        self._null_dir: str | None = None
         self._names: OrderedDict[str, AdapterSpec] = OrderedDict()  # LRU: oldest first
         self._resident: OrderedDict[str, Any] = OrderedDict()  # sha -> LoRARequest, LRU
         self._ids: dict[str, int] = {}  # sha -> lora_int_id, stable for the engine's life
         self._inflight: Counter[str] = Counter()  # sha -> running requests
         self._checked: dict[str, AdapterArtifact] = {}
         self._lock = asyncio.Lock()
+        self._slot_freed = asyncio.Condition(self._lock)
         problems = []
         for spec in self._preload:  # fail before the slow engine start, all at once
             try:
@@ -181,13 +190,20 @@ class VllmEngine:
         elif opts.gpu_memory_utilization is None and not cuda:
             kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         if self.limits is not None:
+            extra = 1 if self.uses_null_adapter() else 0  # the null adapter's own slot
             kwargs.update(
                 enable_lora=True,
                 max_lora_rank=self.limits.max_lora_rank,
-                max_loras=self.limits.max_loras,
-                max_cpu_loras=self.limits.max_cpu_loras,
+                max_loras=self.limits.max_loras + extra,
+                max_cpu_loras=self.limits.max_cpu_loras + extra,
             )
         return AsyncEngineArgs(**kwargs)
+
+    def uses_null_adapter(self) -> bool:
+        if self.limits is None:
+            return False
+        flag = self.options.null_adapter_for_base
+        return (not _has_cuda()) if flag is None else flag
 
     async def start(self) -> None:
         if self._llm is not None:
@@ -197,13 +213,29 @@ class VllmEngine:
         # Starting spawns the engine-core and worker processes and loads the weights
         # (seconds to a minute); nothing else runs on this loop before it is up.
         self._llm = AsyncLLM.from_engine_args(self.engine_args())
+        if self.uses_null_adapter():
+            await self._add_null_adapter()
         for spec in self._preload:
             await self.load(spec)
 
+    async def _add_null_adapter(self) -> None:
+        from vllm.lora.request import LoRARequest
+
+        self._null_dir = tempfile.mkdtemp(prefix="loradock-vllm-null-")
+        path = write_null_adapter(self.model_path, Path(self._null_dir) / "adapter")
+        request = LoRARequest(NULL_ADAPTER_NAME, NULL_LORA_ID, str(path))
+        await self._llm.add_lora(request)
+        await self._llm.pin_lora(NULL_LORA_ID)  # never evicted by vLLM's own LRU
+        self._null_lora = request
+
     async def shutdown(self) -> None:
         llm, self._llm = self._llm, None
+        self._null_lora = None
         if llm is not None:
             llm.shutdown()
+        if self._null_dir:
+            shutil.rmtree(self._null_dir, ignore_errors=True)
+            self._null_dir = None
 
     # -- adapters --------------------------------------------------------------------------
 
@@ -242,7 +274,7 @@ class VllmEngine:
     async def load(self, adapter: AdapterSpec) -> None:
         self.check_adapter(adapter)
         self._require_started()
-        async with self._lock:
+        async with self._slot_freed:
             await self._ensure_resident(adapter)
             self._names[adapter.name] = adapter
             self._names.move_to_end(adapter.name)
@@ -255,10 +287,14 @@ class VllmEngine:
             self._resident.move_to_end(adapter.sha)
             return request
         assert self.limits is not None
+        # Never hold more than max_cpu_loras: past it vLLM evicts an adapter a running request
+        # still needs and its worker dies (KeyError in convert_mapping, measured). When every
+        # resident adapter is busy, wait for one to finish instead.
         while len(self._resident) >= self.limits.max_cpu_loras:
             idle = next((s for s in self._resident if not self._inflight[s]), None)
             if idle is None:
-                break  # all busy: vLLM's own LRU makes room
+                await self._slot_freed.wait()
+                continue
             await self._evict(idle)
         request = LoRARequest(
             lora_name=f"{adapter.repo_id}@{adapter.sha}",
@@ -341,11 +377,11 @@ class VllmEngine:
             sampling = replace(sampling, max_tokens=room)  # as the PEFT engine: stop at context
         params = self._sampling_params(replace(request, sampling=sampling))
 
-        lora = None
+        lora = self._null_lora  # None unless base requests need it (vllm_null_adapter.py)
         sha = None
         if request.adapter is not None:
             self.check_adapter(request.adapter)
-            async with self._lock:
+            async with self._slot_freed:
                 lora = await self._ensure_resident(request.adapter)
                 sha = request.adapter.sha
                 self._inflight[sha] += 1
@@ -375,6 +411,13 @@ class VllmEngine:
         finally:
             if sha is not None:
                 self._inflight[sha] -= 1
+                if not self._inflight[sha]:
+                    # A task, not an await: this also runs when the stream is abandoned.
+                    asyncio.get_running_loop().create_task(self._notify_slot_freed())
+
+    async def _notify_slot_freed(self) -> None:
+        async with self._slot_freed:
+            self._slot_freed.notify_all()
 
 
 def build_vllm_engine(config: Any, registry: Any) -> VllmEngine:

@@ -286,7 +286,9 @@ class SpaceApp:
                     )
                     example = gr.Dropdown(label="Example prompt", elem_id="compare-example")
                     prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt")
-                    max_tokens = gr.Slider(8, 512, value=64, step=8, label="Max new tokens")
+                    max_tokens = gr.Slider(
+                        8, 512, value=64, step=8, label="Max new tokens", elem_id="max-tokens"
+                    )
                     run = gr.Button("Generate", variant="primary", elem_id="compare-run")
                     cols, outs, stats = [], [], []
                     with gr.Row():

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import yaml
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 
@@ -95,6 +96,41 @@ class AdapterCardView:
     markdown: str
     lineage: dict[str, Any] = field(default_factory=dict)
     sha: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # the card's YAML front matter
+
+
+def split_card(text: str) -> tuple[dict[str, Any], str]:
+    """(YAML front matter, markdown body) of a Hub README; bad YAML keeps the text whole."""
+    if not text.startswith("---"):
+        return {}, text
+    head, sep, body = text[3:].partition("\n---")
+    if not sep:
+        return {}, text
+    try:
+        meta = yaml.safe_load(head) or {}
+    except yaml.YAMLError:
+        return {}, text
+    if not isinstance(meta, dict):
+        return {}, text
+    return meta, body.partition("\n")[2].lstrip("\n")
+
+
+def lineage_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The lineage facts a loradock card carries in its YAML (see registry/card.py)."""
+    lineage: dict[str, Any] = {}
+    for key, name in (
+        ("base_model", "base_model"),
+        ("base_model_revision", "base_revision"),
+        ("base_model_relation", "relation"),
+        ("datasets", "datasets"),
+        ("license", "license"),
+    ):
+        if meta.get(key):
+            lineage[name] = meta[key]
+    training = meta.get("loradock")
+    if isinstance(training, dict) and training:
+        lineage["training"] = training
+    return lineage
 
 
 @dataclass
@@ -261,12 +297,18 @@ class LoradockClient:
         body = await self._get_json(path, f"Reading the card of {repo_id}")
         if not isinstance(body, dict):
             raise EndpointError(f"Reading the card of {repo_id}: unexpected answer")
-        markdown = body.get("card") or body.get("markdown") or ""
+        meta, markdown = split_card(str(body.get("card") or body.get("markdown") or ""))
+        lineage = lineage_from_meta(meta)
+        lineage.update(body.get("lineage") or {})
+        for key in ("revisions", "aliases"):  # the server sends these beside the card
+            if body.get(key) is not None:
+                lineage[key] = body[key]
         return AdapterCardView(
             repo_id=str(body.get("repo_id") or repo_id),
-            markdown=str(markdown),
-            lineage=dict(body.get("lineage") or {}),
+            markdown=markdown,
+            lineage=lineage,
             sha=body.get("sha"),
+            metadata=meta,
         )
 
     async def stream_chat(

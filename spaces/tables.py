@@ -76,7 +76,8 @@ def leaderboard_frame(
             "tasks": ", ".join(row.tasks),
         }
         for key in task_cols + other_cols:
-            record[key] = row.metrics.get(key)
+            value = row.metrics.get(key)
+            record[key] = None if value is None else round(value, 4)  # 0.30000000000000004
         records.append(_with_arena(record, by_model.get(row.repo_id)))
     for standing in standings:  # the base model, or adapters no longer in the index
         if standing.model not in seen:

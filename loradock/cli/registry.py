@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from loradock.cli._common import console, print_json, print_table, to_jsonable
 
@@ -43,24 +44,29 @@ def _short(sha: str | None) -> str:
     return (sha or "")[:10]
 
 
-def _record_row(record: Any, metric: str | None) -> list[Any]:
-    row = [
-        record.repo_id,
-        _short(record.sha),
-        record.kind,
-        record.base_model or "",
-        ", ".join(record.tasks),
-        record.rank if record.rank is not None else "",
-        ", ".join(record.aliases),
-        record.updated_at.date().isoformat(),
-    ]
+def _print_records(title: str, records: list[Any], metric: str | None = None) -> None:
+    # Names and shas are what people copy from this table: those columns never wrap or cut.
+    table = Table(title=title)
+    table.add_column("repo", no_wrap=True)
+    table.add_column("sha", no_wrap=True)
+    for name in ("base model", "tasks", "rank", "aliases"):
+        table.add_column(name)
     if metric:
-        value = record.metrics.get(metric)
-        row.append("" if value is None else f"{value:.4g}")
-    return row
-
-
-_RECORD_COLUMNS = ["repo", "sha", "kind", "base model", "tasks", "rank", "aliases", "updated"]
+        table.add_column(metric, justify="right", no_wrap=True)
+    for r in records:
+        row = [
+            r.repo_id,
+            _short(r.sha),
+            r.base_model or f"({r.kind})",
+            ", ".join(r.tasks),
+            "" if r.rank is None else str(r.rank),
+            ", ".join(r.aliases),
+        ]
+        if metric:
+            value = r.metrics.get(metric)
+            row.append("" if value is None else f"{value:.4g}")
+        table.add_row(*row)
+    console.print(table)
 
 
 @app.command()
@@ -122,9 +128,7 @@ def search(
     if as_json:
         print_json(rows)
         return
-    shown_metric = sort if sort and "/" in sort else metric
-    columns = _RECORD_COLUMNS + ([shown_metric] if shown_metric else [])
-    print_table(f"{len(rows)} result(s)", columns, [_record_row(r, shown_metric) for r in rows])
+    _print_records(f"{len(rows)} result(s)", rows, sort if sort and "/" in sort else metric)
     if not rows:
         console.print("Nothing matched. Run `loradock registry sync` if the store has new repos.")
 
@@ -239,9 +243,7 @@ def compatible(
     if as_json:
         print_json(rows)
         return
-    print_table(
-        f"{len(rows)} adapter(s) for {base}", _RECORD_COLUMNS, [_record_row(r, None) for r in rows]
-    )
+    _print_records(f"{len(rows)} adapter(s) for {base}", rows)
 
 
 @alias_app.command("set")

@@ -41,6 +41,9 @@ def serve_command(
         bool,
         typer.Option("--only-listed", help="Serve only --adapter names, not any in the registry"),
     ] = False,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="Torch threads of the model thread")
+    ] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
 ) -> None:
@@ -61,6 +64,7 @@ def serve_command(
         dtype=dtype,
         api_key=api_key,
         admin_key=admin_key,
+        torch_threads=threads,
         host=host,
         port=port,
         allow_any_registry_adapter=not only_listed,

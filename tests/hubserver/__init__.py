@@ -4,6 +4,6 @@ Use the ``hub_server`` fixture (``pytest_plugins = ["hubserver.fixtures"]``) or
 ``HubServer(folder)`` directly; it stores repos in a temporary folder.
 """
 
-from .server import READ_TOKEN, WRITE_TOKEN, HubServer
+from .server import PAGE_SIZE, READ_TOKEN, WRITE_TOKEN, HubServer
 
-__all__ = ["HubServer", "READ_TOKEN", "WRITE_TOKEN"]
+__all__ = ["PAGE_SIZE", "HubServer", "READ_TOKEN", "WRITE_TOKEN"]

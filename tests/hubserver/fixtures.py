@@ -15,10 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .server import HubServer
-
-# Small pages so that tests cross page boundaries with a handful of repos.
-PAGE_SIZE = 5
+from .server import PAGE_SIZE, HubServer
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ from .storage import HubStorage
 
 WRITE_TOKEN = "hf_loradock_test_write"
 READ_TOKEN = "hf_loradock_test_read"
+# Small pages in tests, so that a handful of repos crosses page boundaries.
+PAGE_SIZE = 5
 
 
 def free_port() -> int:

@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from loradock.registry.card import build_adapter_card
+from loradock.registry.store import Store
 
 from loradock.errors import (
     AdapterNotFoundError,
@@ -20,8 +22,6 @@ from loradock.errors import (
     LoradockError,
     RevisionNotFoundError,
 )
-from loradock.registry.card import build_adapter_card
-from loradock.registry.store import Store
 
 
 def _suffix(tmp_path: Path) -> str:

@@ -8,14 +8,14 @@ import math
 import pytest
 import yaml
 from huggingface_hub import ModelCard
-
-from loradock.errors import CardError
 from loradock.registry.card import (
     AdapterCard,
     EvalMetric,
     build_adapter_card,
     build_base_card,
 )
+
+from loradock.errors import CardError
 
 
 def _front_matter(text: str) -> dict:
@@ -186,6 +186,12 @@ def test_builders_validate_early():
         EvalMetric("t", "d", "acc", "abc")
     with pytest.raises(CardError, match="nan"):
         build_adapter_card(base_model="a/b").with_eval_results([EvalMetric("t", "d", "m", "nan")])
+
+
+def test_tuples_in_training_survive_a_round_trip():
+    c = build_adapter_card(base_model="a/b", training={"target_modules": ("q_proj", "v_proj")})
+    assert AdapterCard.from_text(c.to_text()) == c
+    assert c.training["target_modules"] == ["q_proj", "v_proj"]
 
 
 def test_from_repo_folder(tmp_path, card):

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from loradock.registry.api import ResolvedModel
+from loradock.registry.card import build_base_card
+from loradock.registry.compat import base_modules, check_compatibility
 
 from loradock.errors import IncompatibleAdapterError
-from loradock.registry.api import ResolvedModel
-from loradock.registry.compat import base_modules, check_compatibility
 
 
 def _config(tiny_base: Path, **changes) -> dict:
@@ -49,7 +50,12 @@ def test_module_tree_is_built_once_per_config(tiny_base):
         ({"hidden_size": 32, "intermediate_size": 64}, "hidden_size=32"),
         ({"num_hidden_layers": 1}, "has 1 layers"),
         (
-            {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": 64, "n_layer": 2},
+            {
+                "model_type": "gpt2",
+                "architectures": ["GPT2LMHeadModel"],
+                "n_embd": 64,
+                "n_layer": 2,
+            },
             "architecture mismatch",
         ),
     ],
@@ -113,6 +119,9 @@ def test_base_name_must_agree_when_both_known(tmp_path, adapter_dir, tiny_base):
     (problem,) = _problems(folder, resolved)
     assert "'acme/other-base'" in problem and "'acme/tiny-base'" in problem
     check_compatibility(folder, tiny_base)  # a bare folder has no id to compare
+    # A quantized copy of the model the adapter names takes its adapters.
+    card = build_base_card(base_model="acme/other-base", relation="quantized")
+    check_compatibility(folder, ResolvedModel("acme/tiny-base-q", "0" * 40, tiny_base, card))
 
 
 def test_embedding_weights_in_the_adapter(tmp_path, adapter_dir, tiny_base):

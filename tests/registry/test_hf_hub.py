@@ -4,13 +4,14 @@ resolve headers, tags as aliases, private repos and tokens, and the error mappin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 from pathlib import Path
 
 import httpx
 import pytest
-from hubserver.fixtures import PAGE_SIZE
+from hubserver import PAGE_SIZE
 from huggingface_hub import HfApi, constants, hf_hub_download
 from loradock.registry.card import build_adapter_card
 from loradock.registry.hf_hub import HfHub
@@ -25,6 +26,7 @@ from loradock.errors import (
     RevisionNotFoundError,
     StoreError,
 )
+from loradock.settings import get_settings
 
 SECRET = "hf_do_not_print_me_123"
 
@@ -298,3 +300,33 @@ def test_errors_are_mapped_and_say_what_to_do(hub, hub_server, tmp_path, call, e
     assert quoted in message
     assert SECRET not in message and hub_server.token not in message
     assert isinstance(info.value, LoradockError)
+
+
+def test_registry_lifecycle_over_the_hf_store(hub, hub_server, tmp_path, tiny_base, adapter_dir):
+    """publish -> sync into a fresh index -> search by base and task -> resolve by alias and
+    sha, all through HfHub (the same flow the registry tests run on LocalHub)."""
+    from loradock.registry.api import Registry
+    from loradock.registry.card import build_base_card
+
+    registry = Registry.open(store=hub)
+    registry.publish_base(tiny_base, "acme/tiny-base", card=build_base_card())
+    card = build_adapter_card(base_model="acme/tiny-base", task="dates")
+    first = registry.publish(adapter_dir, "acme/dates-lora", card=card, aliases=["prod"])
+    second = registry.publish(
+        adapter_dir,
+        "acme/dates-lora",
+        card=build_adapter_card(base_model="acme/tiny-base", task="json"),
+    )
+    assert first.sha != second.sha
+
+    # Another machine: its own empty index and snapshot cache, the same Hub.
+    elsewhere = dataclasses.replace(
+        get_settings(), index_path=tmp_path / "other.sqlite", cache_dir=tmp_path / "other-snaps"
+    )
+    fresh = Registry.open(elsewhere, store=HfHub(endpoint=hub_server.url, token=hub_server.token))
+    fresh.sync(progress=False)
+    found = fresh.search(base_model="acme/tiny-base")
+    assert [r.repo_id for r in found] == ["acme/dates-lora"]
+    assert fresh.resolve("acme/dates-lora@prod").sha == first.sha
+    pinned = fresh.resolve(f"acme/dates-lora@{second.sha}")
+    assert pinned.card.task == "json" and (pinned.path / "adapter_model.safetensors").is_file()

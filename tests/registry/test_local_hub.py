@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import store_contract
-
-from loradock.errors import AdapterNotFoundError, IntegrityError, InvalidNameError
 from loradock.registry.card import build_adapter_card
 from loradock.registry.local_hub import LocalHub
 from loradock.registry.store import Store
+
+from loradock.errors import AdapterNotFoundError, IntegrityError, InvalidNameError
 
 
 @pytest.fixture

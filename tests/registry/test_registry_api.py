@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import BASE_ID
+from loradock.registry import EvalMetric, Registry, build_adapter_card, build_base_card
+from loradock.registry.index import Index
 
 from loradock.errors import (
     AdapterNotFoundError,
@@ -16,8 +17,8 @@ from loradock.errors import (
     CardError,
     RevisionNotFoundError,
 )
-from loradock.registry import EvalMetric, Registry, build_adapter_card, build_base_card
-from loradock.registry.index import Index
+
+BASE_ID, NARROW_BASE_ID = "acme/tiny-base", "acme/tiny-base-narrow"  # see conftest.py
 
 
 def _tree_hash(folder: Path) -> str:
@@ -34,6 +35,7 @@ def _card(task: str = "dates", **kw):
 
 def test_open_uses_settings(registry):
     from loradock.registry.local_hub import LocalHub
+
     from loradock.settings import get_settings
 
     settings = get_settings()
@@ -186,3 +188,51 @@ def test_unknown_names(registry_with_base, adapter_dir):
         reg.resolve("acme/dates-lora@canary")
     with pytest.raises(AdapterNotFoundError):
         reg.update_card("acme/nope", _card())
+
+
+def test_only_top_level_non_pickle_files_travel(registry_with_base, adapter_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "trainer-output"
+    shutil.copytree(adapter_dir, folder)
+    (folder / "checkpoint-10").mkdir()
+    (folder / "checkpoint-10" / "optimizer.pt").write_bytes(b"pickle")
+    (folder / "training_args.bin").write_bytes(b"pickle")
+    (folder / "tokenizer_config.json").write_text("{}")
+    pub = registry_with_base.publish(folder, "acme/x", card=_card())
+    files = {f.path for f in registry_with_base.store.repo_info("acme/x", revision=pub.sha).files}
+    assert files == {
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer_config.json",
+    }
+
+
+def test_publish_when_the_base_is_not_in_the_store(registry, adapter_dir):
+    card = build_adapter_card(base_model="HuggingFaceTB/SmolLM2-135M-Instruct", task="dates")
+    pub = registry.publish(adapter_dir, "acme/for-smollm", card=card)
+    (row,) = registry.search(base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert row.sha == pub.sha and row.rank == 4
+
+
+def test_a_remote_base_is_checked_only_once_cached(registry_with_base, adapter_dir):
+    """Publishing never downloads a remote base's weights; a cached base is checked."""
+    from loradock.errors import IncompatibleAdapterError
+
+    class RemoteStore:
+        name = "remote"
+
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, item):
+            return getattr(self._inner, item)
+
+    remote = Registry(RemoteStore(registry_with_base.store), settings=registry_with_base.settings)
+    narrow = build_adapter_card(base_model=NARROW_BASE_ID)
+    remote.publish(adapter_dir, "acme/unchecked", card=narrow)  # base not cached: not fetched
+    assert remote.snapshots.root.joinpath(NARROW_BASE_ID).exists() is False
+    remote.resolve_base(NARROW_BASE_ID)  # now cached (a server serving it would have it)
+    with pytest.raises(IncompatibleAdapterError, match="hidden_size=32"):
+        remote.publish(adapter_dir, "acme/checked", card=narrow)

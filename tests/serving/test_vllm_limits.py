@@ -7,8 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from loradock.errors import ConfigError, IncompatibleAdapterError
 from loradock.registry.artifact import read_adapter
 from loradock.serving.engine import AdapterSpec
 from loradock.serving.vllm_limits import (
@@ -18,6 +16,8 @@ from loradock.serving.vllm_limits import (
     servable_modules,
     vllm_adapter_problems,
 )
+
+from loradock.errors import ConfigError, IncompatibleAdapterError
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,9 @@ def test_servable_modules_are_the_2d_weights(base):
         ),
     ],
 )
-def test_unservable_adapters_list_every_reason(adapter, base, tmp_path, changes, max_rank, expected):
+def test_unservable_adapters_list_every_reason(
+    adapter, base, tmp_path, changes, max_rank, expected
+):
     artifact = read_adapter(_variant(adapter, tmp_path, **changes))
     problems = vllm_adapter_problems(
         artifact, max_lora_rank=max_rank, servable=servable_modules(base)
@@ -83,9 +85,12 @@ def test_unservable_adapters_list_every_reason(adapter, base, tmp_path, changes,
 
 
 def test_a_plain_adapter_within_limits_passes(adapter, base):
-    assert vllm_adapter_problems(
-        read_adapter(adapter), max_lora_rank=16, servable=servable_modules(base)
-    ) == []
+    assert (
+        vllm_adapter_problems(
+            read_adapter(adapter), max_lora_rank=16, servable=servable_modules(base)
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -189,7 +194,10 @@ def test_merged_engine_takes_no_adapters(base, adapter):
         ({"max_model_len": 4}, ["max_model_len=4"]),
         ({"tensor_parallel_size": 0}, ["tensor_parallel_size=0"]),
         ({"gpu_memory_utilization": 1.5}, ["gpu_memory_utilization=1.5"]),
-        ({"max_loras": 0, "kv_cache_memory_bytes": -1}, ["max_loras=0", "kv_cache_memory_bytes=-1"]),
+        (
+            {"max_loras": 0, "kv_cache_memory_bytes": -1},
+            ["max_loras=0", "kv_cache_memory_bytes=-1"],
+        ),
     ],
 )
 def test_invalid_engine_options(kwargs, expected):

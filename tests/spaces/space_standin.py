@@ -97,18 +97,24 @@ def create_standin(*, api_key: str | None = None, token_delay: float = 0.0) -> F
         if repo_id not in ADAPTERS:
             return _error(404, f"Adapter {repo_id!r} is not in the registry", "model_not_found")
         row = _row(repo_id)
+        # The real server's shape: the README (YAML front matter + body), revisions as
+        # index rows and aliases beside it.
+        card = (
+            "---\n"
+            f"base_model: {BASE}\n"
+            f"base_model_revision: {row['base_revision']}\n"
+            "base_model_relation: adapter\n"
+            f"datasets:\n- {row['datasets'][0]}\n"
+            "loradock:\n  r: 8\n  lora_alpha: 16\n  learning_rate: 0.0002\n"
+            "---\n\n"
+            f"# {repo_id}\n\nA LoRA adapter of `{BASE}` for {row['tasks'][0]}.\n"
+        )
         return {
             "repo_id": repo_id,
             "sha": SHA,
-            "card": f"# {repo_id}\n\nA LoRA adapter of `{BASE}` for {row['tasks'][0]}.",
-            "lineage": {
-                "base_model": BASE,
-                "base_revision": row["base_revision"],
-                "datasets": row["datasets"],
-                "training": {"r": 8, "lora_alpha": 16, "learning_rate": 2e-4},
-                "revisions": [SHA, "c" * 40],
-                "aliases": {"prod": SHA} if row["aliases"] else {},
-            },
+            "card": card,
+            "revisions": [dict(row, sha=SHA), dict(row, sha="c" * 40, is_latest=False)],
+            "aliases": {"prod": SHA} if row["aliases"] else {},
         }
 
     @app.post("/v1/chat/completions")

@@ -1,0 +1,55 @@
+"""``loradock space``: run the Gradio Space locally, or deploy it as a Hugging Face Space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loradock.cli._common import console, print_json
+
+app = typer.Typer(help="The Gradio Space: compare a base model and its adapters side by side.")
+
+
+@app.command("run")
+def run_command(
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", envvar="LORADOCK_ENDPOINT", help="loradock endpoint URL"),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="LORADOCK_API_KEY", help="The endpoint's API key"),
+    ] = None,
+    arena_db: Annotated[
+        Path | None,
+        typer.Option("--arena-db", envvar="LORADOCK_ARENA_DB", help="SQLite file for votes"),
+    ] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 7860,
+) -> None:
+    """Serve the Space on HOST:PORT, talking to a loradock endpoint over HTTP."""
+    from loradock.spaces.app import build_app
+
+    demo = build_app(endpoint=endpoint, api_key=api_key, arena_db=arena_db)
+    demo.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port)
+
+
+@app.command("deploy")
+def deploy_command(
+    repo: Annotated[str, typer.Option("--repo", help="Space repo id, ORG/NAME")],
+    private: Annotated[bool, typer.Option("--private", help="Create the Space private")] = False,
+    message: Annotated[
+        str, typer.Option("--message", "-m", help="Commit message")
+    ] = "Deploy the loradock Space",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the commit as JSON")] = False,
+) -> None:
+    """Upload spaces/ as a Space repo through the registry's store (local hub or the Hub)."""
+    from loradock.spaces.deploy import deploy_space
+
+    commit = deploy_space(repo, private=private, commit_message=message)
+    if as_json:
+        print_json(commit)
+    else:
+        console.print(f"Deployed Space [bold]{commit.repo_id}[/] at {commit.sha}")
