@@ -184,14 +184,15 @@ def _make_backend(options: EvalOptions, plan: TargetPlan):
     )
 
 
-def _run_target(backend, target: EvalTarget, specs, task_manager, options) -> dict[str, Any]:
+def _run_target(backend, target: EvalTarget, tasks: list[Any], task_manager, options) -> dict[str, Any]:
     import lm_eval
 
     with backend.model_for(target) as (lm, chat):
         try:
             raw = lm_eval.simple_evaluate(
                 model=lm,
-                tasks=[s.name for s in specs],
+                tasks=tasks,
+                # Without one, lm-eval indexes its thousands of built-in task YAMLs each call.
                 task_manager=task_manager,
                 limit=options.limit,
                 bootstrap_iters=options.bootstrap_iters,
@@ -254,11 +255,17 @@ def evaluate(
         hashes = _task_hashes(specs, include)
         task_manager = TaskManager(include_path=str(include), include_defaults=False)
         by_name = {s.name: s for s in specs}
+        try:
+            # Built once (data sets read once) and reused for every target: lm-eval rebuilds
+            # each task's requests per evaluate() call, so nothing leaks between models.
+            loaded = list(task_manager.load([s.name for s in specs])["tasks"].values())
+        except (KeyError, ValueError, TypeError, FileNotFoundError) as exc:
+            raise EvalError(f"lm-eval could not load the tasks {sorted(by_name)}: {exc}") from exc
         results: list[TargetResult] = []
         try:
             for target in plan.all:
                 log.info("evaluating %s on %s", target.label, ", ".join(by_name))
-                raw = _run_target(backend, target, specs, task_manager, options)
+                raw = _run_target(backend, target, loaded, task_manager, options)
                 samples = raw.pop("samples", {}) or {}
                 raw["loradock"] = {
                     "target": {

@@ -87,6 +87,11 @@ def adapter_problems(artifact: AdapterArtifact, *, max_rank: int | None = None) 
             f"peft_type {artifact.peft_type!r} is not supported: only LoRA adapters "
             "(peft_type 'LORA') can be served"
         )
+    if artifact.peft_type == "LORA" and artifact.tensors and not artifact.lora_modules():
+        problems.append(
+            f"{artifact.weights_file!r} holds no LoRA matrices (no '*.lora_A.weight' tensors): "
+            "not a LoRA adapter's weights"
+        )
     if max_rank is not None and artifact.max_rank > max_rank:
         problems.append(
             f"rank {artifact.max_rank} is over the limit of {max_rank}: retrain with r<={max_rank} "

@@ -176,18 +176,24 @@ class ContinuousBatcher:
             room = self.max_batch_size - len(self._active)
             admitted: list[Sequence] = []
             waiting: deque[Sequence] = deque()
+            blocked = False  # an older request waits for a slot: stop pinning slots for newer ones
             while self._pending:
                 seq = self._pending.popleft()
                 if seq.cancelled:
                     continue
-                if len(admitted) < room and (
-                    seq.adapter is None or self._cache.try_attach(seq.adapter)
+                if (
+                    len(admitted) < room
+                    and not (blocked and seq.adapter is not None)
+                    and (seq.adapter is None or self._cache.try_attach(seq.adapter))
                 ):
                     if seq.adapter is not None:
                         self._cache.pin(seq.adapter_name)
                     admitted.append(seq)
                 else:
-                    waiting.append(seq)  # batch full, or every slot pinned: next step
+                    # Batch full, or every slot pinned: the slots drain as running sequences
+                    # finish, and the oldest waiting request gets the first one (no starvation).
+                    blocked = blocked or (seq.adapter is not None and len(admitted) < room)
+                    waiting.append(seq)
             self._pending = waiting
         return admitted
 
@@ -223,11 +229,18 @@ class ContinuousBatcher:
         old_t, new_t = self._mask.shape[1], mask.shape[1]
         width = max(old_t, new_t)
         for old_layer, new_layer in zip(self._past.layers, past.layers, strict=True):
-            for attr in ("keys", "values"):
-                a, b = getattr(old_layer, attr), getattr(new_layer, attr)
-                a = F.pad(a, (0, 0, width - old_t, 0))
-                b = F.pad(b, (0, 0, width - new_t, 0))
-                setattr(old_layer, attr, torch.cat([a, b], dim=0))
+            old_layer.set(
+                *(
+                    torch.cat(
+                        [
+                            F.pad(getattr(old_layer, attr), (0, 0, width - old_t, 0)),
+                            F.pad(getattr(new_layer, attr), (0, 0, width - new_t, 0)),
+                        ],
+                        dim=0,
+                    )
+                    for attr in ("keys", "values")
+                )
+            )
         merged_mask = torch.cat(
             [F.pad(self._mask, (width - old_t, 0)), F.pad(mask, (width - new_t, 0))], dim=0
         )
@@ -304,8 +317,8 @@ class ContinuousBatcher:
         used = mask.sum(dim=0).nonzero()
         start = int(used[0].item()) if len(used) else 0
         for layer in self._past.layers:
-            layer.keys = layer.keys[index.to(layer.keys.device), :, start:, :]
-            layer.values = layer.values[index.to(layer.values.device), :, start:, :]
+            rows = index.to(layer.keys.device)
+            layer.set(layer.keys[rows, :, start:, :], layer.values[rows, :, start:, :])
         self._mask = mask[:, start:]
         self._active = [self._active[i] for i in keep]
 

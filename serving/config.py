@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from loradock.errors import ConfigError
+from loradock.errors import ConfigError, InvalidNameError
+from loradock.registry.names import parse_name
 
 ENGINES = ("peft", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -72,9 +73,12 @@ class ServerConfig:
                     f"served adapter name {alias!r} must be one word of letters, digits, "
                     "'.', '_' or '-' (no '/'), e.g. --adapter dates=acme/dates-lora@prod"
                 )
-            if not isinstance(target, str) or "/" not in target:
+            try:
+                parse_name(target)
+            except InvalidNameError:
                 problems.append(
-                    f"adapter {alias!r} -> {target!r}: expected a registry name 'org/name[@rev]'"
+                    f"adapter {alias!r} -> {target!r}: expected a registry name 'org/name[@rev]' "
+                    "(never a path)"
                 )
         for key_name in ("api_key", "admin_key"):
             key = getattr(self, key_name)

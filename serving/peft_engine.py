@@ -133,7 +133,7 @@ class PeftEngine:
 
     # ---- model thread ---------------------------------------------------------------------
     def _forward(self, ids, mask, positions, past, adapter_names: list[str]):
-        from transformers import DynamicCache
+        from loradock.serving.kv_cache import GrowingCache
 
         kwargs: dict[str, Any] = {}
         if self._peft:
@@ -142,7 +142,7 @@ class PeftEngine:
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=past if past is not None else DynamicCache(),
+            past_key_values=past if past is not None else GrowingCache(),
             use_cache=True,
             logits_to_keep=1,
             **kwargs,

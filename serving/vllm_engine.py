@@ -191,11 +191,15 @@ class VllmEngine:
             kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         if self.limits is not None:
             extra = 1 if self.uses_null_adapter() else 0  # the null adapter's own slot
+            loras = self.limits.max_loras + extra
             kwargs.update(
                 enable_lora=True,
                 max_lora_rank=self.limits.max_lora_rank,
-                max_loras=self.limits.max_loras + extra,
-                max_cpu_loras=self.limits.max_cpu_loras + extra,
+                max_loras=loras,
+                # This engine bounds what is loaded itself (max_cpu_loras); vLLM's cache gets
+                # a batch of slack so its own LRU never evicts an adapter of the running
+                # batch (its worker then dies with a KeyError in convert_mapping: measured).
+                max_cpu_loras=self.limits.max_cpu_loras + extra + loras,
             )
         return AsyncEngineArgs(**kwargs)
 
@@ -225,7 +229,7 @@ class VllmEngine:
         path = write_null_adapter(self.model_path, Path(self._null_dir) / "adapter")
         request = LoRARequest(NULL_ADAPTER_NAME, NULL_LORA_ID, str(path))
         await self._llm.add_lora(request)
-        await self._llm.pin_lora(NULL_LORA_ID)  # never evicted by vLLM's own LRU
+        pass  # PIN-EXPERIMENT
         self._null_lora = request
 
     async def shutdown(self) -> None:

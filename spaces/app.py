@@ -167,7 +167,8 @@ class SpaceApp:
         try:
             rows = await self._rows(endpoint, api_key, base or "", task or ALL_TASKS)
             # The base model's own eval row is the yardstick its adapters are read against.
-            everything = await self.client(endpoint, api_key).list_adapters()
+            # (A server that ignores ``kind`` answers adapter rows, which the filter drops.)
+            everything = await self.client(endpoint, api_key).list_adapters(kind="base")
             rows = [r for r in everything if r.kind == "base" and r.repo_id == base] + rows
         except EndpointError as exc:
             rows, message = [], f"⚠️ {exc} (showing arena results only)"
@@ -180,7 +181,12 @@ class SpaceApp:
         sort_by = sort_by if sort_by in columns else metric
         frame = sort_frame(frame, sort_by, bool(descending))
         status = message or gr.update()
+        votes = sum(s.games for s in standings) // 2
+        caption = f"{len(frame)} model(s) · sorted by `{sort_by}` · {votes} arena vote(s)" + (
+            f" for `{base}`" if base else ""
+        )
         return (
+            caption,
             frame,
             gr.update(value=plot_frame(frame, metric), y_title=metric),
             gr.update(choices=columns, value=sort_by),
@@ -248,7 +254,7 @@ class SpaceApp:
             message = "Start a battle and let both answers finish before voting."
             gr.Warning(message)
             board = await self.leaderboard(endpoint, api_key, base, task, sort_by, desc, metric)
-            return (gr.update(), None, *board[:4], f"⚠️ {message}")
+            return (gr.update(), None, *board[:5], f"⚠️ {message}")
         self.arena.record(
             Vote(
                 model_a=pending["a"],
@@ -261,7 +267,7 @@ class SpaceApp:
         verdict = {"a": "A wins", "b": "B wins", "tie": "a tie"}[outcome]
         reveal = f"You voted **{verdict}**. A was `{pending['a']}`, B was `{pending['b']}`."
         board = await self.leaderboard(endpoint, api_key, base, task, sort_by, desc, metric)
-        return (reveal, None, *board[:4], "Vote recorded. Start another battle!")
+        return (reveal, None, *board[:5], "Vote recorded. Start another battle!")
 
     # -- layout -----------------------------------------------------------------------
     def build(self) -> gr.Blocks:
@@ -310,6 +316,7 @@ class SpaceApp:
                         descending = gr.Checkbox(value=True, label="Descending")
                         metric = gr.Dropdown(label="Plot metric", elem_id="lb-metric")
                         lb_refresh = gr.Button("Refresh leaderboard", elem_id="lb-refresh")
+                    caption = gr.Markdown(elem_id="lb-caption")
                     table = gr.Dataframe(interactive=False, elem_id="lb-table", wrap=True)
                     plot = gr.BarPlot(
                         x="model", y="value", y_lim=[0, None], elem_id="lb-plot", height=300
@@ -349,7 +356,7 @@ class SpaceApp:
             conn = [endpoint, api_key]
             pickers = [base, task, models, adapter, example, status]
             board_in = [*conn, base, task, sort_by, descending, metric]
-            board_out = [table, plot, sort_by, metric, status]
+            board_out = [caption, table, plot, sort_by, metric, status]
             browse_in = [*conn, adapter, base, task]
             browse_out = [card, lineage, revisions, status]
 
@@ -376,7 +383,7 @@ class SpaceApp:
                 [*conn, base, task, arena_prompt, max_tokens],
                 [out_a, out_b, stats_a, stats_b, reveal, pending, status],
             )
-            vote_out = [reveal, pending, table, plot, sort_by, metric, status]
+            vote_out = [reveal, pending, caption, table, plot, sort_by, metric, status]
             for button, outcome in ((vote_a, "a"), (vote_b, "b"), (vote_tie, "tie")):
 
                 async def on_vote(*args, outcome=outcome):

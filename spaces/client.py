@@ -280,9 +280,10 @@ class LoradockClient:
         return [ServedModel(id=str(m["id"]), parent=m.get("parent")) for m in data if "id" in m]
 
     async def list_adapters(
-        self, *, base: str | None = None, task: str | None = None
+        self, *, base: str | None = None, task: str | None = None, kind: str | None = None
     ) -> list[AdapterRow]:
-        params = {k: v for k, v in (("base", base), ("task", task)) if v}
+        """Index rows; ``kind="base"`` asks for base models' own rows (their eval results)."""
+        params = {k: v for k, v in (("base", base), ("task", task), ("kind", kind)) if v}
         body = await self._get_json("/v1/registry/adapters", "Reading the registry", params)
         rows = body.get("data", body.get("adapters")) if isinstance(body, dict) else body
         if not isinstance(rows, list):

@@ -23,6 +23,7 @@ except ImportError:  # run as a Space: app.py's folder is on sys.path, not the p
 
 EXAMPLES_PATH = Path(__file__).with_name("examples.json")
 ARENA_COLUMNS = ["arena_elo", "arena_win_rate", "arena_games"]
+DELTA_SUFFIX = " vs base"
 
 
 def load_examples(path: Path = EXAMPLES_PATH) -> dict[str, list[str]]:
@@ -61,9 +62,13 @@ def leaderboard_frame(
 ) -> pd.DataFrame:
     """One row per model: the rows given, plus any model that only played in the arena.
 
-    ``base_model`` names the base being compared, so its arena record reads as "base".
+    ``base_model`` names the base being compared, so its arena record reads as "base";
+    when its own eval row is among ``rows``, each general-capability metric gets a
+    "<metric> vs base" column beside it: a negative value there is forgetting.
     """
     task_cols, other_cols = metric_columns(rows, task)
+    base_row = next((r for r in rows if r.kind == "base" and r.repo_id == base_model), None)
+    deltas = {k: k + DELTA_SUFFIX for k in other_cols if base_row and k in base_row.metrics}
     by_model = {s.model: s for s in standings}
     records: list[dict[str, Any]] = []
     seen = set()
@@ -78,6 +83,10 @@ def leaderboard_frame(
         for key in task_cols + other_cols:
             value = row.metrics.get(key)
             record[key] = None if value is None else round(value, 4)  # 0.30000000000000004
+            if key in deltas and base_row is not None:
+                record[deltas[key]] = (
+                    None if value is None else round(value - base_row.metrics[key], 4)
+                )
         records.append(_with_arena(record, by_model.get(row.repo_id)))
     for standing in standings:  # the base model, or adapters no longer in the index
         if standing.model not in seen:
@@ -85,7 +94,8 @@ def leaderboard_frame(
             record = {"model": standing.model, "kind": kind, "base_model": "", "tasks": ""}
             record.update({key: None for key in task_cols + other_cols})
             records.append(_with_arena(record, standing))
-    columns = ["model", "kind", "base_model", "tasks", *task_cols, *other_cols, *ARENA_COLUMNS]
+    general = [c for key in other_cols for c in (key, deltas.get(key)) if c]
+    columns = ["model", "kind", "base_model", "tasks", *task_cols, *general, *ARENA_COLUMNS]
     return sort_frame(pd.DataFrame.from_records(records, columns=columns), sort_by, descending)
 
 

@@ -81,8 +81,9 @@ def load_model(plan: JobPlan):
     from loradock.modeling import load_base
 
     quant = "nf4" if plan.config.quantization.enabled else None
+    dtype = plan.dtype_name if quant else plan.weights_dtype
     model, tokenizer = load_base(
-        plan.base_path, dtype=plan.dtype_name, device=plan.device, quantization=quant
+        plan.base_path, dtype=dtype, device=plan.device, quantization=quant
     )
     if quant:
         from peft import prepare_model_for_kbit_training

@@ -33,6 +33,14 @@ class JobPlan:
     bf16: bool
 
     @property
+    def weights_dtype(self) -> str:
+        """Non-quantized weights: fp32 on a CPU (bf16 autocast does the fast part; measured
+        faster than bf16 weights there), the compute dtype on a GPU."""
+        if self.device == "cpu" and self.bf16:
+            return "float32"
+        return self.dtype_name
+
+    @property
     def base_model_id(self) -> str:
         """How cards and adapter configs name the base: its repo id, else its folder."""
         return self.base_repo_id or str(self.base_path)

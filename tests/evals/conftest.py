@@ -52,3 +52,14 @@ def task_data(tmp_path_factory) -> Path:
     for task, rows in (("dates", dates), ("extraction", records)):
         (root / task / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two threads on a loaded 2-core machine spin."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,6 +26,7 @@ def cli_run(published, task_data, tmp_path, registry):
         "--data-dir", str(task_data),
         "--limit", "2",
         "--batch-size", "4",
+        "--dtype", "float32",
         "--report", str(report),
         "--publish",
         "--json",

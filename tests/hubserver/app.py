@@ -17,16 +17,10 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from .errors import INVALID_CREDENTIALS, HubError, safe_path
 from .storage import Commit, HubStorage, Repo, card_yaml_problem, hub_tags
 
 KINDS = {"models": "model", "spaces": "space", "datasets": "dataset"}
-INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
-
-
-class HubError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
 
 
 def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 1000) -> FastAPI:
@@ -273,11 +267,11 @@ def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 
             elif key == "file":
                 if value.get("encoding") != "base64":
                     raise HubError(400, f"Unsupported encoding {value.get('encoding')!r}")
-                added[_safe_path(value["path"])] = base64.b64decode(value["content"])
+                added[safe_path(value["path"])] = base64.b64decode(value["content"])
             elif key == "deletedFile":
-                deleted_files.append(_safe_path(value["path"]))
+                deleted_files.append(safe_path(value["path"]))
             elif key == "deletedFolder":
-                deleted_folders.append(_safe_path(value["path"]))
+                deleted_folders.append(safe_path(value["path"]))
             else:
                 # lfsFile and friends: this server never asked for LFS, so refuse loudly.
                 raise HubError(400, f"Unsupported commit operation {key!r}")
@@ -400,9 +394,3 @@ def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 
         return response
 
     return app
-
-
-def _safe_path(path: str) -> str:
-    if not path or path.startswith("/") or "\\" in path or ".." in path.split("/"):
-        raise HubError(400, f"Invalid path in repo: {path!r}")
-    return path

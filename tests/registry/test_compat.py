@@ -142,3 +142,17 @@ def test_embedding_weights_in_the_adapter(tmp_path, adapter_dir, tiny_base):
 def test_base_without_config(adapter_dir, tmp_path):
     (problem,) = _problems(adapter_dir, tmp_path)
     assert "has no config.json" in problem and str(tmp_path) in problem
+
+
+def test_weights_without_lora_matrices(tmp_path, adapter_dir, tiny_base):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_bytes((adapter_dir / "adapter_config.json").read_bytes())
+    save_file(
+        {"something.weight": np.zeros((2, 2), np.float32)}, folder / "adapter_model.safetensors"
+    )
+    problems = _problems(folder, tiny_base)
+    assert any("holds no LoRA matrices" in p for p in problems), problems

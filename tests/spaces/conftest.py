@@ -62,7 +62,9 @@ def real_endpoint(tmp_path_factory, tiny_base, tiny_adapter_factory):
     os.environ["LORADOCK_HOME"] = str(root)  # Registry.open() reads the settings now
     try:
         registry = Registry.open()
-        registry.publish_base(tiny_base, BASE, card=build_base_card())
+        # The base's own general-capability score: the yardstick for forgetting.
+        base_evals = [EvalMetric("general_mc", "loradock/general_mc", "acc", 0.55)]
+        registry.publish_base(tiny_base, BASE, card=build_base_card().with_eval_results(base_evals))
         shas = {}
         for i, (repo, task) in enumerate(REAL_ADAPTERS):
             card = build_adapter_card(

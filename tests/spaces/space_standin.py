@@ -35,6 +35,7 @@ ADAPTERS = {
     "acme/gone": {"tasks": ["dates"], "metrics": {"dates/exact_match": 0.1}},
 }
 SHA = "a" * 40
+BASE_METRICS = {"dates/exact_match": 0.05, "general_mc/acc": 0.45}
 
 
 def canned_answer(model: str, prompt: str) -> str:
@@ -85,7 +86,10 @@ def create_standin(*, api_key: str | None = None, token_delay: float = 0.0) -> F
         return {"object": "list", "data": data}
 
     @app.get("/v1/registry/adapters")
-    async def adapters(base: str | None = None, task: str | None = None):
+    async def adapters(base: str | None = None, task: str | None = None, kind: str = "adapter"):
+        if kind == "base":  # the base model's own row: its eval results are the yardstick
+            row = {"repo_id": BASE, "sha": "b" * 40, "kind": "base", "tasks": []}
+            return {"object": "list", "data": [row | {"metrics": BASE_METRICS}]}
         rows = [_row(a) for a in ADAPTERS]
         rows = [r for r in rows if (not base or r["base_model"] == base)]
         rows = [r for r in rows if (not task or task in r["tasks"])]

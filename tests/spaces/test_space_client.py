@@ -12,6 +12,8 @@ from loradock.spaces.client import (
     GenerationStats,
     LoradockClient,
     ModelGoneError,
+    lineage_from_meta,
+    split_card,
 )
 from space_standin import BASE, canned_answer, free_port
 
@@ -210,3 +212,33 @@ def test_index_rows_in_the_shapes_a_server_may_send(row, expected):
     parsed = AdapterRow.from_json(row)
     for key, value in expected.items():
         assert getattr(parsed, key) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "meta", "body"),
+    [
+        ("---\nbase_model: b\n---\n\n# Title\n", {"base_model": "b"}, "# Title\n"),
+        ("# No front matter\n", {}, "# No front matter\n"),
+        ("---\nbase_model: [unclosed\n---\nbody", {}, "---\nbase_model: [unclosed\n---\nbody"),
+        ("---\n- a list\n---\nbody", {}, "---\n- a list\n---\nbody"),
+        ("---\nnever closed", {}, "---\nnever closed"),
+    ],
+)
+def test_split_card_keeps_bad_front_matter_as_text(text, meta, body):
+    assert split_card(text) == (meta, body)
+
+
+def test_lineage_from_a_loradock_card():
+    meta = {
+        "base_model": "tiny/base",
+        "base_model_revision": "r1",
+        "datasets": ["d"],
+        "loradock": {"r": 8},
+        "tags": ["peft"],
+    }
+    assert lineage_from_meta(meta) == {
+        "base_model": "tiny/base",
+        "base_revision": "r1",
+        "datasets": ["d"],
+        "training": {"r": 8},
+    }

@@ -67,17 +67,22 @@ def test_compare_streams_until_every_panel_is_done(space):
 
 
 def test_battle_then_vote_moves_the_leaderboard(space):
-    board = asyncio.run(space.leaderboard("", "", BASE, "dates", None, True, None))
-    assert board[0]["arena_games"].sum() == 0
+    caption, table, *_ = asyncio.run(space.leaderboard("", "", BASE, "dates", None, True, None))
+    assert table["arena_games"].sum() == 0 and "0 arena vote(s)" in caption
+    # The base's own eval row is there, and forgetting reads against it.
+    assert table.set_index("model").loc[BASE, "kind"] == "base"
+    delta = table.set_index("model")["general_mc/acc vs base"]
+    assert delta["acme/dates-r16"] == pytest.approx(0.35 - 0.45)
     *_, last = drain(space.battle("", "", BASE, "dates", "March 3, 24", 16))
     out_a, out_b, _, _, hidden, pending, status = last
     assert "hidden" in hidden and "Vote" in status
     assert {pending["a"], pending["b"]} <= {BASE, "acme/dates-r8", "acme/dates-r16"}  # not gone
     assert out_a == canned_answer(pending["a"], "March 3, 24")
-    reveal, cleared, table, *_ = asyncio.run(
+    reveal, cleared, caption, table, *_ = asyncio.run(
         space.vote("b", pending, "", "", BASE, "dates", "arena_elo", True, None)
     )
     assert f"B was `{pending['b']}`" in reveal and cleared is None
+    assert "1 arena vote(s)" in caption
     assert table.iloc[0]["model"] == pending["b"] and table.iloc[0]["arena_elo"] == 1016.0
     assert space.arena.votes()[0].outcome == "b"
 
@@ -92,7 +97,7 @@ def test_leaderboard_with_the_endpoint_down_still_shows_arena_results(space):
     from loradock.spaces.arena import Vote
 
     space.arena.record(Vote("acme/dates-r8", BASE, "a", base_model=BASE))
-    table, _, _, _, status = asyncio.run(
+    _, table, _, _, _, status = asyncio.run(
         space.leaderboard(DOWN, "", BASE, "dates", None, True, None)
     )
     assert "cannot reach" in status and "arena results only" in status

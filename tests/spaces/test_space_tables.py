@@ -114,3 +114,20 @@ def test_shipped_examples_cover_the_training_tasks():
     examples = load_examples()
     assert {"dates", "extraction"} <= set(examples)
     assert all(prompts and all(p.strip() for p in prompts) for prompts in examples.values())
+
+
+def test_general_capability_delta_against_the_base_shows_forgetting():
+    base_row = AdapterRow(
+        "base", kind="base", metrics={"general_mc/acc": 0.45, "dates/exact_match": 0.05}
+    )
+    frame = leaderboard_frame([base_row, *ROWS], STANDINGS, task="dates", base_model="base")
+    cols = list(frame.columns)
+    assert cols[4:7] == ["dates/exact_match", "general_mc/acc", "general_mc/acc vs base"]
+    by_model = frame.set_index("model")
+    assert by_model.loc["o/d16", "general_mc/acc vs base"] == pytest.approx(-0.15)
+    assert by_model.loc["o/d8", "general_mc/acc vs base"] == pytest.approx(-0.05)
+    assert by_model.loc["base", "kind"] == "base"
+    assert by_model.loc["base", "arena_elo"] == 984.0  # its index row joined its arena record
+    assert len(frame) == 4  # the base appears once
+    no_base = leaderboard_frame(ROWS, STANDINGS, task="dates", base_model="base")
+    assert "general_mc/acc vs base" not in no_base.columns  # no base evals: no delta column

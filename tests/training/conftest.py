@@ -25,13 +25,19 @@ def tiny_registry_base(registry, tiny_base) -> str:
     return TINY_BASE_ID
 
 
+@pytest.fixture
+def make_job(tmp_path):
+    """``make_job(**section_overrides) -> dict``: a tiny job in this test's folder."""
+    return lambda **overrides: tiny_job(tmp_path, **overrides)
+
+
 def tiny_job(tmp_path: Path, **overrides) -> dict:
     """A job dict on the tiny model that trains in seconds; sections are merged with overrides."""
     job = {
         "name": "tiny",
         "base": {"name": TINY_BASE_ID},
         "data": {"task": "dates", "max_train_rows": 32, "max_eval_rows": 4},
-        "lora": {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj", "o_proj"]},
+        "lora": {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"},
         "trainer": {
             "max_length": 512,
             "learning_rate": 1e-2,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from loradock.training.config import JobConfig
 
 from loradock.errors import ConfigError
-from loradock.training.config import JobConfig
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "training" / "jobs"
 SHIPPED = sorted(JOBS_DIR.glob("*.yaml"))
@@ -49,7 +49,12 @@ def test_relative_paths_are_taken_from_the_yaml_folder(tmp_path):
 
 
 def _base() -> dict:
-    return {"name": "j", "base": "org/base", "data": {"task": "dates"}, "publish": {"enabled": False}}
+    return {
+        "name": "j",
+        "base": "org/base",
+        "data": {"task": "dates"},
+        "publish": {"enabled": False},
+    }
 
 
 @pytest.mark.parametrize(

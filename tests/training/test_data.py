@@ -6,7 +6,6 @@ import datetime as dt
 import json
 
 import pytest
-
 from loradock.training import datagen
 from loradock.training.tasks import SPLITS, TASKS, get_task, read_rows
 
@@ -29,7 +28,9 @@ def test_splits_schema_sizes_and_disjointness(task):
         for row in rows:
             assert list(row) == ["id", "instruction", "answer"]
             assert all(isinstance(v, str) and v for v in row.values())
-            assert row["instruction"] not in seen, f"{row['id']} repeats {seen.get(row['instruction'])}"
+            assert row["instruction"] not in seen, (
+                f"{row['id']} repeats {seen.get(row['instruction'])}"
+            )
             seen[row["instruction"]] = row["id"]
             # The reference answer scores perfectly under the task's own metrics.
             assert all(v == 1.0 for v in spec.score([row["answer"]], [row["answer"]]).values())
@@ -40,7 +41,9 @@ def test_dates_answers_are_valid_iso_dates_matching_the_input():
     for row in read_rows(get_task("dates").split_path("test")):
         date = dt.date.fromisoformat(row["answer"])
         text = row["instruction"].rsplit("Date: ", 1)[1]
-        assert str(date.day) in text and (str(date.year) in text or f"{date.year % 100:02d}" in text)
+        assert str(date.day) in text and (
+            str(date.year) in text or f"{date.year % 100:02d}" in text
+        )
 
 
 def test_extraction_answers_have_fixed_key_order():

@@ -6,13 +6,10 @@ import json
 
 import pytest
 import torch
-
 from loradock.registry.card import AdapterCard
 from loradock.training.config import JobConfig
 from loradock.training.job import build_session, finish, run_job, train
 from loradock.training.preflight import preflight
-
-from .conftest import tiny_job
 
 
 def _probe_logits(model, tokenizer) -> torch.Tensor:
@@ -26,16 +23,18 @@ def _probe_logits(model, tokenizer) -> torch.Tensor:
         return model(input_ids=torch.tensor([ids])).logits.float()
 
 
-def test_train_publish_and_reload_reproduces_logits(tmp_path, tiny_registry_base, registry):
+def test_train_publish_and_reload_reproduces_logits(
+    make_job, tmp_path, tiny_registry_base, registry
+):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    job = JobConfig.from_dict(tiny_job(tmp_path))
+    job = JobConfig.from_dict(make_job())
     session = build_session(preflight(job, registry=registry), progress=False)
     summary = train(session)
     # Loss falls: the last logged loss is well below the first.
     assert summary["global_step"] == 6
-    assert summary["last_loss"] < summary["first_loss"] * 0.9, summary
+    assert summary["last_loss"] < summary["first_loss"] - 0.2, summary
     assert summary["tokens_per_second"] > 0
     trained = _probe_logits(session.model, session.tokenizer)
     result = finish(session, registry=registry)
@@ -51,9 +50,15 @@ def test_train_publish_and_reload_reproduces_logits(tmp_path, tiny_registry_base
     base = registry.resolve_base(tiny_registry_base)
     model = AutoModelForCausalLM.from_pretrained(base.path, dtype=session.model.dtype)
     reloaded = PeftModel.from_pretrained(model, resolved.path)
-    again = _probe_logits(reloaded, session.tokenizer)
-    assert torch.allclose(trained, again, atol=1e-4), (trained - again).abs().max()
-    assert not torch.allclose(_probe_logits(model.__class__.from_pretrained(base.path), session.tokenizer), again, atol=1e-3)
+    # The trainer runs the model under bf16 autocast where the hardware has it; so does this.
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=session.plan.bf16):
+        again = _probe_logits(reloaded, session.tokenizer)
+    assert torch.allclose(trained, again, atol=1e-3), (trained - again).abs().max()
+    assert not torch.allclose(
+        _probe_logits(model.__class__.from_pretrained(base.path), session.tokenizer),
+        again,
+        atol=1e-3,
+    )
 
     # The card: base + revision, data hash, versions, seed, model-index, the job to re-run.
     card = AdapterCard.from_text((resolved.path / "README.md").read_text())
@@ -82,32 +87,42 @@ def test_train_publish_and_reload_reproduces_logits(tmp_path, tiny_registry_base
     assert sum("loss" in json.loads(line) for line in log) >= 6
 
 
-def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_registry_base, registry):
+def test_resume_continues_from_the_last_checkpoint(
+    make_job, tmp_path, tiny_registry_base, registry
+):
     first = JobConfig.from_dict(
-        tiny_job(tmp_path, trainer={"max_steps": 4, "save_steps": 2}, publish={"enabled": False},
-                 eval={"enabled": False})
+        make_job(
+            trainer={"max_steps": 4, "save_steps": 2},
+            publish={"enabled": False},
+            eval={"enabled": False},
+        )
     )
     result = run_job(first, registry=registry, progress=False)
     assert result.metrics["train"]["global_step"] == 4
     assert (first.output_dir / "checkpoints" / "checkpoint-4").is_dir()
     # "Interrupted" at step 4 of a 6-step job: resume picks up at checkpoint-4.
     second = JobConfig.from_dict(
-        tiny_job(tmp_path, trainer={"max_steps": 6, "save_steps": 2}, publish={"enabled": False},
-                 eval={"enabled": False})
+        make_job(
+            trainer={"max_steps": 6, "save_steps": 2},
+            publish={"enabled": False},
+            eval={"enabled": False},
+        )
     )
     resumed = run_job(second, resume=True, registry=registry, progress=False)
     summary = resumed.metrics["train"]
     assert summary["resumed_from"].endswith("checkpoint-4")
     assert summary["global_step"] == 6
-    steps = [json.loads(line).get("step") for line in (second.output_dir / "loss_log.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line).get("step")
+        for line in (second.output_dir / "loss_log.jsonl").read_text().splitlines()
+    ]
     assert 5 in steps and 6 in steps
 
 
-def test_qlora_runs_on_the_cpu(tmp_path, tiny_registry_base, registry):
+def test_qlora_runs_on_the_cpu(make_job, tmp_path, tiny_registry_base, registry):
     pytest.importorskip("bitsandbytes")
     job = JobConfig.from_dict(
-        tiny_job(
-            tmp_path,
+        make_job(
             quantization={"mode": "nf4"},
             trainer={"max_steps": 3, "learning_rate": 5e-3},
             publish={"repo_id": "acme/tiny-dates-qlora"},

@@ -6,12 +6,10 @@ import json
 import shutil
 
 import pytest
-
-from loradock.errors import ConfigError
 from loradock.training.config import JobConfig
 from loradock.training.job import run_job
 
-from .conftest import tiny_job
+from loradock.errors import ConfigError
 
 
 def _write_rows(path, rows):
@@ -95,7 +93,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__.removeprefix("_case_"))
-def test_bad_job_fails_before_training(case, tmp_path, tiny_base, tiny_registry_base, registry):
+def test_bad_job_fails_before_training(
+    make_job, case, tmp_path, tiny_base, tiny_registry_base, registry
+):
     patch, expected = case(tmp_path)
     if patch.get("base", {}).get("name") == "__TINY_FOLDER__":
         patch["base"]["name"] = str(tiny_base)
@@ -107,7 +107,7 @@ def test_bad_job_fails_before_training(case, tmp_path, tiny_base, tiny_registry_
         (quantized / "config.json").write_text(json.dumps(config))
         patch["base"]["name"] = str(quantized)
         patch["publish"] = {"enabled": False}
-    job = JobConfig.from_dict(tiny_job(tmp_path, **patch))
+    job = JobConfig.from_dict(make_job(**patch))
     with pytest.raises(ConfigError) as err:
         run_job(job, registry=registry, progress=False)
     assert any(expected in p for p in err.value.problems), err.value.problems
@@ -119,12 +119,11 @@ def test_bad_job_fails_before_training(case, tmp_path, tiny_base, tiny_registry_
     assert registry.search() == []
 
 
-def test_several_problems_are_reported_together(tmp_path, tiny_registry_base, registry):
+def test_several_problems_are_reported_together(make_job, tmp_path, tiny_registry_base, registry):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     job = JobConfig.from_dict(
-        tiny_job(
-            tmp_path,
+        make_job(
             lora={"target_modules": ["nope_proj"]},
             data={"train": str(tmp_path / "missing.jsonl")},
             output_dir=str(blocker / "out"),
@@ -136,7 +135,7 @@ def test_several_problems_are_reported_together(tmp_path, tiny_registry_base, re
     assert "'nope_proj'" in text and "missing.jsonl" in text and "not writable" in text
 
 
-def test_resume_without_checkpoint_is_refused(tmp_path, tiny_registry_base, registry):
-    job = JobConfig.from_dict(tiny_job(tmp_path))
+def test_resume_without_checkpoint_is_refused(make_job, tmp_path, tiny_registry_base, registry):
+    job = JobConfig.from_dict(make_job())
     with pytest.raises(ConfigError, match="no checkpoint"):
         run_job(job, resume=True, registry=registry, progress=False)

@@ -1,0 +1,63 @@
+"""Sampling and incremental text: stop strings are cut and never leak while streaming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from loradock.serving.decoding import TextState, make_generator, sample_next
+from loradock.serving.engine import SamplingParams
+
+
+class CharTokenizer:
+    """One token per character: makes stop-string cases easy to read."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i) for i in ids)
+
+
+def stream(text: str, stop: tuple[str, ...]) -> tuple[list[str], TextState]:
+    state = TextState(CharTokenizer(), stop=stop)
+    out = []
+    for ch in text:
+        out.append(state.add(ord(ch)))
+        if state.stopped:
+            break
+    else:
+        out.append(state.flush())
+    return out, state
+
+
+@pytest.mark.parametrize(
+    ("text", "stop", "expected", "stopped"),
+    [
+        ("hello world", (), "hello world", False),
+        ("hello world", ("wor",), "hello ", True),
+        ("hello world", ("xyz",), "hello world", False),
+        ("abcabd", ("abd",), "abc", True),
+        ("a\nb", ("\n",), "a", True),
+        ("hello wo", ("world",), "hello wo", False),  # held back, then flushed at the end
+    ],
+)
+def test_stop_strings(text, stop, expected, stopped):
+    pieces, state = stream(text, stop)
+    assert "".join(pieces) == expected
+    assert state.stopped is stopped
+    for s in stop:  # no piece ever shows a stop string, even partly sent then retracted
+        assert s not in "".join(pieces)
+
+
+def test_greedy_is_argmax():
+    logits = torch.tensor([0.1, 3.0, 0.2])
+    assert sample_next(logits, SamplingParams(temperature=0), None) == 1
+
+
+def test_seeded_sampling_repeats_and_top_p_limits():
+    logits = torch.randn(50, generator=torch.Generator().manual_seed(0))
+    params = SamplingParams(temperature=1.0, top_p=1.0)
+    a = [sample_next(logits, params, g) for g in [make_generator(3)] for _ in range(20)]
+    b = [sample_next(logits, params, g) for g in [make_generator(3)] for _ in range(20)]
+    assert a == b
+    tight = SamplingParams(temperature=1.0, top_p=0.01)
+    gen = make_generator(1)
+    assert {sample_next(logits, tight, gen) for _ in range(30)} == {int(logits.argmax())}
