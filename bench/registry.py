@@ -25,11 +25,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from loradock.registry.index import Index
-from loradock.registry.records import AdapterRecord
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
+from loradock.registry.index import Index
+from loradock.registry.records import AdapterRecord
 
 RESULTS = Path(__file__).parent / "results" / "registry.json"
 GOAL_GROWTH = 2.0

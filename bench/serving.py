@@ -101,10 +101,11 @@ def _clone_adapter(src: Path, dst: Path, seed: int) -> Path:
 
 
 def build_setup(root: Path, *, quick: bool, threads: int, n_adapters: int) -> BenchSetup:
-    from loradock.registry.api import Registry
-    from loradock.registry.card import build_adapter_card, build_base_card
+    from rich.console import Console
     from rich.progress import track
 
+    from loradock.registry.api import Registry
+    from loradock.registry.card import build_adapter_card, build_base_card
     from loradock.settings import Settings
     from loradock.tiny import make_tiny_adapter, make_tiny_base
 
@@ -126,7 +127,8 @@ def build_setup(root: Path, *, quick: bool, threads: int, n_adapters: int) -> Be
     registry = Registry.open(settings)
     registry.publish_base(base_dir, "bench/base", card=build_base_card())
     names = []
-    for i in track(range(n_adapters), description="publishing adapters", transient=True):
+    progress = Console(stderr=True)  # stdout carries the table or the JSON only
+    for i in track(range(n_adapters), "publishing adapters", transient=True, console=progress):
         folder = first if i == 0 else _clone_adapter(first, root / f"src-{i}", seed=i)
         card = build_adapter_card(base_model="bench/base")
         names.append(registry.publish(folder, f"bench/lora-{i:03d}", card=card).repo_id)

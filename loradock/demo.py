@@ -78,6 +78,7 @@ class DemoResult:
     report: Path | None = None
     answers: list[dict[str, Any]] = field(default_factory=list)
     ranking: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    prod: dict[str, str] = field(default_factory=dict)  # task -> "org/name@prod"
     api_url: str | None = None
     space_url: str | None = None
     seconds: float = 0.0
@@ -241,6 +242,13 @@ def show_ranking(registry: Any, result: DemoResult) -> None:
             )
             result.ranking[task].append({"repo_id": row.repo_id, "sha": row.sha, metric: value})
         console.print(table)
+        if rows:
+            # The best adapter for the task becomes `prod`: apps ask for `org/name@prod` and
+            # get whichever revision the team promoted, as with MLflow model aliases.
+            best = rows[0]
+            sha = registry.set_alias(best.repo_id, "prod", best.sha)
+            result.prod[task] = f"{best.repo_id}@prod"
+            console.print(f"alias: {best.repo_id}@prod -> {sha[:8]}")
 
 
 # -- step 5 ---------------------------------------------------------------------------------
@@ -297,6 +305,8 @@ def ask_side_by_side(api_url: str, api_key: str, result: DemoResult, *, n: int) 
     client = OpenAI(base_url=api_url, api_key=api_key, max_retries=0, timeout=120)
     for task in TASKS:
         models = [result.base] + [r for r in result.adapters if task in r]
+        if task in result.prod:
+            models.append(result.prod[task])  # the promoted adapter, asked for by its alias
         table = Table(title=f"{task}: the same prompts, base against adapters", show_lines=True)
         table.add_column("prompt", max_width=40)
         table.add_column("expected")

@@ -11,28 +11,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from loradock.registry.artifact import CONFIG_FILENAME, AdapterArtifact, read_adapter
-from loradock.registry.card import AdapterCard
-from loradock.registry.compat import adapter_problems, check_compatibility
-from loradock.registry.names import (
-    DEFAULT_REVISION,
-    is_sha,
-    parse_name,
-    validate_alias,
-    validate_repo_id,
-)
-from loradock.registry.snapshot import SnapshotCache
-from loradock.registry.staging import (
-    card_from_folder,
-    check_model_weights,
-    staged_copy,
-    write_card_and_config,
-)
-from loradock.registry.store import Store
+from typing import TYPE_CHECKING
 
 from loradock.errors import (
     AdapterNotFoundError,
@@ -44,54 +24,39 @@ from loradock.errors import (
     InvalidNameError,
     RevisionNotFoundError,
 )
+from loradock.registry.artifact import CONFIG_FILENAME, AdapterArtifact, read_adapter
+from loradock.registry.card import AdapterCard
+from loradock.registry.compat import adapter_problems, check_compatibility
+from loradock.registry.names import (
+    DEFAULT_REVISION,
+    is_sha,
+    parse_name,
+    validate_alias,
+    validate_repo_id,
+)
+from loradock.registry.records import AdapterRecord
+from loradock.registry.results import (
+    AdapterDetails,
+    PublishedAdapter,
+    ResolvedAdapter,
+    ResolvedModel,
+)
+from loradock.registry.snapshot import SnapshotCache
+from loradock.registry.staging import (
+    card_from_folder,
+    check_model_weights,
+    named_for_repo,
+    staged_copy,
+    write_card_and_config,
+)
+from loradock.registry.store import Store
 from loradock.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from loradock.registry.index import Index
+    from loradock.registry.sync import SyncReport
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PublishedAdapter:
-    """What a publish (or card update) produced: the new revision and what it holds."""
-
-    repo_id: str
-    sha: str
-    card: AdapterCard
-    artifact: AdapterArtifact | None
-    aliases: tuple[str, ...] = ()
-    kind: str = "adapter"
-
-    @property
-    def name(self) -> str:
-        """``org/name@sha``: a name that always resolves to exactly this revision."""
-        return f"{self.repo_id}@{self.sha}"
-
-
-@dataclass(frozen=True)
-class ResolvedAdapter:
-    """A revision of an adapter, on local disk and verified."""
-
-    repo_id: str
-    sha: str
-    path: Path
-    card: AdapterCard | None
-    artifact: AdapterArtifact
-
-    @property
-    def name(self) -> str:
-        return f"{self.repo_id}@{self.sha}"
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """A base (or merged) model on local disk: from the store, or a folder the user named."""
-
-    repo_id: str | None
-    sha: str | None
-    path: Path
-    card: AdapterCard | None
 
 
 class Registry:
@@ -156,7 +121,7 @@ class Registry:
                 f"The card of {repo_id!r} has base_model_relation={card.base_model_relation!r}; "
                 "an adapter needs 'adapter' (use publish_base for base or merged models)."
             )
-        card = _named(card, repo_id)
+        card = named_for_repo(card, repo_id)
         card.validate()
         self._check_against_base(artifact, card, max_rank=max_rank, allow_pickle=allow_pickle)
 
@@ -192,7 +157,7 @@ class Registry:
                 f"publish_base needs a base or merge card (build_base_card or "
                 f"build_adapter_card(relation='merge')), got {card!r:.80}."
             )
-        card = _named(card, repo_id)
+        card = named_for_repo(card, repo_id)
         card.validate()
         message = commit_message or f"Publish {card.kind} model {repo_id}"
         with staged_copy(folder) as staged:
@@ -216,7 +181,7 @@ class Registry:
                 f"{repo_id!r} holds {'an adapter' if is_adapter else 'a model'}, but the new card "
                 f"says base_model_relation={card.base_model_relation!r}."
             )
-        card = _named(card, repo_id)
+        card = named_for_repo(card, repo_id)
         with staged_copy(current, allow_pickle=True) as staged:
             write_card_and_config(staged, card, adapter=is_adapter)
             new_sha = self._upload(staged, repo_id, private=None, message=commit_message)
@@ -293,7 +258,7 @@ class Registry:
         limit: int = 50,
         kind: str | None = "adapter",
         all_revisions: bool = False,
-    ) -> list[Any]:
+    ) -> list[AdapterRecord]:
         """Index rows (latest revision per repo unless ``all_revisions``) matching every filter."""
         return self.index.search(
             base_model=base_model,
@@ -308,17 +273,40 @@ class Registry:
             all_revisions=all_revisions,
         )
 
-    def show(self, name: str) -> Any:
+    def compatible(
+        self, base_model: str, *, max_rank: int | None = None, limit: int | None = 50
+    ) -> list[AdapterRecord]:
+        """Latest adapters trained on ``base_model`` (rank at most ``max_rank``), highest rank
+        first; ``limit=None`` for all."""
+        return self.index.compatible_with(base_model, max_rank=max_rank, limit=limit)
+
+    def show(self, name: str) -> AdapterRecord:
         """The index row of ``org/name[@rev]`` (``@rev``: a sha or an alias); the index raises
         AdapterNotFoundError / RevisionNotFoundError / AliasNotFoundError itself."""
         ref = parse_name(name)
         return self.index.get(ref.repo_id, revision=ref.revision)
 
-    def sync(self, *, progress: bool = True) -> Any:
-        """Bring the index up to date with the store (only new revisions are read)."""
+    def aliases(self, repo_id: str) -> dict[str, str]:
+        """``{alias: sha}`` of an indexed repo (AdapterNotFoundError if it is not indexed)."""
+        return self.index.aliases(repo_id)
+
+    def revisions(self, repo_id: str) -> list[AdapterRecord]:
+        """Every indexed revision of ``repo_id``, newest first."""
+        return self.index.revisions(repo_id)
+
+    def describe(self, name: str) -> AdapterDetails:
+        """:meth:`show`, plus the repo's aliases and indexed revisions (newest first)."""
+        record = self.show(name)
+        return AdapterDetails(record, self.aliases(record.repo_id), self.revisions(record.repo_id))
+
+    def sync(self, *, author: str | None = None, progress: bool = True) -> SyncReport:
+        """Bring the index up to date with the store (only new revisions are read);
+        ``author`` limits it to one namespace (use it against huggingface.co)."""
         from loradock.registry.sync import sync
 
-        return sync(self.store, self.index, progress=progress, snapshots=self.snapshots)
+        return sync(
+            self.store, self.index, author=author, progress=progress, snapshots=self.snapshots
+        )
 
     # -- internals -----------------------------------------------------------------------
 
@@ -383,7 +371,7 @@ class Registry:
 
         sync_repo(self.store, self.index, repo_id, snapshots=self.snapshots)
 
-    def _head(self, repo_id: str, revision: str | None):
+    def _head(self, repo_id: str, revision: str | None) -> tuple[str, tuple]:
         """``(sha, files)`` of a revision, with alias-aware errors."""
         revision = revision or DEFAULT_REVISION
         try:
@@ -417,13 +405,6 @@ def _no_alias_message(repo_id: str, alias: str, tags: dict[str, str]) -> str:
         f"Alias {alias!r} is not set on {repo_id!r} (aliases: {known}); set it with "
         f"`loradock registry alias set {repo_id} {alias} <sha>`."
     )
-
-
-def _named(card: AdapterCard, repo_id: str) -> AdapterCard:
-    """model-index needs a model name: the repo's name unless the card chose one."""
-    if card.eval_results and card.model_name in (None, f"loradock-{card.task or 'model'}"):
-        return dataclasses.replace(card, model_name=repo_id.split("/", 1)[1])
-    return card
 
 
 def _card_or_none(folder: Path) -> AdapterCard | None:

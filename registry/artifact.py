@@ -187,9 +187,13 @@ def read_safetensors_header(path: str | Path) -> dict[str, TensorInfo]:
         try:
             header = json.loads(f.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{where} has a corrupt header: {exc}.") from None
+            raise ArtifactError(
+                f"{where} has a corrupt header: {exc}. Re-save or re-download the adapter."
+            ) from None
     if not isinstance(header, dict):
-        raise ArtifactError(f"{where} has a corrupt header (not a JSON object).")
+        raise ArtifactError(
+            f"{where} has a corrupt header (not a JSON object). Re-save or re-download the adapter."
+        )
 
     tensors: dict[str, TensorInfo] = {}
     data_len = size - 8 - header_len
@@ -201,7 +205,9 @@ def read_safetensors_header(path: str | Path) -> dict[str, TensorInfo]:
             dtype, shape = str(entry["dtype"]), tuple(int(x) for x in entry["shape"])
             start, end = (int(x) for x in entry["data_offsets"])
         except (KeyError, TypeError, ValueError):
-            raise ArtifactError(f"{where}: tensor {name!r} has a malformed header entry.") from None
+            raise ArtifactError(
+                f"{where}: tensor {name!r} has a malformed header entry. Re-save the adapter."
+            ) from None
         expected = math.prod(shape) * _DTYPE_BYTES.get(dtype, 0)
         if dtype in _DTYPE_BYTES and end - start != expected:
             raise ArtifactError(
@@ -209,7 +215,9 @@ def read_safetensors_header(path: str | Path) -> dict[str, TensorInfo]:
                 f"expected {expected}: the file is corrupt."
             )
         if not 0 <= start <= end:
-            raise ArtifactError(f"{where}: tensor {name!r} has invalid offsets {[start, end]}.")
+            raise ArtifactError(
+                f"{where}: tensor {name!r} has invalid offsets {[start, end]}. Re-save the adapter."
+            )
         end_max = max(end_max, end)
         tensors[name] = TensorInfo(dtype, shape)
     if end_max != data_len:

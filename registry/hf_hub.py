@@ -29,8 +29,6 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFoundError
 from huggingface_hub.hf_api import ModelInfo
-from loradock.registry.names import is_sha, validate_repo_id, validate_revision
-from loradock.registry.store import CommitInfo, RepoFile, RepoInfo, RepoRefs, RepoType
 
 from loradock.errors import (
     AdapterNotFoundError,
@@ -41,12 +39,21 @@ from loradock.errors import (
     RevisionNotFoundError,
     StoreError,
 )
+from loradock.registry.names import is_sha, validate_repo_id, validate_revision
+from loradock.registry.store import (
+    CommitInfo,
+    RepoFile,
+    RepoInfo,
+    RepoRefs,
+    RepoType,
+    hash_file,
+    sha256_file,
+)
 from loradock.settings import get_settings
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # What list_repos asks the Hub for: enough to index a repo without one call per repo.
 _LIST_EXPAND = ["author", "cardData", "createdAt", "lastModified", "private", "sha", "tags"]
-_HASH_CHUNK = 1 << 20
 
 
 class HfHub:
@@ -375,14 +382,9 @@ def _verify_snapshot(folder: Path, model: ModelInfo) -> None:
 
 
 def _hash_file(path: Path, kind: str) -> str:
-    if kind == "git":
-        digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    else:
-        digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    if kind == "git":  # a git blob id: sha1 over a "blob <size>\0" header and the bytes
+        return hash_file(path, hashlib.sha1(b"blob %d\0" % path.stat().st_size))
+    return sha256_file(path)
 
 
 __all__ = ["DEFAULT_ENDPOINT", "HfHub"]

@@ -18,6 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from loradock.errors import (
+    AdapterNotFoundError,
+    AliasNotFoundError,
+    ConfigError,
+    RevisionNotFoundError,
+)
 from loradock.registry.index_query import (
     IndexStats,
     SearchQuery,
@@ -35,13 +41,6 @@ from loradock.registry.names import (
     validate_revision,
 )
 from loradock.registry.records import KINDS, AdapterRecord
-
-from loradock.errors import (
-    AdapterNotFoundError,
-    AliasNotFoundError,
-    ConfigError,
-    RevisionNotFoundError,
-)
 
 BUSY_TIMEOUT_MS = 30_000
 

@@ -26,9 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from loradock.registry.records import KINDS, AdapterRecord, validate_metric_key
-
 from loradock.errors import ConfigError
+from loradock.registry.records import KINDS, AdapterRecord, validate_metric_key
 
 MAX_LIMIT = 10_000
 # Sorting by these reads every match (no index orders them); fine for the sizes people browse.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,13 +25,6 @@ from typing import Any
 
 import yaml
 from filelock import FileLock
-from loradock.registry.names import (
-    DEFAULT_REVISION,
-    is_sha,
-    validate_repo_id,
-    validate_revision,
-)
-from loradock.registry.store import CommitInfo, RepoFile, RepoInfo, RepoRefs, RepoType
 
 from loradock.errors import (
     AdapterNotFoundError,
@@ -41,10 +33,21 @@ from loradock.errors import (
     RevisionNotFoundError,
     StoreError,
 )
+from loradock.registry.local_files import (
+    copy_to_temp,
+    read_refs,
+    safe_relpath,
+    walk_files,
+    write_atomic,
+)
+from loradock.registry.names import (
+    DEFAULT_REVISION,
+    is_sha,
+    validate_repo_id,
+    validate_revision,
+)
+from loradock.registry.store import CommitInfo, RepoFile, RepoInfo, RepoRefs, RepoType
 
-_CHUNK = 1 << 20
-# Folders upload_folder never sends (as huggingface_hub's upload_folder ignores .git/).
-_IGNORED_DIRS = {".git", ".cache"}
 _REPO_FOLDERS: dict[str, str] = {"model": "models", "space": "spaces"}
 
 
@@ -73,16 +76,19 @@ class LocalHub:
         with self._lock(folder):
             if (folder / "repo.json").is_file():
                 if not exist_ok:
-                    raise StoreError(f"Repo {repo_id!r} already exists in {self.root}.")
+                    raise StoreError(
+                        f"Repo {repo_id!r} already exists in {str(self.root)!r}; pass "
+                        "exist_ok=True to reuse it, or pick another name."
+                    )
                 return self._url(repo_id, repo_type)
             for sub in ("objects", "commits", "refs/heads", "refs/tags"):
                 (folder / sub).mkdir(parents=True, exist_ok=True)
             now = _now()
             # Like the Hub, a new repo starts with one empty commit, so `main` always exists.
             sha = self._write_commit(folder, None, "initial commit", {}, now)
-            _atomic_write(folder / "refs" / "heads" / DEFAULT_REVISION, sha)
+            write_atomic(folder / "refs" / "heads" / DEFAULT_REVISION, sha)
             info = {"repo_id": repo_id, "private": bool(private), "created_at": now}
-            _atomic_write(folder / "repo.json", json.dumps(info))
+            write_atomic(folder / "repo.json", json.dumps(info))
         return self._url(repo_id, repo_type)
 
     def upload_folder(
@@ -111,7 +117,7 @@ class LocalHub:
             parent = branch.read_text().strip()
             files = dict(self._read_commit(repo, repo_id, parent)["files"])
             changed = False
-            for path in _walk(source):
+            for path in walk_files(source):
                 entry = self._store_blob(repo, source / path)
                 if files.get(path) != entry:
                     files[path] = entry
@@ -121,7 +127,7 @@ class LocalHub:
                 return CommitInfo(repo_id, parent, commit["message"], _dt(commit["created_at"]))
             now = _now()
             sha = self._write_commit(repo, parent, commit_message, files, now)
-            _atomic_write(branch, sha)
+            write_atomic(branch, sha)
         return CommitInfo(repo_id, sha, commit_message, _dt(now))
 
     def list_repos(
@@ -182,7 +188,7 @@ class LocalHub:
     def list_refs(self, repo_id: str) -> RepoRefs:
         repo = self._existing_repo_dir(repo_id, "model")
         return RepoRefs(
-            branches=_read_refs(repo / "refs" / "heads"), tags=_read_refs(repo / "refs" / "tags")
+            branches=read_refs(repo / "refs" / "heads"), tags=read_refs(repo / "refs" / "tags")
         )
 
     def list_commits(self, repo_id: str, *, revision: str = DEFAULT_REVISION) -> list[CommitInfo]:
@@ -211,7 +217,7 @@ class LocalHub:
                 raise StoreError(
                     f"Tag {tag!r} of {repo_id!r} already points at {current}; delete it first."
                 )
-            _atomic_write(path, sha)
+            write_atomic(path, sha)
 
     def delete_tag(self, repo_id: str, *, tag: str) -> None:
         validate_revision(tag)
@@ -219,7 +225,10 @@ class LocalHub:
         with self._lock(repo):
             path = repo / "refs" / "tags" / tag
             if not path.is_file():
-                raise RevisionNotFoundError(f"Tag {tag!r} does not exist in {repo_id!r}.")
+                raise RevisionNotFoundError(
+                    f"Tag {tag!r} does not exist in {repo_id!r} (tags: "
+                    f"{', '.join(read_refs(repo / 'refs' / 'tags')) or 'none'})."
+                )
             path.unlink()
 
     # -- downloads -----------------------------------------------------------------------
@@ -235,18 +244,22 @@ class LocalHub:
         target = Path(local_dir) if local_dir else self.root / ".snapshots" / repo_id / sha
         target.mkdir(parents=True, exist_ok=True)
         for path, entry in files.items():
-            dest = target / _safe_relpath(path)
+            dest = target / safe_relpath(path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             blob = repo / "objects" / entry["sha256"]
             if not blob.is_file():
-                raise IntegrityError(f"{repo_id}@{sha}: the contents of {path!r} are missing.")
-            digest = _copy_hashing(blob, dest)
+                raise IntegrityError(
+                    f"{repo_id}@{sha}: the contents of {path!r} are missing from the hub folder; "
+                    "restore it from a backup or republish."
+                )
+            tmp, digest, _ = copy_to_temp(blob, dest.parent, prefix=".partial-")
             if digest != entry["sha256"]:
-                dest.unlink(missing_ok=True)
+                tmp.unlink()  # the corrupt copy never lands under the file's name
                 raise IntegrityError(
                     f"{repo_id}@{sha}: {path!r} is corrupt (sha256 {digest}, "
                     f"expected {entry['sha256']}). Restore it from a backup or republish."
                 )
+            os.replace(tmp, dest)
         return target
 
     # -- internals -----------------------------------------------------------------------
@@ -267,7 +280,8 @@ class LocalHub:
         folder = self._repo_dir(repo_id, repo_type)
         if not (folder / "repo.json").is_file():
             raise AdapterNotFoundError(
-                f"Repo {repo_id!r} not found in the local hub {str(self.root)!r}."
+                f"Repo {repo_id!r} not found in the local hub {str(self.root)!r}: check the "
+                "name, or publish it first."
             )
         return folder
 
@@ -296,7 +310,10 @@ class LocalHub:
         except FileNotFoundError:
             raise RevisionNotFoundError(f"Commit {sha!r} not found in {repo_id!r}.") from None
         if hashlib.sha1(raw).hexdigest() != sha:
-            raise IntegrityError(f"{repo_id}: commit {sha} was altered on disk.")
+            raise IntegrityError(
+                f"{repo_id!r}: commit {sha!r} was altered on disk ({str(path)!r}); restore the "
+                "hub folder from a backup or republish the repo."
+            )
         return json.loads(raw)
 
     def _write_commit(
@@ -307,28 +324,21 @@ class LocalHub:
         sha = hashlib.sha1(raw).hexdigest()
         path = repo / "commits" / f"{sha}.json"
         if not path.exists():
-            _atomic_write(path, raw)
+            write_atomic(path, raw)
         return sha
 
     def _store_blob(self, repo: Path, source: Path) -> dict[str, Any]:
         objects = repo / "objects"
-        fd, tmp = tempfile.mkstemp(dir=objects, prefix=".incoming-")
+        tmp, digest, size = copy_to_temp(source, objects, prefix=".incoming-")
+        dest = objects / digest
         try:
-            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-                h, size = hashlib.sha256(), 0
-                while chunk := src.read(_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            digest = h.hexdigest()
-            dest = objects / digest
             if dest.exists():
-                os.unlink(tmp)
+                tmp.unlink()
             else:
                 os.chmod(tmp, 0o444)  # blobs are immutable
                 os.replace(tmp, dest)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return {"sha256": digest, "size": size}
 
@@ -345,68 +355,6 @@ class LocalHub:
         except yaml.YAMLError:
             return {}  # a broken card still lists (the Hub does the same); the index reports it
         return data if isinstance(data, dict) else {}
-
-
-def _walk(folder: Path) -> list[str]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS)
-        for name in sorted(filenames):
-            rel = Path(dirpath, name).relative_to(folder).as_posix()
-            out.append(_safe_relpath(rel))
-    return out
-
-
-def _safe_relpath(path: str) -> str:
-    """A repo file path that cannot leave its folder."""
-    parts = path.split("/")
-    if (
-        not path
-        or "\\" in path
-        or path.startswith("/")
-        or any(p in ("", ".", "..") for p in parts)
-        or "\x00" in path
-    ):
-        raise InvalidNameError(
-            f"Invalid file path {path!r} in a repo: use a relative path without '..', "
-            "a leading '/', or backslashes."
-        )
-    return path
-
-
-def _read_refs(folder: Path) -> dict[str, str]:
-    if not folder.is_dir():
-        return {}
-    return {p.name: p.read_text().strip() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def _copy_hashing(src: Path, dest: Path) -> str:
-    h = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".partial-")
-    try:
-        with os.fdopen(fd, "wb") as out, src.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _now() -> str:

@@ -16,6 +16,7 @@ from loradock.errors import InvalidNameError
 # leading/trailing separators and without '..' (huggingface_hub's validate_repo_id agrees).
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 REPO_ID_RE = re.compile(rf"^{_PART}/{_PART}$")
+NAMESPACE_RE = re.compile(rf"^{_PART}$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 # Aliases and branch names: a conservative subset of git ref names.
 REVISION_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
@@ -32,6 +33,16 @@ def validate_repo_id(repo_id: str) -> str:
             "'-', '_' or '.' (for example 'acme/smollm2-dates-lora')."
         )
     return repo_id
+
+
+def validate_namespace(namespace: str) -> str:
+    """Return ``namespace`` (a user or org: the part of a repo id before '/') or raise."""
+    if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace) or ".." in namespace:
+        raise InvalidNameError(
+            f"Invalid namespace {namespace!r}: expected a user or organisation name such as "
+            "'acme' (letters, digits, '-', '_' or '.'; no '/')."
+        )
+    return namespace
 
 
 def validate_revision(revision: str) -> str:

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
+from loradock.errors import ConfigError
 from loradock.registry.card import TASK_TAG_PREFIX
 from loradock.registry.names import REPO_ID_RE
-
-from loradock.errors import ConfigError
 
 if TYPE_CHECKING:
     from loradock.registry.artifact import AdapterArtifact

@@ -9,7 +9,6 @@ store for a pinned sha, which makes a second resolve cheap and offline.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,13 +17,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from filelock import FileLock
-from loradock.registry.names import is_sha, validate_repo_id
-from loradock.registry.store import RepoFile, Store
 
 from loradock.errors import IntegrityError
+from loradock.registry.names import is_sha, validate_repo_id
+from loradock.registry.store import RepoFile, Store, sha256_file
 
 MARKER = ".loradock-snapshot.json"
-_CHUNK = 1 << 20
 
 
 class SnapshotCache:
@@ -89,25 +87,20 @@ def _verify(folder: Path, files: list[RepoFile], where: str) -> dict[str, dict]:
     for f in files:
         local = folder / f.path
         if not local.is_file():
-            raise IntegrityError(f"{where}: the download lacks {f.path!r}.")
+            raise IntegrityError(
+                f"{where}: the download lacks {f.path!r}; the store is incomplete, republish it."
+            )
         st = local.stat()
         if st.st_size != f.size:
             raise IntegrityError(
                 f"{where}: {f.path!r} has {st.st_size} bytes, expected {f.size}; download again."
             )
         if f.sha256:
-            digest = _sha256(local)
+            digest = sha256_file(local)
             if digest != f.sha256:
                 raise IntegrityError(
-                    f"{where}: {f.path!r} has sha256 {digest}, expected {f.sha256}."
+                    f"{where}: {f.path!r} has sha256 {digest}, expected {f.sha256}: the "
+                    "store's copy is corrupt; republish the revision."
                 )
         recorded[f.path] = {"size": st.st_size, "sha256": f.sha256, "mtime_ns": st.st_mtime_ns}
     return recorded
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()

@@ -9,6 +9,7 @@ folder's top-level files travel (PEFT and transformers save flat folders); a tra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from loradock.errors import ArtifactError, CardError
 from loradock.registry.artifact import (
     CONFIG_FILENAME,
     AdapterArtifact,
@@ -25,8 +27,6 @@ from loradock.registry.artifact import (
 )
 from loradock.registry.card import CARD_FILENAME, AdapterCard, build_adapter_card
 from loradock.registry.names import REPO_ID_RE
-
-from loradock.errors import ArtifactError, CardError
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,13 @@ def card_from_folder(folder: Path, artifact: AdapterArtifact) -> AdapterCard:
         f"Cannot tell which Hub model {str(folder)!r} adapts: it names the base {named!r}, "
         "not an 'org/name' id. Pass card=build_adapter_card(base_model='org/name', ...)."
     )
+
+
+def named_for_repo(card: AdapterCard, repo_id: str) -> AdapterCard:
+    """model-index needs a model name: the repo's name unless the card chose one."""
+    if card.eval_results and card.model_name in (None, f"loradock-{card.task or 'model'}"):
+        return dataclasses.replace(card, model_name=repo_id.split("/", 1)[1])
+    return card
 
 
 def is_repo_id(value: str | None) -> bool:

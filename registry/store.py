@@ -9,6 +9,7 @@ huggingface_hub's ``HfApi`` (identity first, ``revision=``/``token=`` keyword-on
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,21 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 RepoType = Literal["model", "space"]
+
+_HASH_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes (what ``RepoFile.sha256`` records), read in chunks."""
+    return hash_file(path, hashlib.sha256())
+
+
+def hash_file(path: Path, digest: Any) -> str:
+    """Feed ``path`` into a ``hashlib`` object (pre-seeded if the hash needs a header)."""
+    with path.open("rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

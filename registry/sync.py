@@ -19,17 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from loradock.registry.artifact import CONFIG_FILENAME, read_adapter
-from loradock.registry.card import CARD_FILENAME, AdapterCard
-from loradock.registry.index import Index
-from loradock.registry.names import ALIAS_RE, DEFAULT_REVISION
-from loradock.registry.records import AdapterRecord, record_from_repo
-from loradock.registry.snapshot import SnapshotCache
-from loradock.registry.store import RepoInfo, Store
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from loradock.errors import CardError, LoradockError
+from loradock.registry.artifact import CONFIG_FILENAME, read_adapter
+from loradock.registry.card import CARD_FILENAME, AdapterCard
+from loradock.registry.index import Index
+from loradock.registry.names import ALIAS_RE, DEFAULT_REVISION, validate_namespace
+from loradock.registry.records import AdapterRecord, record_from_repo
+from loradock.registry.snapshot import SnapshotCache
+from loradock.registry.store import RepoInfo, Store
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +189,8 @@ def sync(
     ``author`` limits the sync to one namespace: use it against huggingface.co, where the
     full listing is the whole Hub.
     """
+    if author is not None:
+        validate_namespace(author)  # before any listing: a bad name must not scope removals
     started = time.perf_counter()
     errors: list[str] = []
     added = unchanged = 0

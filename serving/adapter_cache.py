@@ -50,7 +50,9 @@ class CpuAdapter:
     def shape(self) -> tuple:
         """Adapters of equal shape can take each other's slot by copying weights in place."""
         c = self.config
-        targets = c.target_modules if isinstance(c.target_modules, str) else sorted(c.target_modules)
+        targets = (
+            c.target_modules if isinstance(c.target_modules, str) else sorted(c.target_modules)
+        )
         return (
             c.r,
             c.lora_alpha,
@@ -177,14 +179,18 @@ class AdapterCache:
                 self._detach(slot.name)
                 self._free.append(slot.name)
         if reuse is not None:
-            self._attach(reuse.name, adapter, True)
             name = reuse.name
-            self.stats["slot_reuses"] += 1
         else:
             name = self._free.pop() if self._free else f"slot{len(self._slots)}"
             while any(s.name == name for s in self._slots.values()):
                 name = f"slot{int(name[4:]) + 1}"
-            self._attach(name, adapter, False)
+        try:
+            self._attach(name, adapter, reuse is not None)
+        except Exception:
+            self._free.append(name)  # the slot stays usable for the next adapter
+            raise
+        if reuse is not None:
+            self.stats["slot_reuses"] += 1
         self._slots[key] = Slot(name=name, spec=adapter.spec, shape=adapter.shape)
         self.stats["attaches"] += 1
         return True

@@ -17,15 +17,15 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from loradock.errors import LoradockError
 from loradock.serving.auth import KeyChecker
 from loradock.serving.config import ServerConfig
 from loradock.serving.engine import Engine
 from loradock.serving.metrics import CONTENT_TYPE, ServerMetrics
 from loradock.serving.resolver import AdapterResolver
 from loradock.serving.schemas import AdapterLoadRequest, ModelCard, ModelList
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from loradock.errors import LoradockError
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,12 @@ def create_app(
 
     @app.exception_handler(LoradockError)
     async def _loradock_error(request: Request, exc: LoradockError):
-        state.metrics.requests.labels(request.url.path, str(exc.http_status)).inc()
+        state.metrics.requests.labels(_route(request), str(exc.http_status)).inc()
         return _error_response(exc.http_status, str(exc), exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        state.metrics.requests.labels(request.url.path, "400").inc()
+        state.metrics.requests.labels(_route(request), "400").inc()
         message, param = _validation_message(exc)
         return _error_response(400, message, "invalid_parameter", param)
 
@@ -222,6 +222,12 @@ def create_app(
     app.include_router(openai_router, dependencies=[api])
     app.include_router(registry_router, dependencies=[api])
     return app
+
+
+def _route(request: Request) -> str:
+    """The route's template (``/v1/registry/adapters/{org}/{name}/card``): bounded labels."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
 
 
 def _base_unload(name: str) -> LoradockError:

@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from loradock.errors import QueueFullError
 from loradock.serving.adapter_cache import AdapterCache, CpuAdapter
 from loradock.serving.decoding import TextState, make_generator, sample_next
 from loradock.serving.engine import GenerationChunk, GenerationRequest
-
-from loradock.errors import QueueFullError
 
 log = logging.getLogger(__name__)
 BASE_ADAPTER = "__base__"
@@ -181,11 +181,16 @@ class ContinuousBatcher:
                 seq = self._pending.popleft()
                 if seq.cancelled:
                     continue
-                if (
-                    len(admitted) < room
-                    and not (blocked and seq.adapter is not None)
-                    and (seq.adapter is None or self._cache.try_attach(seq.adapter))
-                ):
+                try:
+                    ready = (
+                        len(admitted) < room
+                        and not (blocked and seq.adapter is not None)
+                        and (seq.adapter is None or self._cache.try_attach(seq.adapter))
+                    )
+                except Exception as exc:  # this adapter cannot attach: fail its request only
+                    seq.emit(exc)
+                    continue
+                if ready:
                     if seq.adapter is not None:
                         self._cache.pin(seq.adapter_name)
                     admitted.append(seq)
@@ -229,18 +234,10 @@ class ContinuousBatcher:
         old_t, new_t = self._mask.shape[1], mask.shape[1]
         width = max(old_t, new_t)
         for old_layer, new_layer in zip(self._past.layers, past.layers, strict=True):
-            old_layer.set(
-                *(
-                    torch.cat(
-                        [
-                            F.pad(getattr(old_layer, attr), (0, 0, width - old_t, 0)),
-                            F.pad(getattr(new_layer, attr), (0, 0, width - new_t, 0)),
-                        ],
-                        dim=0,
-                    )
-                    for attr in ("keys", "values")
-                )
-            )
+            for attr in ("keys", "values"):
+                a = F.pad(getattr(old_layer, attr), (0, 0, width - old_t, 0))
+                b = F.pad(getattr(new_layer, attr), (0, 0, width - new_t, 0))
+                setattr(old_layer, attr, torch.cat([a, b], dim=0))
         merged_mask = torch.cat(
             [F.pad(self._mask, (width - old_t, 0)), F.pad(mask, (width - new_t, 0))], dim=0
         )
@@ -318,7 +315,8 @@ class ContinuousBatcher:
         start = int(used[0].item()) if len(used) else 0
         for layer in self._past.layers:
             rows = index.to(layer.keys.device)
-            layer.set(layer.keys[rows, :, start:, :], layer.values[rows, :, start:, :])
+            layer.keys = layer.keys[rows, :, start:, :]
+            layer.values = layer.values[rows, :, start:, :]
         self._mask = mask[:, start:]
         self._active = [self._active[i] for i in keep]
 

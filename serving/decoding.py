@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
 from loradock.serving.engine import SamplingParams
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+
 from loradock.serving.app import ServerState, error_payload, state_of
 from loradock.serving.engine import GenerationChunk, GenerationRequest, SamplingParams
 from loradock.serving.schemas import (

@@ -15,9 +15,9 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from loradock.serving.app import state_of
 
 from loradock.errors import RequestError
+from loradock.serving.app import state_of
 
 router = APIRouter(prefix="/v1/registry")
 MAX_ROWS = 500

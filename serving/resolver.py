@@ -11,13 +11,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from loradock.serving.engine import AdapterSpec
-
 from loradock.errors import (
     AdapterNotFoundError,
     IncompatibleAdapterError,
     InvalidNameError,
 )
+from loradock.serving.engine import AdapterSpec
 
 
 def _looks_like_path(model: str) -> bool:

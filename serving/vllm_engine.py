@@ -19,10 +19,15 @@ import shutil
 import tempfile
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from loradock.errors import (
+    AdapterNotFoundError,
+    IncompatibleAdapterError,
+    RequestError,
+)
 from loradock.registry.artifact import AdapterArtifact, read_adapter
 from loradock.serving.engine import (
     AdapterSpec,
@@ -37,63 +42,9 @@ from loradock.serving.vllm_limits import (
     vllm_adapter_problems,
 )
 from loradock.serving.vllm_null_adapter import NULL_ADAPTER_NAME, write_null_adapter
-
-from loradock.errors import (
-    AdapterNotFoundError,
-    ConfigError,
-    IncompatibleAdapterError,
-    RequestError,
-)
+from loradock.serving.vllm_options import CPU_KV_CACHE_BYTES, NULL_LORA_ID, VllmOptions
 
 log = logging.getLogger(__name__)
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-# On the CPU build the KV cache is host memory; a fixed size keeps a shared machine usable
-# (vLLM's default, a share of the NUMA node's memory, starves everyone else).
-CPU_KV_CACHE_BYTES = 256 * 2**20
-NULL_LORA_ID = 2**30  # far above the ids handed out per sha
-
-
-@dataclass(frozen=True)
-class VllmOptions:
-    """Engine options passed through to vLLM; ``None`` means derived or vLLM's default."""
-
-    max_model_len: int = 512
-    dtype: str = "auto"
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float | None = None  # CPU build: share of host memory reserved
-    kv_cache_memory_bytes: int | None = None  # a fixed KV cache size (wins over the share)
-    max_lora_rank: int | None = None
-    max_loras: int | None = None
-    max_cpu_loras: int | None = None
-    max_num_seqs: int | None = None
-    enforce_eager: bool | None = None  # None: eager on the CPU (compiling costs minutes)
-    # None: on the CPU, base requests go through a zero adapter (see vllm_null_adapter.py)
-    null_adapter_for_base: bool | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        problems: list[str] = []
-        if self.dtype not in DTYPES:
-            problems.append(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-        for name, low in (
-            ("max_model_len", 8),
-            ("tensor_parallel_size", 1),
-            ("max_loras", 1),
-            ("max_cpu_loras", 1),
-            ("max_num_seqs", 1),
-            ("kv_cache_memory_bytes", 1),
-        ):
-            value = getattr(self, name)
-            if value is None and name not in ("max_model_len", "tensor_parallel_size"):
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                problems.append(f"{name}={value!r} must be an integer >= {low}")
-        gmu = self.gpu_memory_utilization
-        if gmu is not None and (not isinstance(gmu, int | float) or not 0 < gmu <= 1):
-            problems.append(f"gpu_memory_utilization={gmu!r} must be a number in (0, 1]")
-        if problems:
-            raise ConfigError("Invalid vLLM engine options", problems)
 
 
 def _has_cuda() -> bool:
@@ -228,8 +179,10 @@ class VllmEngine:
         self._null_dir = tempfile.mkdtemp(prefix="loradock-vllm-null-")
         path = write_null_adapter(self.model_path, Path(self._null_dir) / "adapter")
         request = LoRARequest(NULL_ADAPTER_NAME, NULL_LORA_ID, str(path))
+        # Not pinned: vLLM 0.32 with a pinned adapter in the GPU slots crashes its worker on
+        # a batch that fills the other slots (KeyError in convert_mapping, measured). The
+        # cache slack above keeps it loaded, and vLLM reloads it from disk if ever evicted.
         await self._llm.add_lora(request)
-        pass  # PIN-EXPERIMENT
         self._null_lora = request
 
     async def shutdown(self) -> None:
@@ -368,8 +321,12 @@ class VllmEngine:
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        from vllm.exceptions import VLLMValidationError
+
         self._require_started()
         ids = request.prompt_token_ids or self.tokenizer(request.prompt)["input_ids"]
+        if not ids:
+            raise RequestError("The prompt is empty: send at least one token of text.")
         room = self.options.max_model_len - len(ids)
         if room < 1:
             raise RequestError(
@@ -379,7 +336,10 @@ class VllmEngine:
         sampling = request.sampling
         if sampling.max_tokens > room:
             sampling = replace(sampling, max_tokens=room)  # as the PEFT engine: stop at context
-        params = self._sampling_params(replace(request, sampling=sampling))
+        try:
+            params = self._sampling_params(replace(request, sampling=sampling))
+        except (ValueError, VLLMValidationError) as exc:
+            raise RequestError(f"vLLM refused the request: {exc}") from exc
 
         lora = self._null_lora  # None unless base requests need it (vllm_null_adapter.py)
         sha = None
@@ -410,7 +370,7 @@ class VllmEngine:
                     completion_tokens=completion,
                     finish_reason=("length" if finish == "length" else "stop") if finish else None,
                 )
-        except ValueError as exc:  # vLLM's request validation (VLLMValidationError)
+        except (ValueError, VLLMValidationError) as exc:  # vLLM's own request checks
             raise RequestError(f"vLLM refused the request: {exc}") from exc
         finally:
             if sha is not None:
@@ -424,21 +384,22 @@ class VllmEngine:
             self._slot_freed.notify_all()
 
 
-def build_vllm_engine(config: Any, registry: Any) -> VllmEngine:
-    """The engine ``loradock serve --engine vllm`` runs, from a ``ServerConfig``.
+def create_engine(config: Any, base_path: str | Path, *, registry: Any = None) -> VllmEngine:
+    """The engine ``loradock serve --engine vllm`` runs (``serving.server.build_engine``).
 
-    Reads ``config.base`` (or ``config.merged``: ``REPO[@rev]`` of a merged model), the
-    adapters it names (``config.adapters``: served alias -> registry name) and, when any
-    registry adapter may be served, the ranks of the registry's adapters for that base, to
-    size vLLM's LoRA buffers. vLLM options are optional attributes of the config
-    (``max_lora_rank``, ``max_loras``, ``max_cpu_loras``, ``tensor_parallel_size``,
-    ``gpu_memory_utilization``, ``kv_cache_memory_bytes``); absent means derived.
+    ``config`` is a ``ServerConfig``; ``base_path`` the resolved base (or merged) model folder.
+    vLLM-only options are optional attributes of the config (absent: derived or vLLM's
+    default): ``merged`` (serve merged weights, no adapters), ``max_lora_rank``, ``max_loras``,
+    ``max_cpu_loras``, ``tensor_parallel_size``, ``gpu_memory_utilization``,
+    ``kv_cache_memory_bytes``. With ``registry``, the LoRA limits are derived from the ranks of
+    the adapters the server may serve: those ``config.adapters`` names and, when any registry
+    adapter may be served, every registry adapter for this base.
     """
     opt = lambda name, default=None: getattr(config, name, default)  # noqa: E731
     options = VllmOptions(
         max_model_len=opt("max_model_len", 512),
         dtype=opt("dtype", "auto"),
-        tensor_parallel_size=opt("tensor_parallel_size", 1),
+        tensor_parallel_size=opt("tensor_parallel_size") or 1,
         gpu_memory_utilization=opt("gpu_memory_utilization"),
         kv_cache_memory_bytes=opt("kv_cache_memory_bytes"),
         max_lora_rank=opt("max_lora_rank"),
@@ -446,36 +407,27 @@ def build_vllm_engine(config: Any, registry: Any) -> VllmEngine:
         max_cpu_loras=opt("max_cpu_loras"),
         max_num_seqs=opt("max_batch_size"),
     )
-    merged_name = opt("merged")
-    if merged_name:
-        model = registry.resolve_base(merged_name)
-        return VllmEngine(
-            model.path, base_name=opt("served_base_name") or merged_name, options=options,
-            merged=True,
-        )  # fmt: skip
-    base = registry.resolve_base(config.base)
-    specs = []
-    for alias, target in (opt("adapters") or {}).items():
-        resolved = registry.resolve(target)
-        specs.append(
-            AdapterSpec(
-                name=alias,
-                repo_id=resolved.repo_id,
-                sha=resolved.sha,
-                path=Path(resolved.path),
-                rank=resolved.artifact.max_rank,
-                target_modules=tuple(resolved.artifact.target_modules),
-            )
-        )
+    base_name = opt("base_model_name") or config.base
+    if opt("merged"):
+        return VllmEngine(base_path, base_name=base_name, options=options, merged=True)
     ranks: list[int | None] = []
-    if opt("allow_any_registry_adapter", True) and base.repo_id:
-        ranks = [getattr(r, "rank", None) for r in registry.search(base_model=base.repo_id)]
+    if registry is not None:
+        for target in (opt("adapters") or {}).values():
+            ranks.append(registry.resolve(target).artifact.max_rank)
+        if opt("allow_any_registry_adapter", True):
+            base_id = str(config.base).split("@", 1)[0]
+            ranks += [getattr(r, "rank", None) for r in registry.search(base_model=base_id)]
     return VllmEngine(
-        base.path,
-        base_name=config.base_model_name if hasattr(config, "base_model_name") else config.base,
+        base_path,
+        base_name=base_name,
         options=options,
-        adapters=specs,
         registry_ranks=ranks,
         max_loaded=opt("max_loaded", 8),
         max_cpu_adapters=opt("max_cpu_adapters", 64),
     )
+
+
+def build_vllm_engine(config: Any, registry: Any) -> VllmEngine:
+    """``create_engine`` with the base (or ``config.merged`` model) resolved through the registry."""
+    base = registry.resolve_base(config.base)
+    return create_engine(config, base.path, registry=registry)

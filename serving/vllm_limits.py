@@ -15,9 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from loradock.registry.artifact import AdapterArtifact, read_safetensors_header
-
 from loradock.errors import ConfigError
+from loradock.registry.artifact import AdapterArtifact, read_safetensors_header
 
 # vllm.config.lora.MaxLoRARanks: the only values vLLM accepts for max_lora_rank.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)

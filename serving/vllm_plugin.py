@@ -54,10 +54,11 @@ class _RegistryResolverMixin:
 
     def resolve_sync(self, base_model_name: str, lora_name: str) -> Any:
         """``LoRARequest`` for a registry name, or None (vLLM then answers 404)."""
+        from vllm.lora.request import LoRARequest
+
         from loradock.registry.artifact import read_adapter
         from loradock.registry.names import parse_name
         from loradock.serving.vllm_limits import vllm_adapter_problems
-        from vllm.lora.request import LoRARequest
 
         try:
             parse_name(lora_name)

@@ -23,6 +23,7 @@ import gradio as gr
 if __package__:
     from .arena import Arena, Vote, pick_pair
     from .client import AdapterRow, EndpointError, LoradockClient
+    from .layout import MAX_PANELS, build_blocks
     from .streams import stream_side_by_side
     from .tables import (
         default_metric,
@@ -38,6 +39,7 @@ else:  # run as a Space (``python app.py``): the sibling modules are plain top-l
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from arena import Arena, Vote, pick_pair  # type: ignore[no-redef]
     from client import AdapterRow, EndpointError, LoradockClient  # type: ignore[no-redef]
+    from layout import MAX_PANELS, build_blocks  # type: ignore[no-redef]
     from streams import stream_side_by_side  # type: ignore[no-redef]
     from tables import (  # type: ignore[no-redef]
         default_metric,
@@ -50,12 +52,11 @@ else:  # run as a Space (``python app.py``): the sibling modules are plain top-l
         sortable_columns,
     )
 
-MAX_PANELS = 4
 ALL_TASKS = "(all tasks)"
 
 
 class SpaceApp:
-    """The handlers behind the page; ``build()`` lays them out as a ``gr.Blocks``."""
+    """The handlers behind the page; ``layout.build_blocks`` lays them out."""
 
     def __init__(
         self,
@@ -195,20 +196,30 @@ class SpaceApp:
         )
 
     # -- Browse -----------------------------------------------------------------------
-    async def browse(self, endpoint, api_key, repo_id, base, task):
+    async def browse(self, endpoint, api_key, repo_id, base, task, *, announce: bool = True):
+        """The card, lineage and revisions of one adapter.
+
+        Failures are written where the card would be; ``announce`` also raises them to the
+        status line, which only a reviewer's own pick should do (not a background reload).
+        """
         if not repo_id:
-            return "Pick an adapter.", "", None, "Pick an adapter to see its card."
+            return "Pick an adapter.", "", None, gr.update()
         try:
             client = self.client(endpoint, api_key)
             card = await client.adapter_card(repo_id)
             rows = await self._rows(endpoint, api_key, base or "", task or ALL_TASKS)
         except EndpointError as exc:
-            gr.Warning(str(exc))
-            return gr.update(), gr.update(), gr.update(), f"⚠️ {exc}"
+            if announce:
+                gr.Warning(str(exc))
+            status = f"⚠️ {exc}" if announce else gr.update()
+            return f"⚠️ {exc}", "", None, status
         row = next((r for r in rows if r.repo_id == repo_id), None)
         body = card.markdown or "_This adapter has no model card._"
         # The status line keeps what the reviewer did last; a card loading is no news.
         return body, lineage_markdown(row, card), revisions_frame(row, card), gr.update()
+
+    async def browse_quietly(self, endpoint, api_key, repo_id, base, task):
+        return await self.browse(endpoint, api_key, repo_id, base, task, announce=False)
 
     # -- Arena ------------------------------------------------------------------------
     async def battle(self, endpoint, api_key, base, task, prompt, max_tokens):
@@ -269,135 +280,13 @@ class SpaceApp:
         board = await self.leaderboard(endpoint, api_key, base, task, sort_by, desc, metric)
         return (reveal, None, *board[:5], "Vote recorded. Start another battle!")
 
-    # -- layout -----------------------------------------------------------------------
-    def build(self) -> gr.Blocks:
-        with gr.Blocks(title="loradock: compare LoRA adapters") as demo:
-            gr.Markdown("# loradock\nCompare a base model with its LoRA adapters.")
-            status = gr.Markdown("Connecting…", elem_id="status")
-            with gr.Accordion("Endpoint settings", open=False):
-                endpoint = gr.Textbox(
-                    value=self.endpoint, label="loradock endpoint URL", elem_id="endpoint"
-                )
-                api_key = gr.Textbox(
-                    label="API key (blank: the Space's own)", type="password", elem_id="api-key"
-                )
-            with gr.Row():
-                base = gr.Dropdown(label="Base model", elem_id="base", scale=2)
-                task = gr.Dropdown(label="Task", elem_id="task", scale=1)
-                refresh = gr.Button("Refresh", elem_id="refresh", scale=0)
-            with gr.Tabs():
-                with gr.Tab("Compare", elem_id="tab-compare"):
-                    models = gr.CheckboxGroup(
-                        label=f"Models (2 to {MAX_PANELS})", elem_id="compare-models"
-                    )
-                    example = gr.Dropdown(label="Example prompt", elem_id="compare-example")
-                    prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt")
-                    max_tokens = gr.Slider(
-                        8, 512, value=64, step=8, label="Max new tokens", elem_id="max-tokens"
-                    )
-                    run = gr.Button("Generate", variant="primary", elem_id="compare-run")
-                    cols, outs, stats = [], [], []
-                    with gr.Row():
-                        for i in range(MAX_PANELS):
-                            with gr.Column(visible=False, elem_id=f"compare-col-{i}") as col:
-                                outs.append(
-                                    gr.Textbox(
-                                        label=f"Model {i + 1}",
-                                        lines=8,
-                                        interactive=False,
-                                        elem_id=f"compare-out-{i}",
-                                    )
-                                )
-                                stats.append(gr.Markdown(elem_id=f"compare-stats-{i}"))
-                            cols.append(col)
-                with gr.Tab("Leaderboard", elem_id="tab-leaderboard"):
-                    with gr.Row():
-                        sort_by = gr.Dropdown(label="Sort by", elem_id="lb-sort")
-                        descending = gr.Checkbox(value=True, label="Descending")
-                        metric = gr.Dropdown(label="Plot metric", elem_id="lb-metric")
-                        lb_refresh = gr.Button("Refresh leaderboard", elem_id="lb-refresh")
-                    caption = gr.Markdown(elem_id="lb-caption")
-                    table = gr.Dataframe(interactive=False, elem_id="lb-table", wrap=True)
-                    plot = gr.BarPlot(
-                        x="model", y="value", y_lim=[0, None], elem_id="lb-plot", height=300
-                    )
-                with gr.Tab("Browse", elem_id="tab-browse"):
-                    adapter = gr.Dropdown(label="Adapter", elem_id="browse-adapter")
-                    with gr.Row():
-                        with gr.Column(scale=3):
-                            card = gr.Markdown(elem_id="browse-card")
-                        with gr.Column(scale=2):
-                            lineage = gr.Markdown(elem_id="browse-lineage")
-                            revisions = gr.Dataframe(
-                                label="Revisions and aliases",
-                                interactive=False,
-                                elem_id="browse-revisions",
-                            )
-                with gr.Tab("Arena", elem_id="tab-arena"):
-                    gr.Markdown(
-                        "Two models answer the same prompt; their names stay hidden until you vote."
-                    )
-                    arena_prompt = gr.Textbox(label="Prompt", lines=2, elem_id="arena-prompt")
-                    fight = gr.Button("Start battle", variant="primary", elem_id="arena-run")
-                    with gr.Row():
-                        with gr.Column():
-                            out_a = gr.Textbox(label="Model A", lines=6, elem_id="arena-out-a")
-                            stats_a = gr.Markdown(elem_id="arena-stats-a")
-                        with gr.Column():
-                            out_b = gr.Textbox(label="Model B", lines=6, elem_id="arena-out-b")
-                            stats_b = gr.Markdown(elem_id="arena-stats-b")
-                    with gr.Row():
-                        vote_a = gr.Button("A is better", elem_id="vote-a")
-                        vote_tie = gr.Button("Tie", elem_id="vote-tie")
-                        vote_b = gr.Button("B is better", elem_id="vote-b")
-                    reveal = gr.Markdown(elem_id="arena-reveal")
-                    pending = gr.State(None)
-
-            conn = [endpoint, api_key]
-            pickers = [base, task, models, adapter, example, status]
-            board_in = [*conn, base, task, sort_by, descending, metric]
-            board_out = [caption, table, plot, sort_by, metric, status]
-            browse_in = [*conn, adapter, base, task]
-            browse_out = [card, lineage, revisions, status]
-
-            def chain(event):
-                return event.then(self.leaderboard, board_in, board_out).then(
-                    self.browse, browse_in, browse_out
-                )
-
-            chain(demo.load(self.refresh, [*conn, base, task], pickers))
-            chain(refresh.click(self.refresh, [*conn, base, task], pickers))
-            chain(base.input(self.refresh, [*conn, base, task], pickers))
-            chain(task.input(self.refresh, [*conn, base, task], pickers))
-            example.input(lambda text: text, example, prompt)
-            run.click(
-                self.compare,
-                [*conn, models, prompt, max_tokens],
-                [*cols, *outs, *stats, status],
-            )
-            for control in (lb_refresh.click, sort_by.input, descending.input, metric.input):
-                control(self.leaderboard, board_in, board_out)
-            adapter.input(self.browse, browse_in, browse_out)
-            fight.click(
-                self.battle,
-                [*conn, base, task, arena_prompt, max_tokens],
-                [out_a, out_b, stats_a, stats_b, reveal, pending, status],
-            )
-            vote_out = [reveal, pending, caption, table, plot, sort_by, metric, status]
-            for button, outcome in ((vote_a, "a"), (vote_b, "b"), (vote_tie, "tie")):
-
-                async def on_vote(*args, outcome=outcome):
-                    return await self.vote(outcome, *args)
-
-                button.click(on_vote, [pending, *board_in], vote_out)
-        return demo
-
 
 def build_app(
     *, endpoint: str | None = None, api_key: str | None = None, arena_db: str | Path | None = None
 ) -> gr.Blocks:
     """The whole Space as a ``gr.Blocks`` (not launched)."""
-    return SpaceApp(endpoint=endpoint, api_key=api_key, arena_db=arena_db).build()
+    space = SpaceApp(endpoint=endpoint, api_key=api_key, arena_db=arena_db)
+    return build_blocks(space)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ import httpx
 import yaml
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
+MAX_ROWS = 500  # the server's cap on one registry listing
 
 
 class EndpointError(Exception):
@@ -284,6 +285,7 @@ class LoradockClient:
     ) -> list[AdapterRow]:
         """Index rows; ``kind="base"`` asks for base models' own rows (their eval results)."""
         params = {k: v for k, v in (("base", base), ("task", task), ("kind", kind)) if v}
+        params["limit"] = str(MAX_ROWS)
         body = await self._get_json("/v1/registry/adapters", "Reading the registry", params)
         rows = body.get("data", body.get("adapters")) if isinstance(body, dict) else body
         if not isinstance(rows, list):

@@ -10,16 +10,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from loradock.errors import ProblemsError
 from loradock.registry.names import validate_repo_id
 from loradock.registry.store import CommitInfo, Store
-
-from loradock.errors import ProblemsError
 
 SPACE_DIR = Path(__file__).resolve().parent
 SPACE_FILES = (
     "README.md",
     "requirements.txt",
     "app.py",
+    "layout.py",
     "client.py",
     "arena.py",
     "streams.py",

@@ -295,9 +295,8 @@ class PublishConfig:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        from loradock.registry.names import validate_alias, validate_repo_id
-
         from loradock.errors import InvalidNameError
+        from loradock.registry.names import validate_alias, validate_repo_id
 
         problems = []
         if self.enabled and not self.repo_id:

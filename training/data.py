@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loradock.training.config import DATA_SUFFIXES, DataConfig
-
 from loradock.errors import DataError
+from loradock.training.config import DATA_SUFFIXES, DataConfig
 
 # Columns each format needs; ``auto`` picks the first format whose columns are all present.
 FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {

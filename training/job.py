@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loradock.errors import ConfigError
 from loradock.training.config import JobConfig
 from loradock.training.preflight import JobPlan, preflight
-
-from loradock.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +127,11 @@ def build_session(plan: JobPlan, *, progress: bool = True) -> TrainingSession:
         peft_config=peft_config,
         callbacks=[_LossPrinter()],
     )
+    if not progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        # Without a bar the trainer prints raw dicts on stdout; our loss log goes to logging.
+        trainer.remove_callback(PrinterCallback)
     _check_trainable_tokens(trainer.train_dataset, plan.config.trainer.max_length)
     return TrainingSession(plan=plan, trainer=trainer, tokenizer=tokenizer)
 

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loradock.errors import ConfigError, LoradockError
 from loradock.training.config import JobConfig
 from loradock.training.data import JobData, load_job_data
-
-from loradock.errors import ConfigError, LoradockError
 
 
 @dataclass

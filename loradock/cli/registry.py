@@ -71,6 +71,10 @@ def _print_records(title: str, records: list[Any], metric: str | None = None) ->
 
 @app.command()
 def sync(
+    author: Annotated[
+        str | None,
+        typer.Option(help="Only this namespace (user or org); use it against huggingface.co."),
+    ] = None,
     as_json: JsonOption = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on stderr).")] = True,
 ) -> None:
@@ -79,7 +83,7 @@ def sync(
     Repos that cannot be indexed (a broken card, missing files) are listed and skipped; the
     command then exits with status 1, after indexing everything else.
     """
-    report = _registry().sync(progress=progress and not as_json)
+    report = _registry().sync(author=author, progress=progress and not as_json)
     if as_json:
         print_json(report)
     else:
@@ -139,12 +143,10 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """One revision in full (metrics, card fields), with the repo's aliases and revisions."""
-    registry = _registry()
-    record = registry.show(name)
-    revisions = registry.index.revisions(record.repo_id)
-    aliases = registry.index.aliases(record.repo_id)
+    details = _registry().describe(name)
+    record = details.record
     if as_json:
-        print_json({"record": record, "aliases": aliases, "revisions": revisions})
+        print_json({"record": record, "aliases": details.aliases, "revisions": details.revisions})
         return
     fields = to_jsonable(record)
     fields.pop("metrics")
@@ -162,7 +164,7 @@ def show(
                 r.updated_at.isoformat(timespec="seconds"),
                 ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())),
             ]
-            for r in revisions
+            for r in details.revisions
         ],
     )
 
@@ -239,7 +241,7 @@ def compatible(
     as_json: JsonOption = False,
 ) -> None:
     """Adapters trained on BASE (latest revisions), highest rank first."""
-    rows = _registry().index.compatible_with(base, max_rank=max_rank, limit=limit)
+    rows = _registry().compatible(base, max_rank=max_rank, limit=limit)
     if as_json:
         print_json(rows)
         return
@@ -277,7 +279,7 @@ def alias_list(
     as_json: JsonOption = False,
 ) -> None:
     """The aliases of REPO_ID and the revisions they name."""
-    aliases = _registry().index.aliases(repo_id)
+    aliases = _registry().aliases(repo_id)
     if as_json:
         print_json(aliases)
     else:

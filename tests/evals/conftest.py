@@ -17,8 +17,7 @@ def registry(isolated_caches):
     return Registry.open()
 
 
-@pytest.fixture
-def published(registry, tiny_base, tiny_adapter_factory):
+def publish_tiny(registry, tiny_base, tiny_adapter_factory) -> dict[str, str]:
     """The tiny base and two adapters (different seeds) published under ``acme/``."""
     from loradock.registry.card import build_adapter_card, build_base_card
 
@@ -31,6 +30,24 @@ def published(registry, tiny_base, tiny_adapter_factory):
     return names
 
 
+@pytest.fixture
+def published(registry, tiny_base, tiny_adapter_factory) -> dict[str, str]:
+    return publish_tiny(registry, tiny_base, tiny_adapter_factory)
+
+
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory):
+    """A registry home shared by one module's tests (for work done once per module)."""
+    home = tmp_path_factory.mktemp("evals-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LORADOCK_HOME", str(home / "loradock"))
+        mp.setenv("HF_DATASETS_CACHE", str(home / "datasets"))
+        mp.setenv("MPLCONFIGDIR", str(home / "mpl"))
+        for key in ("LORADOCK_HUB", "LORADOCK_INDEX", "LORADOCK_CACHE", "LORADOCK_STORE"):
+            mp.delenv(key, raising=False)
+        yield home
+
+
 @pytest.fixture(scope="session")
 def task_data(tmp_path_factory) -> Path:
     """A small stand-in for training/data (same row shape), so tests never depend on its size."""
@@ -38,7 +55,11 @@ def task_data(tmp_path_factory) -> Path:
     (root / "dates").mkdir()
     (root / "extraction").mkdir()
     dates = [
-        {"id": f"d{i}", "instruction": f"Rewrite in ISO format: {i + 1} March 2024", "answer": f"2024-03-{i + 1:02d}"}
+        {
+            "id": f"d{i}",
+            "instruction": f"Rewrite in ISO format: {i + 1} March 2024",
+            "answer": f"2024-03-{i + 1:02d}",
+        }
         for i in range(4)
     ]
     records = [

@@ -9,16 +9,19 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from tests.evals.conftest import BASE_ID
+from tests.evals.conftest import BASE_ID, publish_tiny
 
 
-@pytest.fixture
-def cli_run(published, task_data, tmp_path, registry):
+@pytest.fixture(scope="module")
+def cli_run(module_home, task_data, tiny_base, tiny_adapter_factory):
     """One ``loradock eval ... --publish --report --json`` over the base and both adapters."""
     from loradock.cli import app
+    from loradock.registry.api import Registry
 
+    registry = Registry.open()
+    published = publish_tiny(registry, tiny_base, tiny_adapter_factory)
     before = {task: registry.resolve(repo).sha for task, repo in published.items()}
-    report = tmp_path / "report"
+    report = module_home / "report"
     args = [
         "eval",
         published["dates"],
@@ -31,15 +34,17 @@ def cli_run(published, task_data, tmp_path, registry):
         "--publish",
         "--json",
     ]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LORADOCK_HOME", str(module_home / "loradock"))  # the CLI opens this registry
+        result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, (result.stdout, result.exception)
-    return json.loads(result.stdout), report, before
+    return json.loads(result.stdout), report, before, registry, published
 
 
-def test_eval_publish_round_trip(cli_run, published, registry):
+def test_eval_publish_round_trip(cli_run):
     from loradock.evals.publish import metrics_from_card
 
-    summary, report, before = cli_run
+    summary, report, before, registry, published = cli_run
     labels = [t["label"] for t in summary["targets"]]
     assert labels[0] == BASE_ID and len(labels) == 3  # the base is always the reference
     assert set(summary["tasks"]) == {"dates", "extraction", "general_mc", "heldout_ppl"}
@@ -47,7 +52,9 @@ def test_eval_publish_round_trip(cli_run, published, registry):
     for task, repo in published.items():
         target = next(t for t in summary["targets"] if t["repo_id"] == repo)
         assert target["sha"] == before[task]
-        raw = json.loads((report / "raw" / f"{repo.replace('/', '_')}_{before[task][:7]}.json").read_text())
+        raw = json.loads(
+            (report / "raw" / f"{repo.replace('/', '_')}_{before[task][:7]}.json").read_text()
+        )
         # A new revision holds the card; the evaluated one is still there (history kept).
         head = registry.resolve(repo)
         assert head.sha != before[task]
@@ -59,7 +66,11 @@ def test_eval_publish_round_trip(cli_run, published, registry):
         assert set(card_metrics) == set(target["metrics"])
         for key, (value, stderr) in card_metrics.items():
             task_name, metric = key.split("/")
-            assert value == target["metrics"][key]["value"] == raw["results"][task_name][f"{metric},none"]
+            assert (
+                value
+                == target["metrics"][key]["value"]
+                == raw["results"][task_name][f"{metric},none"]
+            )
             stderr_raw = raw["results"][task_name][f"{metric}_stderr,none"]
             assert stderr == (None if stderr_raw == "N/A" else stderr_raw)
         entry = next(m for m in head.card.eval_results if m.key == "dates/exact_match")
@@ -79,7 +90,7 @@ def test_eval_publish_round_trip(cli_run, published, registry):
 
 
 def test_report_renders_with_plots_and_raw_json(cli_run):
-    summary, report, _ = cli_run
+    summary, report, *_ = cli_run
     html = (report / "report.html").read_text()
     markdown = (report / "report.md").read_text()
     assert "Forgetting check" in markdown and "<table>" in html

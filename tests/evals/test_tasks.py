@@ -97,7 +97,9 @@ ANSWER = json.dumps({"name": "Ada Byron", "city": "London", "year": 1833})
 )
 def test_extraction_metrics(reply, exact, fields, valid):
     got = _utils().process_extraction({"answer": ANSWER}, [reply])
-    assert got == pytest.approx({"exact_match": exact, "field_accuracy": fields, "valid_json": valid})
+    assert got == pytest.approx(
+        {"exact_match": exact, "field_accuracy": fields, "valid_json": valid}
+    )
 
 
 def _write_task(folder: Path, text: str, data: str | None = "rows.jsonl", rows: str = '{"a": 1}\n'):
@@ -119,15 +121,35 @@ GOOD = (
     [
         ("task: [unclosed\n", '{"a": 1}\n', EvalError, "Malformed task YAML"),
         ("- just\n- a list\n", '{"a": 1}\n', EvalError, "expected a mapping"),
-        (GOOD.replace("output_type: generate_until", "output_type: guess"), '{"a": 1}\n', EvalError, "'guess'"),
+        (
+            GOOD.replace("output_type: generate_until", "output_type: guess"),
+            '{"a": 1}\n',
+            EvalError,
+            "'guess'",
+        ),
         (GOOD.replace("task: t\n", ""), '{"a": 1}\n', EvalError, "missing key 'task'"),
         (GOOD.replace("test_split: test", "test_split: eval"), '{"a": 1}\n', EvalError, "'eval'"),
-        (GOOD.replace("    test: rows.jsonl\n", "    test: nowhere.jsonl\n"), '{"a": 1}\n', DataError, "nowhere.jsonl"),
+        (
+            GOOD.replace("    test: rows.jsonl\n", "    test: nowhere.jsonl\n"),
+            '{"a": 1}\n',
+            DataError,
+            "nowhere.jsonl",
+        ),
         (GOOD, "", DataError, "is empty"),
         (GOOD, "\n\n", DataError, "is empty"),
         (GOOD, '{"a": 1}\n{broken\n', DataError, "line 2"),
     ],
-    ids=["syntax", "not-mapping", "output-type", "no-task", "split", "missing-file", "empty", "blank", "bad-json"],
+    ids=[
+        "syntax",
+        "not-mapping",
+        "output-type",
+        "no-task",
+        "split",
+        "missing-file",
+        "empty",
+        "blank",
+        "bad-json",
+    ],
 )
 def test_bad_task_folders_give_clear_errors(tmp_path, yaml_text, rows, error, quoted):
     folder = _write_task(tmp_path / "tasks", yaml_text, rows=rows)

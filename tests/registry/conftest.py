@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from loradock.registry.api import Registry
 from loradock.registry.card import build_base_card
 

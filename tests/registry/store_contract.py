@@ -1,8 +1,9 @@
 """Behaviour every ``Store`` must show (LocalHub and HfHub alike).
 
-Plain functions taking a ``store``, a scratch folder and a good adapter folder, so each
-store's test file calls them with its own store (``test_local_hub.py``,
-``test_hf_hub.py``). Each uses repo ids of its own, so the functions can share one store.
+Plain functions taking a ``store``, a scratch folder and a good adapter folder;
+``test_store_contract.py`` runs every one of ``ALL_CHECKS`` against LocalHub and against HfHub
+(real huggingface_hub HTTP to tests/hubserver). Each uses repo ids of its own, so the
+functions can share one store.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from loradock.registry.card import build_adapter_card
-from loradock.registry.store import Store
 
 from loradock.errors import (
     AdapterNotFoundError,
@@ -22,6 +21,8 @@ from loradock.errors import (
     LoradockError,
     RevisionNotFoundError,
 )
+from loradock.registry.card import build_adapter_card
+from loradock.registry.store import Store
 
 
 def _suffix(tmp_path: Path) -> str:

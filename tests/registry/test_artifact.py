@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from loradock.registry.artifact import read_adapter, read_safetensors_header
 
 from loradock.errors import ArtifactError, UnsafeArtifactError
+from loradock.registry.artifact import read_adapter, read_safetensors_header
 
 
 def test_reads_a_peft_adapter(adapter_dir):

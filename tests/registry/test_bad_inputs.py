@@ -14,18 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from loradock.registry import EvalMetric, Registry, build_adapter_card, build_base_card
 
 from loradock.errors import (
     AdapterNotFoundError,
     AliasNotFoundError,
     ArtifactError,
     CardError,
+    ConfigError,
     IncompatibleAdapterError,
     InvalidNameError,
     RevisionNotFoundError,
     UnsafeArtifactError,
 )
+from loradock.registry import EvalMetric, Registry, build_adapter_card, build_base_card
 
 BASE_ID, NARROW_BASE_ID = "acme/tiny-base", "acme/tiny-base-narrow"  # see conftest.py
 
@@ -185,6 +186,30 @@ CASES: list[Case] = [
         CardError,
         "base_model_relation='adapter'",
     ),
+    (
+        "aliases-of-unknown-repo",
+        lambda reg, env: reg.aliases("acme/nope"),
+        AdapterNotFoundError,
+        "'acme/nope'",
+    ),
+    (
+        "path-traversal-revisions",
+        lambda reg, env: reg.revisions("../x"),
+        InvalidNameError,
+        "'../x'",
+    ),
+    (
+        "compatible-with-rank-zero",
+        lambda reg, env: reg.compatible(BASE_ID, max_rank=0),
+        ConfigError,
+        "max_rank 0",
+    ),
+    (
+        "sync-with-a-repo-id-as-author",
+        lambda reg, env: reg.sync(author="acme/dates-lora", progress=False),
+        InvalidNameError,
+        "'acme/dates-lora'",
+    ),
 ]
 
 
@@ -199,8 +224,8 @@ def _state(reg: Registry) -> tuple:
         reg.search(kind=None, limit=1000),
         reg.search(base_model=BASE_ID),
         reg.search(task="dates"),
-        reg.index.revisions("acme/dates-lora"),
-        reg.index.aliases("acme/dates-lora"),
+        reg.revisions("acme/dates-lora"),
+        reg.aliases("acme/dates-lora"),
         reg.index.repos(),
     )
     store = tuple(

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
+from loradock.errors import ConfigError, DataError, InvalidNameError, StoreError
 from loradock.registry import base_import
 from loradock.registry.api import Registry
 from loradock.registry.base_import import KNOWN_BASES, import_base
 from loradock.registry.hf_hub import HfHub
-from typer.testing import CliRunner
-
-from loradock.errors import ConfigError, DataError, InvalidNameError, StoreError
 from loradock.settings import get_settings
 
 pytest_plugins = ["hubserver.fixtures"]

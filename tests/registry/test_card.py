@@ -8,14 +8,14 @@ import math
 import pytest
 import yaml
 from huggingface_hub import ModelCard
+
+from loradock.errors import CardError
 from loradock.registry.card import (
     AdapterCard,
     EvalMetric,
     build_adapter_card,
     build_base_card,
 )
-
-from loradock.errors import CardError
 
 
 def _front_matter(text: str) -> dict:

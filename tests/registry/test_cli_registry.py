@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from loradock.registry.card import EvalMetric, build_adapter_card
 from typer.testing import CliRunner
 
 from loradock import cli
+from loradock.registry.card import EvalMetric, build_adapter_card
 
 BASE_ID = "acme/tiny-base"
 runner = CliRunner()
@@ -97,6 +97,9 @@ def test_compatible_and_sync(published):
     report = invoke_json("sync")
     assert report["errors"] == [] and report["revisions_added"] == 0
     assert report["repos_seen"] == 4  # two bases, two adapters
+    scoped = invoke_json("sync", "--author", "nobody")
+    assert scoped["repos_seen"] == 0 and scoped["repos_removed"] == 0
+    assert len(invoke_json("search")) == 2  # other namespaces keep their rows
 
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:

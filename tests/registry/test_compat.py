@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+
+from loradock.errors import IncompatibleAdapterError
 from loradock.registry.api import ResolvedModel
 from loradock.registry.card import build_base_card
 from loradock.registry.compat import base_modules, check_compatibility
-
-from loradock.errors import IncompatibleAdapterError
 
 
 def _config(tiny_base: Path, **changes) -> dict:

@@ -13,9 +13,6 @@ import httpx
 import pytest
 from hubserver import PAGE_SIZE
 from huggingface_hub import HfApi, constants, hf_hub_download
-from loradock.registry.card import build_adapter_card
-from loradock.registry.hf_hub import HfHub
-from loradock.registry.store import Store
 
 from loradock.errors import (
     AdapterNotFoundError,
@@ -26,6 +23,9 @@ from loradock.errors import (
     RevisionNotFoundError,
     StoreError,
 )
+from loradock.registry.card import build_adapter_card
+from loradock.registry.hf_hub import HfHub
+from loradock.registry.store import Store
 from loradock.settings import get_settings
 
 SECRET = "hf_do_not_print_me_123"

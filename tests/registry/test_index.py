@@ -9,10 +9,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from loradock.registry.index import Index
-from loradock.registry.index_query import SearchQuery, build_compatible_sql, build_search_sql
-from loradock.registry.migrations import MIGRATIONS, Migration
-from loradock.registry.records import AdapterRecord
 
 from loradock.errors import (
     AdapterNotFoundError,
@@ -21,6 +17,10 @@ from loradock.errors import (
     InvalidNameError,
     RevisionNotFoundError,
 )
+from loradock.registry.index import Index
+from loradock.registry.index_query import SearchQuery, build_compatible_sql, build_search_sql
+from loradock.registry.migrations import MIGRATIONS, Migration
+from loradock.registry.records import AdapterRecord
 
 BASE_A = "acme/base-a"
 BASE_B = "acme/base-b"

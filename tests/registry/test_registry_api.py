@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from loradock.registry import EvalMetric, Registry, build_adapter_card, build_base_card
-from loradock.registry.index import Index
 
 from loradock.errors import (
     AdapterNotFoundError,
@@ -17,6 +15,8 @@ from loradock.errors import (
     CardError,
     RevisionNotFoundError,
 )
+from loradock.registry import EvalMetric, Registry, build_adapter_card, build_base_card
+from loradock.registry.index import Index
 
 BASE_ID, NARROW_BASE_ID = "acme/tiny-base", "acme/tiny-base-narrow"  # see conftest.py
 
@@ -35,7 +35,6 @@ def _card(task: str = "dates", **kw):
 
 def test_open_uses_settings(registry):
     from loradock.registry.local_hub import LocalHub
-
     from loradock.settings import get_settings
 
     settings = get_settings()
@@ -118,6 +117,30 @@ def test_end_to_end_search_by_base_and_task(registry_with_base, tiny_adapter_fac
     assert reg.resolve("acme/json-lora@staging").sha == json_v1.sha
     assert reg.show("acme/dates-lora@prod").sha == dates.sha
     assert reg.resolve(f"acme/json-lora@{json_v1.sha}").card.metrics == {}
+
+    # The facade's read-only views: compatible, aliases, revisions, describe.
+    assert {r.repo_id for r in reg.compatible(BASE_ID)} == {"acme/dates-lora", "acme/json-lora"}
+    assert reg.compatible(BASE_ID, max_rank=2) == []
+    assert len(reg.compatible(BASE_ID, limit=1)) == 1
+    assert reg.aliases("acme/json-lora") == {"staging": json_v1.sha}
+    assert [r.sha for r in reg.revisions("acme/json-lora")] == [json_v2.sha, json_v1.sha]
+    details = reg.describe("acme/json-lora@staging")
+    assert details.record.sha == json_v1.sha
+    assert details.aliases == {"staging": json_v1.sha}
+    assert [r.sha for r in details.revisions] == [json_v2.sha, json_v1.sha]
+
+
+def test_sync_limited_to_one_author(registry_with_base, adapter_dir):
+    reg = registry_with_base
+    reg.publish(adapter_dir, "acme/dates-lora", card=_card())
+    reg.store.create_repo("other/json-lora")
+    reg.store.upload_folder("other/json-lora", adapter_dir, commit_message="outside the facade")
+    report = reg.sync(author="other", progress=False)
+    assert report.repos_seen == 1 and report.repos_removed == 0
+    assert reg.show("other/json-lora").repo_id == "other/json-lora"
+    # A sync of one namespace never drops another's rows.
+    assert reg.sync(author="nobody", progress=False).repos_removed == 0
+    assert {r.repo_id for r in reg.search()} == {"acme/dates-lora", "other/json-lora"}
 
 
 def test_set_alias_moves_and_remove_alias(registry_with_base, adapter_dir):

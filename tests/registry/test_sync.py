@@ -6,14 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from loradock.errors import AdapterNotFoundError, AliasNotFoundError
 from loradock.registry.card import EvalMetric, build_adapter_card, build_base_card
 from loradock.registry.hf_hub import HfHub
 from loradock.registry.index import Index
 from loradock.registry.local_hub import LocalHub
 from loradock.registry.snapshot import SnapshotCache
 from loradock.registry.sync import sync, sync_repo
-
-from loradock.errors import AdapterNotFoundError, AliasNotFoundError
 
 BASE = "acme/tiny-base"
 

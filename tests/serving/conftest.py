@@ -35,7 +35,10 @@ def clone_adapter(src: Path, dst: Path, seed: int) -> Path:
             shutil.copy(f, dst / f.name)
     gen = torch.Generator().manual_seed(seed)
     tensors = load_file(str(src / "adapter_model.safetensors"))
-    out = {k: torch.randn(v.shape, generator=gen, dtype=torch.float32) * 0.5 for k, v in tensors.items()}
+    out = {
+        k: torch.randn(v.shape, generator=gen, dtype=torch.float32) * 0.5
+        for k, v in tensors.items()
+    }
     save_file(out, str(dst / "adapter_model.safetensors"))
     return dst
 
@@ -85,7 +88,7 @@ def other_base_adapter(tmp_path_factory) -> Path:
     return make_tiny_adapter(base, root / "adapter", seed=5)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def published(tmp_path_factory, tiny_base, tiny_adapter_factory, other_base_adapter) -> Published:
     from loradock.registry.card import build_adapter_card
 

@@ -14,7 +14,9 @@ from loradock.serving.engine import AdapterSpec
 
 
 def spec(i: int, folder) -> AdapterSpec:
-    return AdapterSpec(name=f"acme/a{i}", repo_id=f"acme/a{i}", sha=f"{i:040x}", path=folder, rank=4)
+    return AdapterSpec(
+        name=f"acme/a{i}", repo_id=f"acme/a{i}", sha=f"{i:040x}", path=folder, rank=4
+    )
 
 
 class FakeModel:

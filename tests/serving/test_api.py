@@ -93,12 +93,16 @@ def test_chat_and_chat_stream(live_server):
     out = client.chat.completions.create(**kw)
     assert out.choices[0].message.role == "assistant"
     assert out.usage.completion_tokens >= 1
-    stream = client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
+    stream = client.chat.completions.create(
+        stream=True, stream_options={"include_usage": True}, **kw
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == out.choices[0].message.content
     assert chunks[-1].usage.completion_tokens == out.usage.completion_tokens
-    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finish == [out.choices[0].finish_reason]
 
 
@@ -132,15 +136,21 @@ def test_models_list(live_server):
 def test_admin_load_and_unload(live_server):
     repo = live_server.published.adapters[4]
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    loaded = httpx.post(f"{live_server.base_url}/adapters/load", json={"model": repo}, headers=admin)
+    loaded = httpx.post(
+        f"{live_server.base_url}/adapters/load", json={"model": repo}, headers=admin
+    )
     assert loaded.status_code == 200, loaded.text
     assert loaded.json()["sha"] == live_server.published.shas[repo]
     health = httpx.get(f"{live_server.url}/health").json()
     assert repo in health["loaded_adapters"]
-    gone = httpx.post(f"{live_server.base_url}/adapters/unload", json={"model": repo}, headers=admin)
+    gone = httpx.post(
+        f"{live_server.base_url}/adapters/unload", json={"model": repo}, headers=admin
+    )
     assert gone.status_code == 200, gone.text
     assert repo not in httpx.get(f"{live_server.url}/health").json()["loaded_adapters"]
-    again = httpx.post(f"{live_server.base_url}/adapters/unload", json={"model": repo}, headers=admin)
+    again = httpx.post(
+        f"{live_server.base_url}/adapters/unload", json={"model": repo}, headers=admin
+    )
     assert again.status_code == 404 and "not loaded" in again.json()["error"]["message"]
     assert greedy(live_server.client(), repo).choices[0].text  # loads again on demand
 

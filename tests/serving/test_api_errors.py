@@ -40,19 +40,47 @@ CASES = [
         400,
         "only text parts",
     ),
-    ("chat-too-long", "chat", {"messages": [{"role": "user", "content": LONG_PROMPT}]}, API_KEY, 400, "Shorten"),
+    (
+        "chat-too-long",
+        "chat",
+        {"messages": [{"role": "user", "content": LONG_PROMPT}]},
+        API_KEY,
+        400,
+        "Shorten",
+    ),
     ("wrong-key", "completions", {}, "sk-wrong", 401, "Invalid API key"),
     ("no-key", "completions", {}, None, 401, "Missing API key"),
     ("admin-with-api-key", "load", {"model": ADAPTER}, API_KEY, 403, "admin key"),
     ("admin-wrong-key", "load", {"model": ADAPTER}, "sk-wrong", 401, "Invalid admin key"),
     ("admin-unknown", "load", {"model": "acme/missing"}, ADMIN_KEY, 404, "acme/missing"),
     ("admin-unload-base", "unload", {"model": BASE_ID}, ADMIN_KEY, 400, "base model"),
-    ("incompatible", "completions", {"model": "acme/other-base-lora"}, API_KEY, 422, "cannot be served"),
+    (
+        "incompatible",
+        "completions",
+        {"model": "acme/other-base-lora"},
+        API_KEY,
+        422,
+        "cannot be served",
+    ),
     ("abs-path", "completions", {"model": "/etc/passwd"}, API_KEY, 400, "looks like a file path"),
     ("dotdot", "completions", {"model": "../../secrets"}, API_KEY, 400, "looks like a file path"),
-    ("dotdot-inside", "completions", {"model": "acme/../x"}, API_KEY, 400, "looks like a file path"),
+    (
+        "dotdot-inside",
+        "completions",
+        {"model": "acme/../x"},
+        API_KEY,
+        400,
+        "looks like a file path",
+    ),
     ("home-path", "completions", {"model": "~/.cache/x"}, API_KEY, 400, "looks like a file path"),
-    ("deep-path", "completions", {"model": "tmp/a/adapter"}, API_KEY, 400, "looks like a file path"),
+    (
+        "deep-path",
+        "completions",
+        {"model": "tmp/a/adapter"},
+        API_KEY,
+        400,
+        "looks like a file path",
+    ),
     ("unknown-route", "models-typo", {}, API_KEY, 404, "Not Found"),
 ]
 
@@ -129,9 +157,13 @@ def test_queue_full_is_429_and_server_recovers(engine_kind, published):
         from openai import AsyncOpenAI
 
         async def flood():
-            async with AsyncOpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0) as c:
+            async with AsyncOpenAI(
+                base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0
+            ) as c:
                 calls = [
-                    c.completions.create(model=BASE_ID, prompt="Hello", max_tokens=64, temperature=0)
+                    c.completions.create(
+                        model=BASE_ID, prompt="Hello", max_tokens=64, temperature=0
+                    )
                     for _ in range(8)
                 ]
                 return await asyncio.gather(*calls, return_exceptions=True)

@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from loradock.errors import ConfigError, IncompatibleAdapterError
 from loradock.registry.artifact import read_adapter
 from loradock.serving.engine import AdapterSpec
 from loradock.serving.vllm_limits import (
@@ -16,8 +18,6 @@ from loradock.serving.vllm_limits import (
     servable_modules,
     vllm_adapter_problems,
 )
-
-from loradock.errors import ConfigError, IncompatibleAdapterError
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,8 @@ def test_invalid_engine_options(kwargs, expected):
 
 
 def test_cpu_kv_cache_is_bounded(base):
-    from loradock.serving.vllm_engine import CPU_KV_CACHE_BYTES, VllmEngine, VllmOptions
+    from loradock.serving.vllm_engine import VllmEngine
+    from loradock.serving.vllm_options import CPU_KV_CACHE_BYTES, VllmOptions
 
     args = VllmEngine(base).engine_args()
     assert args.kv_cache_memory_bytes in (None, CPU_KV_CACHE_BYTES)  # None only on a GPU

@@ -86,7 +86,9 @@ def create_standin(*, api_key: str | None = None, token_delay: float = 0.0) -> F
         return {"object": "list", "data": data}
 
     @app.get("/v1/registry/adapters")
-    async def adapters(base: str | None = None, task: str | None = None, kind: str = "adapter"):
+    async def adapters(
+        base: str | None = None, task: str | None = None, kind: str = "adapter", limit: int = 50
+    ):
         if kind == "base":  # the base model's own row: its eval results are the yardstick
             row = {"repo_id": BASE, "sha": "b" * 40, "kind": "base", "tasks": []}
             return {"object": "list", "data": [row | {"metrics": BASE_METRICS}]}

@@ -6,6 +6,7 @@ import random
 import sqlite3
 
 import pytest
+
 from loradock.spaces.arena import (
     INITIAL_ELO,
     Arena,

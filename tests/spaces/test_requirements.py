@@ -14,8 +14,9 @@ import time
 import urllib.request
 
 import pytest
-from loradock.spaces.deploy import stage_space
 from space_standin import free_port
+
+from loradock.spaces.deploy import stage_space
 
 pytestmark = pytest.mark.slow
 

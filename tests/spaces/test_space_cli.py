@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from loradock.spaces.deploy import SPACE_FILES, deploy_space, stage_space
 from typer.testing import CliRunner
 
 from loradock.cli import app as cli
 from loradock.errors import InvalidNameError, ProblemsError
 from loradock.settings import get_settings
+from loradock.spaces.deploy import SPACE_FILES, deploy_space, stage_space
 
 runner = CliRunner()
 
@@ -79,3 +79,21 @@ def test_staging_an_incomplete_space_lists_every_missing_file(tmp_path):
         stage_space(tmp_path / "out", source=tmp_path / "src")
     assert "README.md" in info.value.problems and "app.py" not in info.value.problems
     assert len(info.value.problems) == len(SPACE_FILES) - 1
+
+
+def test_run_builds_the_app_with_the_options_and_launches_it(tmp_path, monkeypatch):
+    import gradio as gr
+
+    launched = {}
+
+    def fake_launch(self, **kwargs):
+        launched.update(kwargs, blocks=self)
+
+    monkeypatch.setattr(gr.Blocks, "launch", fake_launch)
+    db = tmp_path / "votes.sqlite"
+    args = ["space", "run", "--endpoint", "http://127.0.0.1:9", "--arena-db", str(db)]
+    result = runner.invoke(cli, [*args, "--host", "127.0.0.1", "--port", "7999"])
+    assert result.exit_code == 0, result.output
+    assert launched["server_name"] == "127.0.0.1" and launched["server_port"] == 7999
+    assert isinstance(launched["blocks"], gr.Blocks)
+    assert db.is_file()  # the arena store was opened where asked

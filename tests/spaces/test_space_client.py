@@ -6,6 +6,8 @@ import asyncio
 
 import httpx
 import pytest
+from space_standin import BASE, canned_answer, free_port
+
 from loradock.spaces.client import (
     AdapterRow,
     EndpointError,
@@ -15,7 +17,6 @@ from loradock.spaces.client import (
     lineage_from_meta,
     split_card,
 )
-from space_standin import BASE, canned_answer, free_port
 
 
 def run(coro):

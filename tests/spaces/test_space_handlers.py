@@ -6,8 +6,9 @@ import asyncio
 import random
 
 import pytest
-from loradock.spaces.app import ALL_TASKS, SpaceApp
 from space_standin import BASE, canned_answer, free_port
+
+from loradock.spaces.app import ALL_TASKS, SpaceApp
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a page
 
@@ -107,3 +108,10 @@ def test_leaderboard_with_the_endpoint_down_still_shows_arena_results(space):
 def test_browse_of_a_deleted_adapter_says_so(space):
     *_, status = asyncio.run(space.browse("", "", "acme/deleted", BASE, ALL_TASKS))
     assert "acme/deleted" in status and "not found" in status
+
+
+def test_a_background_card_reload_does_not_take_over_the_status_line(space):
+    card, lineage, revisions, status = asyncio.run(
+        space.browse_quietly("", "", "acme/deleted", BASE, ALL_TASKS)
+    )
+    assert "acme/deleted" in card and status == {"__type__": "update"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from loradock.spaces.arena import Standing
 from loradock.spaces.client import AdapterCardView, AdapterRow
 from loradock.spaces.tables import (

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from loradock.training.config import JobConfig
 
 from loradock.errors import ConfigError
+from loradock.training.config import JobConfig
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "training" / "jobs"
 SHIPPED = sorted(JOBS_DIR.glob("*.yaml"))

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import pytest
+
 from loradock.training import datagen
 from loradock.training.tasks import SPLITS, TASKS, get_task, read_rows
 

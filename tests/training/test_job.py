@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from loradock.registry.card import AdapterCard
 from loradock.training.config import JobConfig
 from loradock.training.job import build_session, finish, run_job, train

@@ -6,10 +6,10 @@ import json
 import shutil
 
 import pytest
-from loradock.training.config import JobConfig
-from loradock.training.job import run_job
 
 from loradock.errors import ConfigError
+from loradock.training.config import JobConfig
+from loradock.training.job import run_job
 
 
 def _write_rows(path, rows):

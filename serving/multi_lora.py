@@ -1,0 +1,163 @@
+"""Batched multi-LoRA: every row of a batch through its own adapter, two matmuls per layer.
+
+PEFT's mixed-batch path (``adapter_names``) loops over the adapters in the batch inside every
+LoRA layer: with 16 distinct adapters, 16 small matmul pairs per layer, and the bench measured
+0.44x the throughput of a one-adapter batch. Here each wrapped ``nn.Linear`` holds all slots'
+weights stacked (``A: [slots+1, r, in]``, ``B: [slots+1, out, r]``, slot 0 all zeros for the
+base), gathers each row's matrices and runs one batched matmul pair, whatever the adapter mix
+(the gather-then-bmm idea of Punica/S-LoRA). Ranks are zero-padded to the largest attached.
+
+Standard PEFT LoRA on linear layers is supported (any rank, ``rank_pattern``/``alpha_pattern``,
+rsLoRA); DoRA, LoRA on embeddings, trained biases and ``modules_to_save`` are refused with an
+``IncompatibleAdapterError`` listing what the adapter uses.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from loradock.errors import IncompatibleAdapterError
+
+_KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<role>A|B)\.weight$")
+
+
+@dataclass
+class _Rows:
+    """Which slot each row of the current batch uses (set by the engine before a forward)."""
+
+    rows: torch.Tensor | None = None  # [batch] slot index, 0 = base
+    single: int | None = None  # every row uses this slot (no gather needed)
+
+
+class MultiLoraLinear(nn.Module):
+    def __init__(self, base: nn.Linear, n_slots: int, rank: int, ctx: _Rows):
+        super().__init__()
+        self.base = base
+        self.ctx = ctx
+        w = base.weight
+        self.A = torch.zeros(n_slots + 1, rank, base.in_features, dtype=w.dtype, device=w.device)
+        self.B = torch.zeros(n_slots + 1, base.out_features, rank, dtype=w.dtype, device=w.device)
+        self.scale = torch.zeros(n_slots + 1, dtype=w.dtype, device=w.device)
+
+    def grow_rank(self, rank: int) -> None:
+        if rank <= self.A.shape[1]:
+            return
+        pad = rank - self.A.shape[1]
+        self.A = torch.nn.functional.pad(self.A, (0, 0, 0, pad))
+        self.B = torch.nn.functional.pad(self.B, (0, pad))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        ctx = self.ctx
+        if ctx.single == 0:
+            return y
+        if ctx.single is not None:
+            s = ctx.single
+            h = x @ self.A[s].transpose(0, 1)
+            return y + (h @ self.B[s].transpose(0, 1)) * self.scale[s]
+        rows = ctx.rows
+        h = torch.bmm(x, self.A[rows].transpose(1, 2))  # [b, t, r]
+        h = h * self.scale[rows].view(-1, 1, 1)
+        return y + torch.bmm(h, self.B[rows].transpose(1, 2))
+
+
+def _match(pattern_map: dict[str, Any] | None, module: str, default: Any) -> Any:
+    for pattern, value in (pattern_map or {}).items():
+        if re.match(rf"(.*\.)?({pattern})$", module):
+            return value
+    return default
+
+
+class MultiLora:
+    """Wraps a model's linear layers on demand; slots are filled by copying weights in."""
+
+    def __init__(self, model: nn.Module, n_slots: int):
+        self.model = model
+        self.n_slots = n_slots
+        self.ctx = _Rows()
+        self.layers: dict[str, MultiLoraLinear] = {}
+        self.rank = 1
+
+    def set_rows(self, slots: list[int]) -> None:
+        first = slots[0]
+        if all(s == first for s in slots):
+            self.ctx.single, self.ctx.rows = first, None
+        else:
+            device = next(iter(self.layers.values())).A.device if self.layers else "cpu"
+            self.ctx.single = None
+            self.ctx.rows = torch.tensor(slots, dtype=torch.long, device=device)
+
+    def parse(self, name: str, config: Any, state_dict: dict[str, torch.Tensor]):
+        """``{module path: (A, B, scale)}`` or an error listing what cannot be served."""
+        problems = []
+        if getattr(config, "use_dora", False):
+            problems.append("uses DoRA (lora_magnitude_vector): not supported by this engine")
+        if getattr(config, "modules_to_save", None):
+            problems.append(f"has modules_to_save={config.modules_to_save}: not supported")
+        found: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in state_dict.items():
+            m = _KEY_RE.match(key)
+            if m is None:
+                problems.append(f"tensor {key!r} is not a LoRA A/B matrix of a linear layer")
+                continue
+            found.setdefault(m["module"], {})[m["role"]] = tensor
+        out = {}
+        for module, roles in found.items():
+            try:
+                target = self.model.get_submodule(module)
+            except AttributeError:
+                problems.append(f"module {module!r} is not in the base model")
+                continue
+            if isinstance(target, MultiLoraLinear):
+                target = target.base
+            if not isinstance(target, nn.Linear) or set(roles) != {"A", "B"}:
+                problems.append(f"module {module!r} is not a linear layer with lora_A and lora_B")
+                continue
+            a, b = roles["A"], roles["B"]
+            r = a.shape[0]
+            if a.shape[1] != target.in_features or b.shape != (target.out_features, r):
+                problems.append(f"module {module!r}: LoRA shapes {tuple(a.shape)}/{tuple(b.shape)}")
+                continue
+            alpha = _match(config.alpha_pattern, module, config.lora_alpha)
+            scale = alpha / math.sqrt(r) if config.use_rslora else alpha / r
+            out[module] = (a, b, scale)
+        if problems:
+            raise IncompatibleAdapterError(f"Adapter {name!r} cannot be served", problems)
+        return out
+
+    def attach(self, slot: int, name: str, config: Any, state_dict: dict[str, torch.Tensor]):
+        weights = self.parse(name, config, state_dict)
+        for module in weights:
+            if module not in self.layers:
+                self._wrap(module)
+        needed = max(a.shape[0] for a, _, _ in weights.values())
+        if needed > self.rank:
+            self.rank = needed
+            for layer in self.layers.values():
+                layer.grow_rank(needed)
+        self.detach(slot)
+        for module, (a, b, scale) in weights.items():
+            layer = self.layers[module]
+            r = a.shape[0]
+            layer.A[slot, :r].copy_(a)
+            layer.B[slot, :, :r].copy_(b)
+            layer.scale[slot] = scale
+
+    def detach(self, slot: int) -> None:
+        for layer in self.layers.values():
+            layer.A[slot].zero_()
+            layer.B[slot].zero_()
+            layer.scale[slot] = 0
+
+    def _wrap(self, module: str) -> None:
+        parent_name, _, child = module.rpartition(".")
+        parent = self.model.get_submodule(parent_name) if parent_name else self.model
+        wrapped = MultiLoraLinear(getattr(parent, child), self.n_slots, self.rank, self.ctx)
+        setattr(parent, child, wrapped)
+        self.layers[module] = wrapped

