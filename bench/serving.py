@@ -15,13 +15,15 @@ on 127.0.0.1, driven by the real ``openai`` client) against baselines on the sam
     python -m bench.serving --quick --json  # smoke-test sizes
 
 Other engines add rows through ``EXTRA_ROWS`` (S2: vLLM): each hook gets the ``BenchSetup``
-and returns ``Row``s; ``bench.serving_vllm`` is imported if it exists and may append hooks.
+and returns ``Row``s; ``bench.serving_vllm`` is imported if it exists and may append hooks
+(they run when ``--only`` holds ``v``, as by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -40,6 +42,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RESULTS_DIR = Path(__file__).parent / "results"
+REPEATS = 2  # throughput figures keep the best of this many runs (noise from other processes)
 PROMPTS = [
     "Convert the date 3 March 2024 to ISO format:",
     "The capital of France is",
@@ -109,13 +112,14 @@ def build_setup(root: Path, *, quick: bool, threads: int, n_adapters: int) -> Be
     from loradock.settings import Settings
     from loradock.tiny import make_tiny_adapter, make_tiny_base
 
-    hidden, layers = (64, 2) if quick else (256, 4)
+    # Head size 32 (quick) or 64: sizes vLLM's CPU attention supports, for S2's rows.
+    hidden, layers, heads = (64, 2, 2) if quick else (256, 4, 4)
     base_dir = make_tiny_base(
         root / "base",
         hidden_size=hidden,
         num_layers=layers,
-        num_heads=8,
-        num_kv_heads=4,
+        num_heads=heads,
+        num_kv_heads=heads // 2,
         intermediate_size=hidden * 2,
     )
     first = make_tiny_adapter(
@@ -255,12 +259,20 @@ def offline_merged_tps(setup: BenchSetup, prompts: list[str], max_tokens: int) -
     tok.padding_side = "left"
     batch = tok(prompts, return_tensors="pt", padding=True)
     kw = dict(max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False)
+    best = 0.0
     with torch.inference_mode():
         merged.generate(**batch, **{**kw, "max_new_tokens": 2, "min_new_tokens": 2})  # warm-up
-        t0 = time.perf_counter()
-        out = merged.generate(**batch, **kw, pad_token_id=tok.pad_token_id)
-        wall = time.perf_counter() - t0
-    return (out.shape[1] - batch["input_ids"].shape[1]) * len(prompts) / wall
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            out = merged.generate(**batch, **kw, pad_token_id=tok.pad_token_id)
+            wall = time.perf_counter() - t0
+            best = max(best, (out.shape[1] - batch["input_ids"].shape[1]) * len(prompts) / wall)
+    return best
+
+
+def best_of(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The fastest of ``REPEATS`` runs: other processes on a shared machine only slow runs down."""
+    return max((run() for _ in range(REPEATS)), key=lambda r: r["tps"])
 
 
 def _prompts(n: int) -> list[str]:
@@ -285,11 +297,13 @@ def bench_throughput(setup: BenchSetup) -> list[Row]:
     with Server(setup, max_loaded=8, max_batch_size=n) as srv:
         _preload(srv.url, eight)
         asyncio.run(drive(srv.url, jobs[:n], concurrency=n, max_tokens=4))  # warm-up
-        batched = asyncio.run(drive(srv.url, jobs, concurrency=n, max_tokens=t))
+        batched = best_of(lambda: asyncio.run(drive(srv.url, jobs, concurrency=n, max_tokens=t)))
     with Server(setup, max_loaded=8, max_batch_size=1) as srv:
         _preload(srv.url, eight)
         serial_jobs = jobs[: max(8, len(jobs) // 4)]  # fewer: it is slow; tokens/s compares
-        serial = asyncio.run(drive(srv.url, serial_jobs, concurrency=n, max_tokens=t))
+        serial = best_of(
+            lambda: asyncio.run(drive(srv.url, serial_jobs, concurrency=n, max_tokens=t))
+        )
     a = batched["tps"] / offline
     d = batched["tps"] / serial["tps"]
     return [
@@ -312,8 +326,10 @@ def bench_distinct_adapters(setup: BenchSetup) -> list[Row]:
         one_jobs = [(sixteen[0], prompts[i % n]) for i in range(n * rounds)]
         mixed_jobs = [(sixteen[i % n], prompts[i % n]) for i in range(n * rounds)]
         asyncio.run(drive(srv.url, mixed_jobs[:n], concurrency=n, max_tokens=4))  # warm-up
-        one = asyncio.run(drive(srv.url, one_jobs, concurrency=n, max_tokens=t))
-        mixed = asyncio.run(drive(srv.url, mixed_jobs, concurrency=n, max_tokens=t))
+        one = best_of(lambda: asyncio.run(drive(srv.url, one_jobs, concurrency=n, max_tokens=t)))
+        mixed = best_of(
+            lambda: asyncio.run(drive(srv.url, mixed_jobs, concurrency=n, max_tokens=t))
+        )
     b = mixed["tps"] / one["tps"]
     return [
         Row("b_16_adapters_vs_1", "(b) 16 distinct adapters in one batch / one adapter", b,
@@ -426,8 +442,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (all runs)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
-    parser.add_argument("--only", default="abcde", help="which figures, e.g. 'ae'")
+    parser.add_argument(
+        "--only", default="abcdev", help="which figures, e.g. 'ae' ('v': other engines' rows)"
+    )
     args = parser.parse_args(argv)
+    # Stdout carries only the table or the JSON: anything printed while measuring goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        rows, seconds = _measure(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plots = plot(rows, args.out)
+    result = {
+        "bench": "serving",
+        "quick": args.quick,
+        "threads": args.threads,
+        "seconds": seconds,
+        "rows": [asdict(r) for r in rows],
+        "plots": [str(p) for p in plots],
+    }
+    (args.out / ("serving-quick.json" if args.quick else "serving.json")).write_text(
+        json.dumps(result, indent=2)
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        from loradock.cli._common import print_table
+
+        print_table(
+            f"serving ({'quick' if args.quick else 'full'}, {seconds} s)",
+            ["figure", "value", "goal", "ok", "detail"],
+            [(r.label, f"{r.value:.2f} {r.unit}", r.goal, r.ok, r.detail) for r in rows],
+        )
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> tuple[list[Row], float]:
     try:
         importlib.import_module("bench.serving_vllm")  # S2's rows, when present
     except ModuleNotFoundError as exc:
@@ -449,32 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         for wanted, step in steps:
             if wanted:
                 rows += step()
-        for hook in EXTRA_ROWS:
+        for hook in EXTRA_ROWS if "v" in args.only else ():
             rows += hook(setup)
-    args.out.mkdir(parents=True, exist_ok=True)
-    plots = plot(rows, args.out)
-    result = {
-        "bench": "serving",
-        "quick": args.quick,
-        "threads": args.threads,
-        "seconds": round(time.perf_counter() - started, 1),
-        "rows": [asdict(r) for r in rows],
-        "plots": [str(p) for p in plots],
-    }
-    (args.out / ("serving-quick.json" if args.quick else "serving.json")).write_text(
-        json.dumps(result, indent=2)
-    )
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        from loradock.cli._common import print_table
-
-        print_table(
-            f"serving ({'quick' if args.quick else 'full'}, {result['seconds']} s)",
-            ["figure", "value", "goal", "ok", "detail"],
-            [(r.label, f"{r.value:.2f} {r.unit}", r.goal, r.ok, r.detail) for r in rows],
-        )
-    return 0
+    return rows, round(time.perf_counter() - started, 1)
 
 
 if __name__ == "__main__":

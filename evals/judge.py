@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loradock.evals.backends import normalise_endpoint
-
 from loradock.errors import DataError, EvalError
+from loradock.evals.backends import normalise_endpoint
 
 DEFAULT_PROMPTS = Path(__file__).parent / "data" / "judge_prompts.jsonl"
 JUDGE_TEMPLATE = (

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loradock.evals.results import TargetResult, file_sha256
-
 from loradock.errors import EvalError
+from loradock.evals.results import TargetResult, file_sha256
 
 if TYPE_CHECKING:
     from loradock.evals.run import EvalRun

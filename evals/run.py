@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loradock.errors import ConfigError, EvalError
 from loradock.evals.backends import BACKENDS, EndpointBackend, InProcessBackend, VllmBackend
 from loradock.evals.results import (
     EvalTarget,
@@ -23,8 +24,6 @@ from loradock.evals.results import (
 )
 from loradock.evals.targets import TargetPlan, resolve_targets
 from loradock.evals.taskdir import TaskSpec, load_task_specs, materialize, select_tasks
-
-from loradock.errors import ConfigError, EvalError
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +173,7 @@ def _make_backend(options: EvalOptions, plan: TargetPlan):
         return VllmBackend(
             base_path=str(plan.base.path),
             adapters=plan.adapters,
+            dtype=options.dtype,
             chat_template=options.chat_template,
         )
     return InProcessBackend(

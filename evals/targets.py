@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loradock.evals.results import EvalTarget
-
 from loradock.errors import (
     AdapterNotFoundError,
     ArtifactError,
@@ -24,6 +22,7 @@ from loradock.errors import (
     LoradockError,
     RevisionNotFoundError,
 )
+from loradock.evals.results import EvalTarget
 
 
 @dataclass(frozen=True)

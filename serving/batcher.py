@@ -174,6 +174,15 @@ class ContinuousBatcher:
                 ):
                     self._cond.wait(timeout=left)
             room = self.max_batch_size - len(self._active)
+            if (
+                self._active
+                and self._pending
+                and len(self._pending) < room
+                and time.perf_counter() - self._pending[0].enqueued_at < self.max_wait_s
+            ):
+                # Decoding already: let arrivals gather for up to max_wait so they share one
+                # prefill instead of each costing the running batch a step of its own.
+                return []
             admitted: list[Sequence] = []
             waiting: deque[Sequence] = deque()
             blocked = False  # an older request waits for a slot: stop pinning slots for newer ones
@@ -266,6 +275,7 @@ class ContinuousBatcher:
         self.stats["batched_rows"] += len(self._active)
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(self._active))
         logits = logits.float().cpu()
+        greedy = logits.argmax(dim=-1).tolist()  # one call for every greedy row
         finished: set[int] = set()
         for i, row in enumerate(rows):
             seq = self._active[row]
@@ -274,7 +284,10 @@ class ContinuousBatcher:
                 continue
             if seq.generated == 0:
                 seq.gen = make_generator(seq.request.sampling.seed)
-            token = sample_next(logits[i], seq.request.sampling, seq.gen)
+            params = seq.request.sampling
+            token = (
+                greedy[i] if params.temperature == 0 else sample_next(logits[i], params, seq.gen)
+            )
             seq.generated += 1
             seq.pos += 1
             seq.last_token = token

@@ -3,9 +3,9 @@
 PEFT's mixed-batch path (``adapter_names``) loops over the adapters in the batch inside every
 LoRA layer: with 16 distinct adapters, 16 small matmul pairs per layer, and the bench measured
 0.44x the throughput of a one-adapter batch. Here each wrapped ``nn.Linear`` holds all slots'
-weights stacked (``A: [slots+1, r, in]``, ``B: [slots+1, out, r]``, slot 0 all zeros for the
-base), gathers each row's matrices and runs one batched matmul pair, whatever the adapter mix
-(the gather-then-bmm idea of Punica/S-LoRA). Ranks are zero-padded to the largest attached.
+weights stacked (``A: [slots+1, r, in]``, ``B.T: [slots+1, r, out]``, slot 0 all zeros for
+the base) and runs one matmul pair for the whole batch, whatever the adapter mix (see
+``MultiLoraLinear``; the idea of Punica/S-LoRA). Ranks are zero-padded to the largest attached.
 
 Standard PEFT LoRA on linear layers is supported (any rank, ``rank_pattern``/``alpha_pattern``,
 rsLoRA); DoRA, LoRA on embeddings, trained biases and ``modules_to_save`` are refused with an
@@ -33,24 +33,50 @@ class _Rows:
 
     rows: torch.Tensor | None = None  # [batch] slot index, 0 = base
     single: int | None = None  # every row uses this slot (no gather needed)
+    n_slots: int = 0
+    _onehot: dict[int, torch.Tensor] | None = None
+
+    def onehot(self, rank: int) -> torch.Tensor:
+        """[batch, 1, (slots+1)*rank]: 1 on each row's own slot's block, cached per step."""
+        cache = self._onehot if self._onehot is not None else {}
+        self._onehot = cache
+        if rank not in cache:
+            hot = torch.nn.functional.one_hot(self.rows, self.n_slots + 1)
+            cache[rank] = hot.repeat_interleave(rank, dim=-1).unsqueeze(1)
+        return cache[rank]
 
 
 class MultiLoraLinear(nn.Module):
+    """``base(x)`` plus, for every row, its own slot's ``scale * x @ A.T @ B.T``.
+
+    Two ways to batch: with few slots, one dense matmul against every slot's A at once, a
+    one-hot mask keeping each row's block, and one matmul against every slot's B (no weight
+    copies); with many slots, gather each row's A and B and run batched matmuls.
+    """
+
     def __init__(self, base: nn.Linear, n_slots: int, rank: int, ctx: _Rows):
         super().__init__()
         self.base = base
         self.ctx = ctx
         w = base.weight
         self.A = torch.zeros(n_slots + 1, rank, base.in_features, dtype=w.dtype, device=w.device)
-        self.B = torch.zeros(n_slots + 1, base.out_features, rank, dtype=w.dtype, device=w.device)
+        self.Bt = torch.zeros(n_slots + 1, rank, base.out_features, dtype=w.dtype, device=w.device)
         self.scale = torch.zeros(n_slots + 1, dtype=w.dtype, device=w.device)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Per-column scales of the dense path; called after any weight or scale change."""
+        self.scale_cols = self.scale.repeat_interleave(self.A.shape[1])
+        slots_x_rank = self.A.shape[0] * self.A.shape[1]
+        self.dense = slots_x_rank <= max(self.base.in_features, self.base.out_features)
 
     def grow_rank(self, rank: int) -> None:
         if rank <= self.A.shape[1]:
             return
         pad = rank - self.A.shape[1]
         self.A = torch.nn.functional.pad(self.A, (0, 0, 0, pad))
-        self.B = torch.nn.functional.pad(self.B, (0, pad))
+        self.Bt = torch.nn.functional.pad(self.Bt, (0, 0, 0, pad))
+        self._refresh()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
@@ -59,12 +85,15 @@ class MultiLoraLinear(nn.Module):
             return y
         if ctx.single is not None:
             s = ctx.single
-            h = x @ self.A[s].transpose(0, 1)
-            return y + (h @ self.B[s].transpose(0, 1)) * self.scale[s]
+            return y + ((x @ self.A[s].transpose(0, 1)) @ self.Bt[s]) * self.scale[s]
+        slots, rank, _ = self.A.shape
+        if self.dense:
+            h = x @ self.A.view(slots * rank, -1).transpose(0, 1)  # [b, t, slots*rank]
+            h = h * (ctx.onehot(rank) * self.scale_cols)
+            return y + h @ self.Bt.view(slots * rank, -1)
         rows = ctx.rows
-        h = torch.bmm(x, self.A[rows].transpose(1, 2))  # [b, t, r]
-        h = h * self.scale[rows].view(-1, 1, 1)
-        return y + torch.bmm(h, self.B[rows].transpose(1, 2))
+        h = torch.bmm(x, self.A[rows].transpose(1, 2)) * self.scale[rows].view(-1, 1, 1)
+        return y + torch.bmm(h, self.Bt[rows])
 
 
 def _match(pattern_map: dict[str, Any] | None, module: str, default: Any) -> Any:
@@ -80,7 +109,7 @@ class MultiLora:
     def __init__(self, model: nn.Module, n_slots: int):
         self.model = model
         self.n_slots = n_slots
-        self.ctx = _Rows()
+        self.ctx = _Rows(n_slots=n_slots)
         self.layers: dict[str, MultiLoraLinear] = {}
         self.rank = 1
 
@@ -92,6 +121,7 @@ class MultiLora:
             device = next(iter(self.layers.values())).A.device if self.layers else "cpu"
             self.ctx.single = None
             self.ctx.rows = torch.tensor(slots, dtype=torch.long, device=device)
+        self.ctx._onehot = None
 
     def parse(self, name: str, config: Any, state_dict: dict[str, torch.Tensor]):
         """``{module path: (A, B, scale)}`` or an error listing what cannot be served."""
@@ -146,14 +176,16 @@ class MultiLora:
             layer = self.layers[module]
             r = a.shape[0]
             layer.A[slot, :r].copy_(a)
-            layer.B[slot, :, :r].copy_(b)
+            layer.Bt[slot, :r].copy_(b.transpose(0, 1))
             layer.scale[slot] = scale
+            layer._refresh()
 
     def detach(self, slot: int) -> None:
         for layer in self.layers.values():
             layer.A[slot].zero_()
-            layer.B[slot].zero_()
+            layer.Bt[slot].zero_()
             layer.scale[slot] = 0
+            layer._refresh()
 
     def _wrap(self, module: str) -> None:
         parent_name, _, child = module.rpartition(".")

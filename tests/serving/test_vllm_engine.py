@@ -194,7 +194,7 @@ def test_load_unload_and_least_recently_used_eviction(engine, adapters, loop):
 @pytest.mark.parametrize(
     ("prompt", "sampling", "match"),
     [
-        ("word " * 200, {}, "context \\(max_model_len\\) is 128"),
+        ("word " * 200, {}, "context is 128 tokens \\(max_model_len\\)"),
         ("", {}, "The prompt is empty"),
         (PROMPT, {"top_p": 0.0}, "vLLM refused the request: .*top_p"),
     ],

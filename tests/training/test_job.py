@@ -93,7 +93,7 @@ def test_resume_continues_from_the_last_checkpoint(
 ):
     first = JobConfig.from_dict(
         make_job(
-            trainer={"max_steps": 4, "save_steps": 2},
+            trainer={"max_steps": 4, "save_steps": 2, "report_to": "tensorboard"},
             publish={"enabled": False},
             eval={"enabled": False},
         )
@@ -101,6 +101,8 @@ def test_resume_continues_from_the_last_checkpoint(
     result = run_job(first, registry=registry, progress=False)
     assert result.metrics["train"]["global_step"] == 4
     assert (first.output_dir / "checkpoints" / "checkpoint-4").is_dir()
+    # TensorBoard when asked: event files under the checkpoints' runs/ folder.
+    assert list((first.output_dir / "checkpoints").rglob("events.out.tfevents.*"))
     # "Interrupted" at step 4 of a 6-step job: resume picks up at checkpoint-4.
     second = JobConfig.from_dict(
         make_job(

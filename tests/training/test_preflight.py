@@ -76,7 +76,12 @@ def _case_nothing_left_after_truncation(tmp_path):
     return {"trainer": {"max_length": 16}}, "trainer.max_length=16"
 
 
+def _case_hub_dataset_while_offline(tmp_path):
+    return {"data": {"task": None, "hub_id": "acme/dates"}}, "needs a reachable Hub"
+
+
 CASES = [
+    _case_hub_dataset_while_offline,
     _case_unknown_target,
     _case_missing_column,
     _case_undetectable_format,
