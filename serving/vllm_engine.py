@@ -439,18 +439,7 @@ def create_engine(config: Any, base_path: str | Path, *, registry: Any = None) -
     adapter may be served, every registry adapter for this base.
     """
     opt = lambda name, default=None: getattr(config, name, default)  # noqa: E731
-    options = VllmOptions(
-        max_model_len=opt("max_model_len", 512),
-        dtype=opt("dtype", "auto"),
-        tensor_parallel_size=opt("tensor_parallel_size") or 1,
-        gpu_memory_utilization=opt("gpu_memory_utilization"),
-        kv_cache_memory_bytes=opt("kv_cache_memory_bytes"),
-        max_lora_rank=opt("max_lora_rank"),
-        max_loras=opt("max_loras"),
-        max_cpu_loras=opt("max_cpu_loras"),
-        max_num_seqs=opt("max_batch_size"),
-        max_queue=opt("max_queue"),
-    )
+    options = VllmOptions.from_server_config(config)
     base_name = opt("base_model_name") or config.base
     if opt("merged"):
         return VllmEngine(base_path, base_name=base_name, options=options, merged=True)

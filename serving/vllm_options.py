@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from loradock.errors import ConfigError
 
@@ -55,3 +56,20 @@ class VllmOptions:
             problems.append(f"gpu_memory_utilization={gmu!r} must be a number in (0, 1]")
         if problems:
             raise ConfigError("Invalid vLLM engine options", problems)
+
+    @classmethod
+    def from_server_config(cls, config: Any) -> VllmOptions:
+        """From a ``ServerConfig``; vLLM-only attributes are read when the config has them."""
+        opt = lambda name, default=None: getattr(config, name, default)  # noqa: E731
+        return cls(
+            max_model_len=opt("max_model_len", 512),
+            dtype=opt("dtype", "auto"),
+            tensor_parallel_size=opt("tensor_parallel_size") or 1,
+            gpu_memory_utilization=opt("gpu_memory_utilization"),
+            kv_cache_memory_bytes=opt("kv_cache_memory_bytes"),
+            max_lora_rank=opt("max_lora_rank"),
+            max_loras=opt("max_loras"),
+            max_cpu_loras=opt("max_cpu_loras"),
+            max_num_seqs=opt("max_batch_size"),
+            max_queue=opt("max_queue"),
+        )

@@ -24,8 +24,18 @@ def clean_reply(text: str) -> str:
     return (text or "").strip()
 
 
+def _iso(value: Any) -> str:
+    # datasets' JSON reader (pyarrow) turns ISO date strings into timestamps: undo that.
+    return value.strftime("%Y-%m-%d") if hasattr(value, "strftime") else str(value)
+
+
+def dates_docs(dataset: Any) -> Any:
+    """The rows with ``answer`` as the ISO string the jsonl holds (see ``_iso``)."""
+    return dataset.map(lambda doc: {"answer": str(doc["answer"])}, remove_columns=["answer"])
+
+
 def process_dates(doc: dict, results: list[str]) -> dict[str, float]:
-    return {"exact_match": float(clean_reply(results[0]) == str(doc["answer"]))}
+    return {"exact_match": float(clean_reply(results[0]) == _iso(doc["answer"]))}
 
 
 def parse_record(text: str) -> dict | None:

@@ -162,3 +162,58 @@ def test_bad_task_folders_give_clear_errors(tmp_path, yaml_text, rows, error, qu
 def test_unknown_task_lists_the_known_ones():
     with pytest.raises(EvalError, match=r"'nope'.*choose from .*dates"):
         select_tasks(load_task_specs(), ["dates", "nope"])
+
+
+class OracleLM:
+    """An lm-eval model that knows every answer: each shipped task must then score 1.0.
+
+    This checks the whole scoring path (data loading, prompts, metrics), not a model: for
+    example that datasets' JSON reader turning ISO dates into timestamps is undone.
+    """
+
+    def __init__(self, answers: dict[str, str], choices: dict[str, str]):
+        from lm_eval.api.model import LM
+
+        class _Oracle(LM):
+            def generate_until(self, requests):
+                return [next(a for q, a in answers.items() if q in r.args[0]) for r in requests]
+
+            def loglikelihood(self, requests):
+                out = []
+                for r in requests:
+                    context, continuation = r.args
+                    right = next(c for q, c in choices.items() if q in context)
+                    out.append((0.0 if continuation.strip() == right else -10.0, True))
+                return out
+
+            def loglikelihood_rolling(self, requests):
+                raise NotImplementedError
+
+        self.lm = _Oracle()
+
+
+def test_an_oracle_scores_one_on_every_shipped_task(tmp_path):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    specs = select_tasks(load_task_specs(), ["dates", "extraction", "general_mc"])
+    answers, choices = {}, {}
+    for spec in specs:
+        for line in spec.data_files["test"].read_text().splitlines()[:15]:
+            row = json.loads(line)
+            if "instruction" in row:
+                answers[row["instruction"]] = row["answer"]
+            else:
+                choices[row["question"]] = row["choices"][row["answer"]]
+    manager = TaskManager(include_path=str(materialize(specs, tmp_path)), include_defaults=False)
+    results = lm_eval.simple_evaluate(
+        model=OracleLM(answers, choices).lm,
+        tasks=[s.name for s in specs],
+        task_manager=manager,
+        limit=15,
+        bootstrap_iters=0,
+    )["results"]
+    assert results["dates"]["exact_match,none"] == 1.0
+    assert results["extraction"]["exact_match,none"] == 1.0
+    assert results["extraction"]["field_accuracy,none"] == 1.0
+    assert results["general_mc"]["acc,none"] == 1.0

@@ -155,12 +155,15 @@ def test_engine_refuses_an_adapter_before_vllm_sees_it(base, adapter):
 
 
 def test_engine_derives_rank_from_the_adapters_it_serves(base, adapter):
+    pytest.importorskip("vllm", reason="engine_args() builds vLLM's AsyncEngineArgs")
     from loradock.serving.vllm_engine import VllmEngine
 
     engine = VllmEngine(base, adapters=[_spec(adapter, 16)], registry_ranks=[4, 8])
     assert engine.limits == LoraLimits(16, 3, 8)
     args = engine.engine_args()
-    assert (args.enable_lora, args.max_lora_rank, args.max_loras) == (True, 16, 3)
+    null = 1 if engine.uses_null_adapter() else 0  # the CPU build's base-request slot
+    assert (args.enable_lora, args.max_lora_rank, args.max_loras) == (True, 16, 3 + null)
+    assert args.max_cpu_loras >= 8 + null
 
 
 def test_preloaded_adapters_are_checked_at_construction(base, adapter, tmp_path):
@@ -178,6 +181,7 @@ def test_preloaded_adapters_are_checked_at_construction(base, adapter, tmp_path)
 
 
 def test_merged_engine_takes_no_adapters(base, adapter):
+    pytest.importorskip("vllm", reason="engine_args() builds vLLM's AsyncEngineArgs")
     from loradock.serving.vllm_engine import VllmEngine
 
     engine = VllmEngine(base, base_name="acme/merged", merged=True)
@@ -211,6 +215,7 @@ def test_invalid_engine_options(kwargs, expected):
 
 
 def test_cpu_kv_cache_is_bounded(base):
+    pytest.importorskip("vllm", reason="engine_args() builds vLLM's AsyncEngineArgs")
     from loradock.serving.vllm_engine import VllmEngine
     from loradock.serving.vllm_options import CPU_KV_CACHE_BYTES, VllmOptions
 
@@ -218,3 +223,30 @@ def test_cpu_kv_cache_is_bounded(base):
     assert args.kv_cache_memory_bytes in (None, CPU_KV_CACHE_BYTES)  # None only on a GPU
     explicit = VllmEngine(base, options=VllmOptions(gpu_memory_utilization=0.1)).engine_args()
     assert explicit.gpu_memory_utilization == 0.1
+
+
+def test_create_engine_derives_limits_from_the_registry(base, adapter):
+    from types import SimpleNamespace
+
+    from loradock.serving.config import ServerConfig
+    from loradock.serving.vllm_engine import create_engine
+
+    class StandInRegistry:  # only what create_engine reads: resolve() and search()
+        def resolve(self, name):
+            assert name == "acme/x@prod"
+            return SimpleNamespace(artifact=read_adapter(adapter))  # r=16
+
+        def search(self, *, base_model):
+            assert base_model == "tiny/base"
+            return [SimpleNamespace(rank=4), SimpleNamespace(rank=32), SimpleNamespace(rank=None)]
+
+    config = ServerConfig(
+        base="tiny/base@main", engine="vllm", adapters={"d": "acme/x@prod"}, max_loaded=2
+    )
+    engine = create_engine(config, base, registry=StandInRegistry())
+    assert engine.limits == LoraLimits(max_lora_rank=32, max_loras=2, max_cpu_loras=3)
+    assert engine.capabilities.name == "vllm" and not engine.capabilities.merged
+
+    merged = create_engine(SimpleNamespace(base="acme/merged", merged=True), base)
+    assert merged.capabilities.merged and merged.limits is None
+    assert merged.base_name == "acme/merged"
