@@ -280,7 +280,11 @@ def evaluate(
             raise EvalError(f"lm-eval could not load the tasks {sorted(by_name)}: {exc}") from exc
         results: list[TargetResult] = []
         try:
-            for target in plan.all:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(plan.all, desc="eval targets", unit="model", disable=None)
+            for target in bar:
+                bar.set_postfix_str(target.label)
                 log.info("evaluating %s on %s", target.label, ", ".join(by_name))
                 raw = _run_target(backend, target, loaded, task_manager, options)
                 samples = raw.pop("samples", {}) or {}

@@ -60,14 +60,18 @@ def make_tiny_base(
     *,
     hidden_size: int = 64,
     num_layers: int = 2,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
+    num_heads: int = 2,
+    num_kv_heads: int = 1,
     intermediate_size: int = 128,
     max_positions: int = 512,
     seed: int = 0,
     dtype: str = "float32",
 ) -> Path:
-    """Write a random-weight Llama model + tokenizer folder at ``path`` and return it."""
+    """Write a random-weight Llama model + tokenizer folder at ``path`` and return it.
+
+    Two heads of 32 by default: vLLM's CPU attention needs a head size of at least 32, and
+    the same tiny model then runs under every engine.
+    """
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loradock.errors import LoradockError
 from loradock.serving.auth import KeyChecker
-from loradock.serving.config import ServerConfig
+from loradock.serving.config import ServerConfig, looks_like_path
 from loradock.serving.engine import Engine
 from loradock.serving.metrics import CONTENT_TYPE, ServerMetrics
 from loradock.serving.resolver import AdapterResolver
@@ -107,6 +107,8 @@ def create_app(
         resolver = AdapterResolver(
             registry,
             base_name=config.base_model_name,
+            # `--base org/name --served-name x`: the registry name still names the base.
+            base_aliases=() if looks_like_path(config.base) else (config.base,),
             base=base,
             served=config.adapters,
             allow_any=config.allow_any_registry_adapter,

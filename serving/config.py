@@ -10,12 +10,17 @@ import re
 from dataclasses import dataclass, field
 
 from loradock.errors import ConfigError, InvalidNameError
-from loradock.registry.names import parse_name
+from loradock.registry.names import parse_name, validate_repo_id
 
 ENGINES = ("peft", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # A served alias is a single word: it must never look like a path or a registry name.
 SERVED_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def looks_like_path(name: str) -> bool:
+    """A base given as a folder (``/x``, ``./x``, ``~/x``, ``a/b/c``), not a registry name."""
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.strip("/").count("/") > 1
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,9 @@ class ServerConfig:
     admin_key: str | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
     port: int = 8000
-    served_base_name: str | None = None  # what /v1/models calls the base; defaults to `base`
+    # What /v1/models and requests call the base: `base`, or a folder's own name when `base`
+    # is a path (a model id never shows a path of the server's disk).
+    served_base_name: str | None = None
     allow_any_registry_adapter: bool = True  # serve any registry adapter, not just --adapter ones
 
     def __post_init__(self) -> None:
@@ -80,6 +87,14 @@ class ServerConfig:
                     f"adapter {alias!r} -> {target!r}: expected a registry name 'org/name[@rev]' "
                     "(never a path)"
                 )
+        served = self.served_base_name
+        if served is not None and not _valid_served_base_name(served):
+            problems.append(
+                f"served base name {served!r} must be one word or 'org/name' of letters, "
+                "digits, '.', '_' or '-' (never a path), e.g. --served-name acme/smollm2"
+            )
+        elif served is not None and served in self.adapters:
+            problems.append(f"served base name {served!r} is also an --adapter name")
         for key_name in ("api_key", "admin_key"):
             key = getattr(self, key_name)
             if key is not None and (not isinstance(key, str) or len(key) < 4):
@@ -89,7 +104,12 @@ class ServerConfig:
 
     @property
     def base_model_name(self) -> str:
-        return self.served_base_name or self.base
+        if self.served_base_name:
+            return self.served_base_name
+        if looks_like_path(self.base):
+            name = re.sub(r"[^A-Za-z0-9._-]+", "-", self.base.rstrip("/\\").rsplit("/", 1)[-1])
+            return name.strip(".-") or "base"
+        return self.base
 
     @classmethod
     def parse_adapter_options(cls, options: list[str]) -> dict[str, str]:
@@ -107,3 +127,15 @@ class ServerConfig:
         if problems:
             raise ConfigError("Invalid --adapter options", problems)
         return parsed
+
+
+def _valid_served_base_name(name: str) -> bool:
+    if not isinstance(name, str):
+        return False
+    if SERVED_NAME_RE.match(name):
+        return True
+    try:
+        validate_repo_id(name)
+    except InvalidNameError:
+        return False
+    return True

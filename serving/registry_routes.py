@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from loradock.errors import RequestError
+from loradock.registry.records import KINDS
 from loradock.serving.app import state_of
 
 router = APIRouter(prefix="/v1/registry")
@@ -55,7 +56,13 @@ async def list_adapters(
     sort: str | None = None,
     descending: bool = True,
     limit: int = Query(default=50, ge=1, le=MAX_ROWS),
+    kind: str = "adapter",
 ):
+    if kind not in KINDS:
+        raise RequestError(
+            f"kind {kind!r} is not one of {', '.join(KINDS)}: 'adapter' lists LoRA adapters, "
+            "'base' base models' own rows (their eval results), 'merge' merged models"
+        )
     registry = state_of(request).registry
     rows = await run_in_threadpool(
         registry.search,
@@ -67,6 +74,7 @@ async def list_adapters(
         sort=sort,
         descending=descending,
         limit=limit,
+        kind=kind,
     )
     return {"object": "list", "data": [_row(r) for r in rows]}
 
@@ -81,8 +89,8 @@ async def adapter_card(request: Request, org: str, name: str, revision: str | No
 
     def read() -> dict[str, Any]:
         resolved = registry.resolve(ref)
-        revisions = [_row(r) for r in registry.index.revisions(repo_id)]
-        aliases = dict(registry.index.aliases(repo_id))
+        revisions = [_row(r) for r in registry.revisions(repo_id)]
+        aliases = dict(registry.aliases(repo_id))
         card = resolved.card
         return {
             "repo_id": resolved.repo_id,

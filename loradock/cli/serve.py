@@ -16,6 +16,14 @@ def serve_command(
         list[str] | None,
         typer.Option("--adapter", help="Served alias NAME=ORG/REPO[@rev|@alias] (repeatable)"),
     ] = None,
+    served_name: Annotated[
+        str | None,
+        typer.Option(
+            "--served-name",
+            help="The base's model id in /v1/models and requests (default: --base, or a "
+            "folder's own name)",
+        ),
+    ] = None,
     engine: Annotated[str, typer.Option("--engine", help="peft (hot-swap) or vllm")] = "peft",
     max_loaded: Annotated[int, typer.Option("--max-loaded", help="Adapters attached at once")] = 8,
     max_cpu_adapters: Annotated[
@@ -53,6 +61,7 @@ def serve_command(
 
     config = ServerConfig(
         base=base,
+        served_base_name=served_name,
         adapters=ServerConfig.parse_adapter_options(adapter or []),
         engine=engine,
         max_loaded=max_loaded,

@@ -185,3 +185,20 @@ def test_registry_routes(live_server):
     assert "base_model: tiny/base" in body["card"]
     assert body["aliases"].get("prod") == live_server.published.shas[repo]
     assert body["revisions"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("base", {"tiny/base"}), ("adapter", {"acme/adapter-000", "acme/adapter-005"}), ("merge", set())],
+)
+def test_registry_rows_by_kind(live_server, kind, expected):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    resp = httpx.get(
+        f"{live_server.base_url}/registry/adapters", params={"kind": kind}, headers=headers
+    )
+    assert resp.status_code == 200, resp.text
+    rows = resp.json()["data"]
+    assert {r["kind"] for r in rows} <= {kind}
+    assert expected <= {r["repo_id"] for r in rows}
+    if not expected:
+        assert rows == []

@@ -137,6 +137,32 @@ def test_bad_request(live_server, route, extra, key, status, fragment):
     _assert_alive(live_server)
 
 
+REGISTRY_CASES = [
+    ("kind-unknown", {"kind": "lora"}, 400, "kind 'lora' is not one of adapter, base, merge"),
+    ("kind-empty", {"kind": ""}, 400, "kind '' is not one of"),
+    ("kind-case", {"kind": "BASE"}, 400, "kind 'BASE'"),
+    ("limit-0", {"limit": 0}, 400, "limit"),
+    ("min-value-text", {"min_value": "high"}, 400, "min_value"),
+]
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "fragment"),
+    [c[1:] for c in REGISTRY_CASES],
+    ids=[c[0] for c in REGISTRY_CASES],
+)
+def test_bad_registry_query(live_server, params, status, fragment):
+    resp = httpx.get(
+        f"{live_server.base_url}/registry/adapters",
+        params=params,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert fragment in error["message"], error["message"]
+    _assert_alive(live_server)
+
+
 def test_malformed_json_is_400(live_server):
     resp = httpx.post(
         f"{live_server.url}/v1/completions",

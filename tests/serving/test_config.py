@@ -22,6 +22,11 @@ BAD = [
     ({"adapters": {"a/b": "acme/x"}}, "served adapter name 'a/b'"),
     ({"adapters": {"dates": "/tmp/adapter"}}, "expected a registry name"),
     ({"api_key": "k"}, "api_key must be"),
+    ({"served_base_name": "/srv/models/base"}, "served base name '/srv/models/base'"),
+    ({"served_base_name": "a/b/c"}, "never a path"),
+    ({"served_base_name": "../up"}, "never a path"),
+    ({"served_base_name": "has space"}, "served base name 'has space'"),
+    ({"served_base_name": "x", "adapters": {"x": "acme/x"}}, "also an --adapter name"),
 ]
 
 
@@ -36,6 +41,34 @@ def test_all_problems_reported_at_once():
     with pytest.raises(ConfigError) as info:
         ServerConfig(base="tiny/base", engine="x", max_loaded=0, port=-1)
     assert len(info.value.problems) == 3
+
+
+@pytest.mark.parametrize(
+    ("base", "served", "expected"),
+    [
+        ("tiny/base", None, "tiny/base"),
+        ("tiny/base@prod", None, "tiny/base@prod"),
+        ("/srv/models/SmolLM2-135M", None, "SmolLM2-135M"),
+        ("/srv/models/my model/", None, "my-model"),
+        ("./base", None, "base"),
+        ("~/models/x", None, "x"),
+        ("/srv/models/SmolLM2-135M", "acme/smollm2", "acme/smollm2"),
+        ("tiny/base", "tiny", "tiny"),
+    ],
+)
+def test_served_base_name(base, served, expected):
+    assert ServerConfig(base=base, served_base_name=served).base_model_name == expected
+
+
+def test_cli_served_name_reaches_the_config(monkeypatch):
+    from loradock.cli import app
+
+    seen = []
+    monkeypatch.setattr("loradock.serving.server.serve", seen.append)
+    args = ["serve", "--base", "/srv/models/base", "--served-name", "acme/base", "--port", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen[0].base == "/srv/models/base" and seen[0].base_model_name == "acme/base"
 
 
 def test_adapter_options_parse():
