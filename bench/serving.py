@@ -47,6 +47,7 @@ from bench.serving_setup import (  # noqa: F401  (re-exported: bench.serving_vll
     best_of,
     build_setup,
     drive,
+    drive_apart,
     offline_merged_tps,
 )
 
@@ -69,14 +70,12 @@ def bench_throughput(setup: BenchSetup) -> list[Row]:
     offline = offline_merged_tps(setup, prompts, t)
     with Server(setup, max_loaded=8, max_batch_size=n) as srv:
         _preload(srv.url, eight)
-        asyncio.run(drive(srv.url, jobs[:n], concurrency=n, max_tokens=4))  # warm-up
-        batched = best_of(lambda: asyncio.run(drive(srv.url, jobs, concurrency=n, max_tokens=t)))
+        drive_apart(srv.url, jobs[:n], concurrency=n, max_tokens=4)  # warm-up
+        batched = best_of(lambda: drive_apart(srv.url, jobs, concurrency=n, max_tokens=t))
     with Server(setup, max_loaded=8, max_batch_size=1) as srv:
         _preload(srv.url, eight)
         serial_jobs = jobs[: max(8, len(jobs) // 4)]  # fewer: it is slow; tokens/s compares
-        serial = best_of(
-            lambda: asyncio.run(drive(srv.url, serial_jobs, concurrency=n, max_tokens=t))
-        )
+        serial = best_of(lambda: drive_apart(srv.url, serial_jobs, concurrency=n, max_tokens=t))
     a = batched["tps"] / offline
     d = batched["tps"] / serial["tps"]
     return [
@@ -98,11 +97,9 @@ def bench_distinct_adapters(setup: BenchSetup) -> list[Row]:
         _preload(srv.url, sixteen)
         one_jobs = [(sixteen[0], prompts[i % n]) for i in range(n * rounds)]
         mixed_jobs = [(sixteen[i % n], prompts[i % n]) for i in range(n * rounds)]
-        asyncio.run(drive(srv.url, mixed_jobs[:n], concurrency=n, max_tokens=4))  # warm-up
-        one = best_of(lambda: asyncio.run(drive(srv.url, one_jobs, concurrency=n, max_tokens=t)))
-        mixed = best_of(
-            lambda: asyncio.run(drive(srv.url, mixed_jobs, concurrency=n, max_tokens=t))
-        )
+        drive_apart(srv.url, mixed_jobs[:n], concurrency=n, max_tokens=4)  # warm-up
+        one = best_of(lambda: drive_apart(srv.url, one_jobs, concurrency=n, max_tokens=t))
+        mixed = best_of(lambda: drive_apart(srv.url, mixed_jobs, concurrency=n, max_tokens=t))
     b = mixed["tps"] / one["tps"]
     return [
         Row("b_16_adapters_vs_1", "(b) 16 distinct adapters in one batch / one adapter", b,
@@ -153,7 +150,7 @@ def bench_scaling(setup: BenchSetup, counts: list[int]) -> list[Row]:
         names = setup.adapters[:count]
         jobs = [(names[i % count], PROMPTS[i % 8]) for i in range(n_req)]
         with Server(setup, max_loaded=8, max_batch_size=32) as srv, PeakRss() as rss:
-            r = asyncio.run(drive(srv.url, jobs, concurrency=32, max_tokens=16))
+            r = drive_apart(srv.url, jobs, concurrency=32, max_tokens=16)
             stats = srv.engine.stats()
         rows.append(
             Row(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ from loradock.serving.engine import GenerationChunk, GenerationRequest
 
 log = logging.getLogger(__name__)
 BASE_ADAPTER = "__base__"
+BURST_WAITS = 8  # a burst of arrivals is gathered for at most this many max_waits
 
 # forward(input_ids, attention_mask, position_ids, past, adapter_names) -> (last logits, past)
 ForwardFn = Callable[[Any, Any, Any, Any, list[str]], tuple[Any, Any]]
@@ -46,6 +48,10 @@ class Sequence:
     max_new: int
     text: TextState
     emit: Callable[[GenerationChunk | BaseException], None]
+    # With both set, a step's chunks reach every waiting request in ONE loop callback (waking
+    # the event loop once per sequence per token cost the model thread 14% of a step).
+    loop: asyncio.AbstractEventLoop | None = None
+    queue: asyncio.Queue | None = None
     gen: torch.Generator | None = None
     cancelled: bool = False
     generated: int = 0
@@ -164,23 +170,19 @@ class ContinuousBatcher:
             if not self._active:
                 if not self._pending and not self._commands:
                     self._cond.wait(timeout=0.5)
-                # Nothing running: wait briefly so requests arriving together share a prefill.
-                deadline = time.perf_counter() + self.max_wait_s
-                while (
-                    self._running
-                    and self._pending
-                    and len(self._pending) < self.max_batch_size
-                    and (left := deadline - time.perf_counter()) > 0
-                ):
-                    self._cond.wait(timeout=left)
+                # Nothing running: a burst of requests should share one prefill. Wait while
+                # they keep coming (each within max_wait of the last), up to BURST_WAITS
+                # max_waits in all; a lone request waits one max_wait.
+                while self._running and self._pending and not self._gathered():
+                    self._cond.wait(timeout=self._gather_left())
             room = self.max_batch_size - len(self._active)
             if (
                 self._active
                 and self._pending
                 and len(self._pending) < room
-                and time.perf_counter() - self._pending[0].enqueued_at < self.max_wait_s
+                and not self._gathered()
             ):
-                # Decoding already: let arrivals gather for up to max_wait so they share one
+                # Decoding already: let arrivals gather the same way, so they share one
                 # prefill instead of each costing the running batch a step of its own.
                 return []
             admitted: list[Sequence] = []
@@ -210,6 +212,23 @@ class ContinuousBatcher:
                     waiting.append(seq)
             self._pending = waiting
         return admitted
+
+    def _gathered(self) -> bool:
+        """Admit now: the batch would be full, arrivals paused, or the oldest waited enough."""
+        pending = self._pending
+        if len(pending) + len(self._active) >= self.max_batch_size:
+            return True
+        now = time.perf_counter()
+        return (
+            now - pending[-1].enqueued_at >= self.max_wait_s
+            or now - pending[0].enqueued_at >= self.max_wait_s * BURST_WAITS
+        )
+
+    def _gather_left(self) -> float:
+        now = time.perf_counter()
+        pause = self._pending[-1].enqueued_at + self.max_wait_s - now
+        cap = self._pending[0].enqueued_at + self.max_wait_s * BURST_WAITS - now
+        return max(min(pause, cap), 0.0005)
 
     def _prefill(self, new: list[Sequence]) -> None:
         width = max(len(s.prompt_ids) for s in new)
@@ -277,6 +296,7 @@ class ContinuousBatcher:
         logits = logits.float().cpu()
         greedy = logits.argmax(dim=-1).tolist()  # one call for every greedy row
         finished: set[int] = set()
+        outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, GenerationChunk]]] = {}
         for i, row in enumerate(rows):
             seq = self._active[row]
             if seq.cancelled:
@@ -300,17 +320,22 @@ class ContinuousBatcher:
                     reason = "stop"
                 elif seq.generated >= seq.max_new:
                     delta, reason = delta + seq.text.flush(), "length"
-            seq.emit(
-                GenerationChunk(
-                    text=delta,
-                    token_ids=[token],
-                    prompt_tokens=len(seq.prompt_ids),
-                    completion_tokens=seq.generated,
-                    finish_reason=reason,
-                )
+            chunk = GenerationChunk(
+                text=delta,
+                token_ids=[token],
+                prompt_tokens=len(seq.prompt_ids),
+                completion_tokens=seq.generated,
+                finish_reason=reason,
             )
+            if seq.loop is not None and seq.queue is not None:
+                outbox.setdefault(seq.loop, []).append((seq.queue, chunk))
+            else:
+                seq.emit(chunk)
             if reason is not None:
                 finished.add(row)
+        for loop, items in outbox.items():
+            with contextlib.suppress(RuntimeError):  # that loop closed: its clients are gone
+                loop.call_soon_threadsafe(_put_all, items)
         if finished:
             self._drop(finished)
 
@@ -336,3 +361,8 @@ class ContinuousBatcher:
     def _release(self, seq: Sequence) -> None:
         if seq.adapter is not None:
             self._cache.unpin(seq.adapter_name)
+
+
+def _put_all(items: list[tuple[asyncio.Queue, GenerationChunk]]) -> None:
+    for queue, chunk in items:
+        queue.put_nowait(chunk)

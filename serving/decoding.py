@@ -41,27 +41,36 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, gen: torch.Generat
 class TextState:
     """Generated ids -> text emitted so far, holding back what may still change.
 
-    Text is held back while it ends in an incomplete UTF-8 sequence (the tokenizer decodes
-    it as U+FFFD) or while its tail could be the start of a stop string.
+    Detokenization is incremental (the vLLM/TGI scheme): each token decodes only a short
+    window of ids (from ``_prefix`` on) instead of the whole answer, so a token costs the same
+    at step 500 as at step 1. Text is held back while the window ends in an incomplete UTF-8
+    sequence (decoded as U+FFFD) or while its tail could be the start of a stop string.
     """
 
     tokenizer: object
     stop: tuple[str, ...] = ()
     token_ids: list[int] = field(default_factory=list)
+    text: str = ""  # every character decoded so far
     emitted: str = ""
     stopped: bool = False
+    _prefix: int = 0  # ids before this are final text
+    _read: int = 0  # ids before this are in `text`
 
     def add(self, token_id: int) -> str:
         """Append a token; return the new text that is safe to send now."""
         self.token_ids.append(token_id)
-        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+        before = len(self.text)
+        if not self._advance(final=False):
+            return ""
+        text = self.text
+        longest = max((len(stop) for stop in self.stop), default=0)
+        # A stop string can only end in the new characters: search from just before them.
+        since = max(0, before - longest + 1)
         for stop in self.stop:
-            pos = text.find(stop)
+            pos = text.find(stop, since)
             if pos != -1:
                 self.stopped = True
                 return self._emit(text[:pos])
-        if text.endswith("\ufffd"):
-            return ""
         hold = 0
         for stop in self.stop:
             for k in range(min(len(stop) - 1, len(text)), 0, -1):
@@ -74,11 +83,23 @@ class TextState:
         """At the end: whatever was held back for a stop string that never came."""
         if self.stopped:
             return ""
-        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
-        return self._emit(text)
+        self._advance(final=True)
+        return self._emit(self.text)
+
+    def _advance(self, *, final: bool) -> bool:
+        """Decode the window of new ids into ``text``; False while it is incomplete UTF-8."""
+        decode = self.tokenizer.decode
+        ids = self.token_ids
+        prefix_text = decode(ids[self._prefix : self._read], skip_special_tokens=True)
+        new_text = decode(ids[self._prefix :], skip_special_tokens=True)
+        if len(new_text) <= len(prefix_text) or (new_text.endswith("\ufffd") and not final):
+            return False
+        self.text += new_text[len(prefix_text) :]
+        self._prefix, self._read = self._read, len(ids)
+        return True
 
     def _emit(self, text: str) -> str:
-        if len(text) <= len(self.emitted) or not text.startswith(self.emitted):
+        if len(text) <= len(self.emitted):
             return ""
         delta = text[len(self.emitted) :]
         self.emitted = text

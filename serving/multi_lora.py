@@ -36,22 +36,27 @@ class _Rows:
     n_slots: int = 0
     _onehot: dict[int, torch.Tensor] | None = None
 
-    def onehot(self, rank: int) -> torch.Tensor:
-        """[batch, 1, (slots+1)*rank]: 1 on each row's own slot's block, cached per step."""
+    def onehot(self, rank: int, dtype: torch.dtype) -> torch.Tensor:
+        """[batch, 1, (slots+1)*rank]: 1 on each row's own slot's block; built once per step
+        and shared by every layer (the scales live in ``Bt``)."""
         cache = self._onehot if self._onehot is not None else {}
         self._onehot = cache
-        if rank not in cache:
-            hot = torch.nn.functional.one_hot(self.rows, self.n_slots + 1)
-            cache[rank] = hot.repeat_interleave(rank, dim=-1).unsqueeze(1)
-        return cache[rank]
+        key = (rank, dtype)
+        if key not in cache:
+            hot = torch.nn.functional.one_hot(self.rows, self.n_slots + 1).to(dtype)
+            cache[key] = hot.repeat_interleave(rank, dim=-1).unsqueeze(1)
+        return cache[key]
 
 
 class MultiLoraLinear(nn.Module):
     """``base(x)`` plus, for every row, its own slot's ``scale * x @ A.T @ B.T``.
 
-    Two ways to batch: with few slots, one dense matmul against every slot's A at once, a
-    one-hot mask keeping each row's block, and one matmul against every slot's B (no weight
-    copies); with many slots, gather each row's A and B and run batched matmuls.
+    ``Bt`` holds ``scale * B.T`` (the scale folded in when a slot is filled: one multiply
+    less per layer and step). Two ways to batch: with few slots, one dense matmul against
+    every slot's A at once, a one-hot mask keeping each row's block, and one matmul against
+    every slot's B (no weight copies); with many slots, or many tokens a row (a prefill, where
+    computing every slot's A for every token costs more than gathering), gather each row's A
+    and B and run batched matmuls.
     """
 
     def __init__(self, base: nn.Linear, n_slots: int, rank: int, ctx: _Rows):
@@ -61,14 +66,14 @@ class MultiLoraLinear(nn.Module):
         w = base.weight
         self.A = torch.zeros(n_slots + 1, rank, base.in_features, dtype=w.dtype, device=w.device)
         self.Bt = torch.zeros(n_slots + 1, rank, base.out_features, dtype=w.dtype, device=w.device)
-        self.scale = torch.zeros(n_slots + 1, dtype=w.dtype, device=w.device)
         self._refresh()
 
     def _refresh(self) -> None:
-        """Per-column scales of the dense path; called after any weight or scale change."""
-        self.scale_cols = self.scale.repeat_interleave(self.A.shape[1])
-        slots_x_rank = self.A.shape[0] * self.A.shape[1]
-        self.dense = slots_x_rank <= max(self.base.in_features, self.base.out_features)
+        """Flat views of the dense path; called after any change of shape."""
+        slots, rank, _ = self.A.shape
+        self.A_flat_t = self.A.view(slots * rank, -1).transpose(0, 1)
+        self.Bt_flat = self.Bt.view(slots * rank, -1)
+        self.dense = slots * rank <= max(self.base.in_features, self.base.out_features)
 
     def grow_rank(self, rank: int) -> None:
         if rank <= self.A.shape[1]:
@@ -85,15 +90,13 @@ class MultiLoraLinear(nn.Module):
             return y
         if ctx.single is not None:
             s = ctx.single
-            return y + ((x @ self.A[s].transpose(0, 1)) @ self.Bt[s]) * self.scale[s]
-        slots, rank, _ = self.A.shape
-        if self.dense:
-            h = x @ self.A.view(slots * rank, -1).transpose(0, 1)  # [b, t, slots*rank]
-            h = h * (ctx.onehot(rank) * self.scale_cols)
-            return y + h @ self.Bt.view(slots * rank, -1)
+            return y.add_((x @ self.A[s].transpose(0, 1)) @ self.Bt[s])
+        if self.dense and x.shape[-2] == 1:  # decode; a prefill's many tokens gather instead
+            h = (x @ self.A_flat_t).mul_(ctx.onehot(self.A.shape[1], x.dtype))
+            return y.add_(h @ self.Bt_flat)
         rows = ctx.rows
-        h = torch.bmm(x, self.A[rows].transpose(1, 2)) * self.scale[rows].view(-1, 1, 1)
-        return y + torch.bmm(h, self.Bt[rows])
+        h = torch.bmm(x, self.A[rows].transpose(1, 2))
+        return y.add_(torch.bmm(h, self.Bt[rows]))
 
 
 def _match(pattern_map: dict[str, Any] | None, module: str, default: Any) -> Any:
@@ -176,16 +179,12 @@ class MultiLora:
             layer = self.layers[module]
             r = a.shape[0]
             layer.A[slot, :r].copy_(a)
-            layer.Bt[slot, :r].copy_(b.transpose(0, 1))
-            layer.scale[slot] = scale
-            layer._refresh()
+            layer.Bt[slot, :r].copy_(b.transpose(0, 1) * scale)
 
     def detach(self, slot: int) -> None:
         for layer in self.layers.values():
             layer.A[slot].zero_()
             layer.Bt[slot].zero_()
-            layer.scale[slot] = 0
-            layer._refresh()
 
     def _wrap(self, module: str) -> None:
         parent_name, _, child = module.rpartition(".")

@@ -231,6 +231,8 @@ class PeftEngine:
             max_new=min(request.sampling.max_tokens, limit - len(ids)),
             text=TextState(self.tokenizer, stop=request.sampling.stop),
             emit=emit,
+            loop=loop,
+            queue=queue,
         )
         self._batcher.submit(seq)
         try:

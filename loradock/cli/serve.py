@@ -20,6 +20,7 @@ def serve_command(
         str | None,
         typer.Option(
             "--served-name",
+            "--served-base-name",
             help="The base's model id in /v1/models and requests (default: --base, or a "
             "folder's own name)",
         ),

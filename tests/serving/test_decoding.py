@@ -61,3 +61,26 @@ def test_seeded_sampling_repeats_and_top_p_limits():
     tight = SamplingParams(temperature=1.0, top_p=0.01)
     gen = make_generator(1)
     assert {sample_next(logits, tight, gen) for _ in range(30)} == {int(logits.argmax())}
+
+
+@pytest.mark.parametrize("stop", [(), ("wör",), ("🙂",)])
+def test_incremental_text_matches_full_decode(tiny_base, stop):
+    """Byte-level BPE splits multi-byte characters across tokens: the window decoding must
+    hold them back and still end with exactly the text a full decode gives."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    text = "héllo wörld, 日本語 🙂 done"
+    ids = tok(text)["input_ids"]
+    state = TextState(tok, stop=stop)
+    out = []
+    for i in ids:
+        out.append(state.add(i))
+        assert "\ufffd" not in out[-1]
+        if state.stopped:
+            break
+    else:
+        out.append(state.flush())
+    full = tok.decode(ids, skip_special_tokens=True)
+    expected = full[: full.find(stop[0])] if stop else full
+    assert "".join(out) == expected
