@@ -189,7 +189,11 @@ def test_registry_routes(live_server):
 
 @pytest.mark.parametrize(
     ("kind", "expected"),
-    [("base", {"tiny/base"}), ("adapter", {"acme/adapter-000", "acme/adapter-005"}), ("merge", set())],
+    [
+        ("base", {"tiny/base"}),
+        ("adapter", {"acme/adapter-000", "acme/adapter-005"}),
+        ("merge", set()),
+    ],
 )
 def test_registry_rows_by_kind(live_server, kind, expected):
     headers = {"Authorization": f"Bearer {API_KEY}"}
