@@ -41,11 +41,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 demo: install
-	$(BIN)/loradock demo
+	$(BIN)/loradock demo --home .demo/home
 
 # The demo's reduced form (tiny model, few steps): what CI runs so the demo cannot silently break.
 demo-small: install
-	$(BIN)/loradock demo --small
+	$(BIN)/loradock demo --small --home .demo/small --exit
 
 bench: install
 	$(BIN)/python -m bench.registry

@@ -2,7 +2,8 @@
 
 One process builds a tiny-but-not-trivial Llama model (``loradock.tiny``, hidden 256, 4 layers),
 publishes LoRA adapters for it into a temporary LocalHub, then runs the PEFT server (uvicorn
-on 127.0.0.1, driven by the real ``openai`` client) against baselines on the same prompts:
+on 127.0.0.1, driven by the real ``openai`` client from a separate client process, as real
+clients are) against baselines on the same prompts:
 
 (a) HTTP throughput, 32 concurrent clients over 8 adapters / offline batched generation of the
     merged model (goal >= 0.8)
@@ -13,6 +14,7 @@ on 127.0.0.1, driven by the real ``openai`` client) against baselines on the sam
 
     python -m bench.serving                 # full run: table + bench/results/serving.{json,png}
     python -m bench.serving --quick --json  # smoke-test sizes
+    python -m bench.serving --runs 3        # each figure the median of 3 runs (noisy machine)
 
 Other engines add rows through ``EXTRA_ROWS`` (S2: vLLM): each hook gets the ``BenchSetup``
 and returns ``Row``s; ``bench.serving_vllm`` is imported if it exists and may append hooks
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -211,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes (tiny model)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (all runs)")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="repeat the figures; the table shows medians"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument(
         "--only", default="abcdev", help="which figures, e.g. 'ae' ('v': other engines' rows)"
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "serving",
         "quick": args.quick,
         "threads": args.threads,
+        "runs": args.runs,
         "seconds": seconds,
         "rows": [asdict(r) for r in rows],
         "plots": [str(p) for p in plots],
@@ -243,6 +250,21 @@ def main(argv: list[str] | None = None) -> int:
             [(r.label, f"{r.value:.2f} {r.unit}", r.goal, r.ok, r.detail) for r in rows],
         )
     return 0
+
+
+def median_rows(runs: list[list[Row]]) -> list[Row]:
+    """Each figure's median over whole runs of the bench (the machine is shared and noisy);
+    ``detail`` is the median run's, and lists every run's value."""
+    if len(runs) == 1:
+        return runs[0]
+    out = []
+    for same in zip(*runs, strict=True):
+        ordered = sorted(same, key=lambda r: r.value)
+        mid = ordered[(len(ordered) - 1) // 2]  # the lower median: an actual run
+        values = ", ".join(f"{r.value:.2f}" for r in same)
+        ok = mid.ok if mid.ok is None else bool(mid.ok)
+        out.append(dataclasses.replace(mid, ok=ok, detail=f"{mid.detail}; runs: {values}"))
+    return out
 
 
 def _measure(args: argparse.Namespace) -> tuple[list[Row], float]:
@@ -264,9 +286,10 @@ def _measure(args: argparse.Namespace) -> tuple[list[Row], float]:
             ("c" in args.only, lambda: bench_cold_ttft(setup)),
             ("e" in args.only, lambda: bench_scaling(setup, counts)),
         ]
-        for wanted, step in steps:
-            if wanted:
-                rows += step()
+        runs: list[list[Row]] = []
+        for _ in range(args.runs):
+            runs.append([row for wanted, step in steps if wanted for row in step()])
+        rows += median_rows(runs)
         for hook in EXTRA_ROWS if "v" in args.only else ():
             rows += hook(setup)
     return rows, round(time.perf_counter() - started, 1)

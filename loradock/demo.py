@@ -38,7 +38,6 @@ from loradock.errors import ConfigError, LoradockError
 console = Console()
 
 SMALL_BASE = "local/tiny-base"
-FULL_BASE = "local/SmolLM2-135M-Instruct"
 TASKS = ("dates", "extraction")
 STEPS = 6
 
@@ -52,7 +51,7 @@ class DemoConfig:
     api_port: int = 0  # 0: a free port
     space_port: int = 0
     keep_running: bool = False  # leave server + Space up until Ctrl-C
-    eval_limit: int | None = None  # rows per task; default 100 (small: 4)
+    eval_limit: int | None = None  # rows per task; default 50 (small: 4)
     prompts_per_task: int = 2
     space: bool = True
 
@@ -374,7 +373,7 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
         train_adapters(registry, demo_jobs(small=config.small, base=base), result)
 
         _step(3, "evaluate base and adapters with lm-eval")
-        limit = config.eval_limit or (4 if config.small else 100)
+        limit = config.eval_limit or (4 if config.small else 50)
         evaluate_adapters(
             registry, result, report_dir=home / "report", limit=limit, small=config.small
         )

@@ -60,6 +60,8 @@ class Sequence:
     generated: int = 0
     pos: int = 0  # position id of the next input token
     last_token: int = 0
+    held_text: str = ""  # a non-streaming request's text and ids not sent yet
+    held_ids: list[int] = field(default_factory=list)
     enqueued_at: float = field(default_factory=time.perf_counter)
 
     @property
@@ -327,9 +329,20 @@ class ContinuousBatcher:
                     reason = "stop"
                 elif seq.generated >= seq.max_new:
                     delta, reason = delta + seq.text.flush(), "length"
+            if not seq.request.stream and seq.generated > 1:
+                # The whole answer is all it wants: hold tokens after the first (TTFT) and
+                # send them at the end, one event-loop wake-up instead of one per token.
+                if reason is None:
+                    seq.held_text += delta
+                    seq.held_ids.append(token)
+                    continue
+                delta, seq.held_text = seq.held_text + delta, ""
+                token_ids, seq.held_ids = [*seq.held_ids, token], []
+            else:
+                token_ids = [token]
             chunk = GenerationChunk(
                 text=delta,
-                token_ids=[token],
+                token_ids=token_ids,
                 prompt_tokens=len(seq.prompt_ids),
                 completion_tokens=seq.generated,
                 finish_reason=reason,

@@ -17,6 +17,8 @@ Notes for engine authors (S1 -> S2):
   (see ``serving/metrics.py`` for the names read).
 - ``unload(name)`` gets the name requests used (``AdapterSpec.name``); raise
   ``AdapterNotFoundError`` when nothing of that name is loaded.
+- ``GenerationRequest.stream`` is False for non-streaming requests: chunks may be coalesced
+  (the PEFT engine sends the first token, then the rest at the end); ignoring it is fine.
 - API tests: ``tests/serving/conftest.py`` has an ``engine_kind`` fixture (params ``["peft"]``);
   add ``"vllm"`` there, and ``make_engine(kind, config, base_path)`` builds it.
 """
@@ -59,6 +61,10 @@ class GenerationRequest:
     sampling: SamplingParams
     adapter: AdapterSpec | None = None  # None: the base model
     prompt_token_ids: list[int] | None = None  # set by the engine's tokenizer when known
+    # False: the caller wants the whole answer only (a non-streaming HTTP request). An engine
+    # may then send the first chunk (time to first token) and the rest as ONE final chunk,
+    # sparing the event loop a wake-up per token; an engine that ignores it stays correct.
+    stream: bool = True
 
 
 @dataclass

@@ -69,10 +69,18 @@ class _Run:
 
 
 async def _start(
-    state: ServerState, route: str, model: str, prompt: str, sampling: SamplingParams
+    state: ServerState,
+    route: str,
+    model: str,
+    prompt: str,
+    sampling: SamplingParams,
+    *,
+    stream: bool,
 ) -> tuple[_Run, GenerationChunk]:
     spec = await run_in_threadpool(state.resolver.resolve, model)
-    request = GenerationRequest(request_id=uuid.uuid4().hex, prompt=prompt, sampling=sampling)
+    request = GenerationRequest(
+        request_id=uuid.uuid4().hex, prompt=prompt, sampling=sampling, stream=stream
+    )
     request.adapter = spec
     run = _Run(state, route, "base" if spec is None else "adapter", None)
     run.stream = state.engine.generate(request)
@@ -133,8 +141,9 @@ def _wants_usage_chunk(body: Any) -> bool:
 async def completions(body: CompletionRequest, request: Request):
     state = state_of(request)
     prompt = body.prompt_text()
+    sampling = _sampling(body, body.max_tokens or 16)
     run, first = await _start(
-        state, COMPLETIONS, body.model, prompt, _sampling(body, body.max_tokens or 16)
+        state, COMPLETIONS, body.model, prompt, sampling, stream=bool(body.stream)
     )
     rid = f"cmpl-{uuid.uuid4().hex}"
     if not body.stream:
@@ -164,7 +173,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
     prompt = state.engine.apply_chat_template(messages)
     limit = body.token_limit() or state.engine.capabilities.max_model_len
-    run, first = await _start(state, CHAT, body.model, prompt, _sampling(body, limit))
+    sampling = _sampling(body, limit)
+    run, first = await _start(state, CHAT, body.model, prompt, sampling, stream=bool(body.stream))
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     if not body.stream:
         text = await _collect(run, first)
