@@ -31,13 +31,11 @@ from loradock.errors import QueueFullError
 from loradock.serving.adapter_cache import AdapterCache, CpuAdapter
 from loradock.serving.decoding import TextState, make_generator, sample_next
 from loradock.serving.engine import GenerationChunk, GenerationRequest
+from loradock.serving.prefill import prefill_groups
 
 log = logging.getLogger(__name__)
 BASE_ADAPTER = "__base__"
 BURST_WAITS = 8  # a burst of arrivals is gathered for at most this many max_waits
-# What one more forward call costs, in prompt tokens of compute (Python + per-op overhead of a
-# step, measured at a few ms on CPU): the price of splitting a prefill to pad less.
-PREFILL_CALL_TOKENS = 64
 
 # forward(input_ids, attention_mask, position_ids, past, adapter_names) -> (last logits, past)
 ForwardFn = Callable[[Any, Any, Any, Any, list[str]], tuple[Any, Any]]
@@ -381,30 +379,6 @@ class ContinuousBatcher:
     def _release(self, seq: Sequence) -> None:
         if seq.adapter is not None:
             self._cache.unpin(seq.adapter_name)
-
-
-def prefill_groups(lengths: list[int], call_tokens: int = PREFILL_CALL_TOKENS) -> list[list[int]]:
-    """Split prompts (by index) into prefill groups of similar length.
-
-    A group is left-padded to its longest prompt, so one group of a 8-token and a 49-token
-    prompt computes 98 token positions for 57 real ones. Sorted by length, the split that
-    minimises padded positions plus ``call_tokens`` per group is found exactly (O(n^2) over
-    a batch of at most a few dozen).
-    """
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    sizes = [lengths[i] for i in order]
-    best = [0.0] + [float("inf")] * len(sizes)  # best[j]: cost of the first j prompts
-    cut = [0] * (len(sizes) + 1)
-    for j in range(1, len(sizes) + 1):
-        for i in range(j):
-            cost = best[i] + (j - i) * sizes[j - 1] + call_tokens
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    groups, j = [], len(sizes)
-    while j > 0:
-        groups.append(order[cut[j] : j])
-        j = cut[j]
-    return groups[::-1]
 
 
 def _put_all(items: list[tuple[asyncio.Queue, GenerationChunk]]) -> None:
