@@ -114,6 +114,7 @@ def create_app(
             served=config.adapters,
             allow_any=config.allow_any_registry_adapter,
             max_lora_rank=engine.capabilities.max_lora_rank,
+            merged=config.merged or engine.capabilities.merged,
         )
     state = ServerState(
         engine=engine,
@@ -174,6 +175,7 @@ def create_app(
             "status": "ok" if state.started else "starting",
             "engine": caps.name,
             "base": config.base_model_name,
+            "merged": config.merged,
             "max_loaded": caps.max_loaded,
             "max_model_len": caps.max_model_len,
             "loaded_adapters": engine.loaded_adapters(),
@@ -192,7 +194,7 @@ def create_app(
         for alias, target in sorted(config.adapters.items()):
             cards.append(ModelCard(id=alias, parent=base, root=target, loaded=alias in loaded))
             seen.add(alias)
-        if config.allow_any_registry_adapter:
+        if config.allow_any_registry_adapter and config.serves_adapters:
             for row in await run_in_threadpool(_compatible_rows, registry, config.base):
                 if row.repo_id not in seen:
                     seen.add(row.repo_id)

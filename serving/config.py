@@ -2,6 +2,11 @@
 
 Validation follows litgpt's config style: every problem is collected, then one ``ConfigError``
 lists them all, so a user fixes a command line in one go instead of one error at a time.
+
+``merged=True`` serves ``base`` (a model published by ``loradock merge``) as a plain model that
+takes no adapters, on either engine (``loradock serve --merged`` picks vLLM unless ``--engine
+peft`` is given). The vLLM-only options (``max_lora_rank`` ... ``kv_cache_memory_bytes``) are
+refused with any other engine rather than silently ignored, and the LoRA ones with ``merged``.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ from dataclasses import dataclass, field
 
 from loradock.errors import ConfigError, InvalidNameError
 from loradock.registry.names import parse_name, validate_repo_id
+from loradock.serving.vllm_limits import VLLM_LORA_RANKS  # plain data: vLLM is not imported
 
 ENGINES = ("peft", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # A served alias is a single word: it must never look like a path or a registry name.
 SERVED_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+VLLM_LORA_OPTIONS = ("max_lora_rank", "max_loras", "max_cpu_loras")
+VLLM_ENGINE_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "kv_cache_memory_bytes")
 
 
 def looks_like_path(name: str) -> bool:
@@ -47,6 +55,18 @@ class ServerConfig:
     # is a path (a model id never shows a path of the server's disk).
     served_base_name: str | None = None
     allow_any_registry_adapter: bool = True  # serve any registry adapter, not just --adapter ones
+    merged: bool = False  # `base` is a merged model: served alone, no adapters
+    # vLLM only (None: derived from the registry, or vLLM's default); see docs/vllm.md.
+    max_lora_rank: int | None = None
+    max_loras: int | None = None  # adapters in one batch (default: from --max-loaded)
+    max_cpu_loras: int | None = None  # adapters kept loaded (default: from --max-cpu-adapters)
+    tensor_parallel_size: int | None = None  # GPUs one model is split over
+    gpu_memory_utilization: float | None = None  # share of GPU (CPU build: host) memory
+    kv_cache_memory_bytes: int | None = None  # a fixed KV cache size instead of the share
+
+    @property
+    def serves_adapters(self) -> bool:
+        return not self.merged
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -99,8 +119,59 @@ class ServerConfig:
             key = getattr(self, key_name)
             if key is not None and (not isinstance(key, str) or len(key) < 4):
                 problems.append(f"{key_name} must be a string of at least 4 characters")
+        problems += self._vllm_problems()
         if problems:
             raise ConfigError("Invalid server options", problems)
+
+    def _vllm_problems(self) -> list[str]:
+        problems: list[str] = []
+        if not isinstance(self.merged, bool):
+            problems.append(f"merged={self.merged!r} must be True or False")
+        elif self.merged and self.adapters:
+            names = ", ".join(f"{a}={t}" for a, t in self.adapters.items())
+            problems.append(
+                f"adapters {names!r} given with merged=True: a merged model takes no adapters "
+                "(serve them with --base BASE --adapter NAME=REPO instead)"
+            )
+        for name in VLLM_LORA_OPTIONS + VLLM_ENGINE_OPTIONS:
+            value = getattr(self, name)
+            flag = "--" + name.replace("_", "-")
+            if value is None:
+                continue
+            if self.engine != "vllm" and self.engine in ENGINES:
+                problems.append(
+                    f"{name}={value!r} is a vLLM option, but engine is {self.engine!r}: "
+                    f"add --engine vllm or drop {flag}"
+                )
+            elif self.merged is True and name in VLLM_LORA_OPTIONS:
+                problems.append(
+                    f"{name}={value!r} sizes LoRA adapters, but a merged model takes none: "
+                    f"drop {flag}"
+                )
+        for name in ("max_loras", "max_cpu_loras", "tensor_parallel_size", "kv_cache_memory_bytes"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                problems.append(f"{name}={value!r} must be an integer >= 1")
+        rank = self.max_lora_rank
+        if rank is not None and (isinstance(rank, bool) or rank not in VLLM_LORA_RANKS):
+            problems.append(
+                f"max_lora_rank={rank!r} must be one of {', '.join(map(str, VLLM_LORA_RANKS))} "
+                "(the ranks vLLM accepts; smaller adapters are padded)"
+            )
+        loras, cpu = self.max_loras, self.max_cpu_loras
+        if isinstance(loras, int) and isinstance(cpu, int) and 1 <= cpu < loras:
+            problems.append(f"max_cpu_loras={cpu!r} must be >= max_loras ({loras!r})")
+        gmu = self.gpu_memory_utilization
+        if gmu is not None and (
+            isinstance(gmu, bool) or not isinstance(gmu, int | float) or not 0 < gmu <= 1
+        ):
+            problems.append(
+                f"gpu_memory_utilization={gmu!r} must be a number in (0, 1], e.g. 0.9 "
+                "(the share of the GPU's memory vLLM may use)"
+            )
+        return problems
 
     @property
     def base_model_name(self) -> str:

@@ -5,9 +5,10 @@ attached on demand) and the vLLM engine (multi-LoRA or merged weights). The HTTP
 only these types; the API tests run against both engines.
 
 Notes for engine authors (S1 -> S2):
-- ``server.build_engine`` calls ``loradock.serving.vllm_engine.create_engine(config, base_path)``
-  for ``--engine vllm`` (``config`` is a ``serving.config.ServerConfig``; ``base_path`` the
-  resolved base folder) and expects an ``Engine``.
+- ``server.build_engine`` calls ``loradock.serving.vllm_engine.create_engine(config, base_path,
+  registry=registry)`` for ``--engine vllm`` (``config`` is a ``serving.config.ServerConfig``;
+  ``base_path`` the resolved base folder; the registry sizes LoRA limits) and expects an
+  ``Engine``. ``capabilities.merged`` (or ``config.merged``) makes the app refuse adapter names.
 - The app calls ``await engine.start()`` in its lifespan and ``shutdown()`` at exit.
 - ``generate`` should raise up-front errors (``loradock.errors.RequestError`` for a prompt over
   ``max_model_len``, ``QueueFullError`` when full) before its first chunk: the app awaits the
@@ -19,8 +20,8 @@ Notes for engine authors (S1 -> S2):
   ``AdapterNotFoundError`` when nothing of that name is loaded.
 - ``GenerationRequest.stream`` is False for non-streaming requests: chunks may be coalesced
   (the PEFT engine sends the first token, then the rest at the end); ignoring it is fine.
-- API tests: ``tests/serving/conftest.py`` has an ``engine_kind`` fixture (params ``["peft"]``);
-  add ``"vllm"`` there, and ``make_engine(kind, config, base_path)`` builds it.
+- API tests: ``tests/serving/conftest.py`` has an ``engine_kind`` fixture (``peft``, ``vllm``);
+  ``make_engine(kind, config, base_path, registry)`` builds it.
 """
 
 from __future__ import annotations

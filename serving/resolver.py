@@ -43,6 +43,7 @@ class AdapterResolver:
         allow_any: bool = True,
         max_lora_rank: int | None = None,
         base_aliases: tuple[str, ...] = (),
+        merged: bool = False,
     ):
         self.registry = registry
         self.base_name = base_name
@@ -51,6 +52,7 @@ class AdapterResolver:
         self.served = dict(served or {})
         self.allow_any = allow_any
         self.max_lora_rank = max_lora_rank
+        self.merged = merged  # a merged model is served alone: every other name is refused
         self._compat: dict[tuple[str, str], IncompatibleAdapterError | None] = {}
         self._lock = threading.Lock()
 
@@ -61,6 +63,12 @@ class AdapterResolver:
         """``None`` for the base model; an ``AdapterSpec`` for an adapter; raises otherwise."""
         if self.is_base(model):
             return None
+        if self.merged:
+            raise AdapterNotFoundError(
+                f"The model {model!r} is not served here: this server serves only the merged "
+                f"model {self.base_name!r}, which takes no adapters (a server started with "
+                "--base BASE serves adapters). GET /v1/models lists it."
+            )
         target = self.served.get(model)
         if target is None:
             target = self._registry_name(model)

@@ -1,30 +1,52 @@
 """``serve(config)``: registry + engine + app, run by uvicorn (``loradock serve`` calls this).
 
 ``build_engine`` is the one place that picks an engine. The vLLM branch calls
-``loradock.serving.vllm_engine.create_engine(config, base_path) -> Engine`` (S2's module),
-imported only when asked for, so the PEFT server never imports vLLM.
+``loradock.serving.vllm_engine.create_engine(config, base_path, registry=registry)``, imported
+only when asked for, so the PEFT server never imports vLLM; with the registry, vLLM's LoRA
+limits (``max_lora_rank``...) are derived from the adapters the server may serve.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from loradock.errors import ConfigError
 from loradock.serving.config import ServerConfig
 from loradock.serving.engine import Engine
 
 log = logging.getLogger(__name__)
 
 
-def build_engine(config: ServerConfig, base_path: str | Path) -> Engine:
+def build_engine(config: ServerConfig, base_path: str | Path, *, registry: Any = None) -> Engine:
+    """The engine ``config`` asks for, serving the model folder ``base_path``."""
     if config.engine == "vllm":
         from loradock.serving.vllm_engine import create_engine
 
-        return create_engine(config, base_path)
+        return create_engine(config, base_path, registry=registry)
     from loradock.serving.peft_engine import PeftEngine
 
-    return PeftEngine.from_config(config, base_path)
+    engine = PeftEngine.from_config(config, base_path)
+    if config.merged:  # the app refuses adapter names; the capabilities say why
+        engine.capabilities = replace(engine.capabilities, merged=True, max_lora_rank=None)
+    return engine
+
+
+def check_merged_model(config: ServerConfig, path: str | Path) -> None:
+    """``--merged`` must name a full model (``loradock merge`` output), not an adapter."""
+    folder = Path(path)
+    if config.merged and not (folder / "config.json").is_file():
+        what = "an adapter" if (folder / "adapter_config.json").is_file() else "not a model"
+        raise ConfigError(
+            "Invalid server options",
+            [
+                f"merged model {config.base!r} is {what} (no config.json): publish the merged "
+                "weights with `loradock merge`, or serve an adapter with --base BASE --adapter "
+                "NAME=REPO"
+            ],
+        )
 
 
 def build_app(config: ServerConfig, *, registry: Any = None):
@@ -36,7 +58,8 @@ def build_app(config: ServerConfig, *, registry: Any = None):
 
         registry = Registry.open()
     base = registry.resolve_base(config.base)
-    engine = build_engine(config, base.path)
+    check_merged_model(config, base.path)
+    engine = build_engine(config, base.path, registry=registry)
     return create_app(engine, registry=registry, config=config, base=base)
 
 

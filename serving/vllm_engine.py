@@ -449,7 +449,10 @@ def create_engine(config: Any, base_path: str | Path, *, registry: Any = None) -
             ranks.append(registry.resolve(target).artifact.max_rank)
         if opt("allow_any_registry_adapter", True):
             base_id = str(config.base).split("@", 1)[0]
-            ranks += [getattr(r, "rank", None) for r in registry.search(base_model=base_id)]
+            # Every adapter for the base, not a page of them: one rank above the limit would
+            # be refused for the server's life.
+            rows = registry.compatible(base_id, limit=None)
+            ranks += [getattr(r, "rank", None) for r in rows]
     return VllmEngine(
         base_path,
         base_name=base_name,

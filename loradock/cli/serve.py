@@ -1,4 +1,9 @@
-"""``loradock serve``: parse options into a ServerConfig and call ``serving.server.serve``."""
+"""``loradock serve``: parse options into a ServerConfig and call ``serving.server.serve``.
+
+``--merged REPO[@rev]`` serves a model published by ``loradock merge`` on vLLM (``--engine peft``
+also works): it stands for ``--base REPO@rev`` plus ``merged=True``, so it excludes ``--base``
+and ``--adapter``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,17 @@ app = typer.Typer()
 
 @app.command("serve")
 def serve_command(
-    base: Annotated[str, typer.Option("--base", help="Base model: org/name[@rev] or a folder")],
+    base: Annotated[
+        str | None, typer.Option("--base", help="Base model: org/name[@rev] or a folder")
+    ] = None,
+    merged: Annotated[
+        str | None,
+        typer.Option(
+            "--merged",
+            help="Serve a merged model (loradock merge) ORG/NAME[@rev] alone, no adapters; "
+            "engine vllm unless --engine peft",
+        ),
+    ] = None,
     adapter: Annotated[
         list[str] | None,
         typer.Option("--adapter", help="Served alias NAME=ORG/REPO[@rev|@alias] (repeatable)"),
@@ -25,7 +40,12 @@ def serve_command(
             "folder's own name)",
         ),
     ] = None,
-    engine: Annotated[str, typer.Option("--engine", help="peft (hot-swap) or vllm")] = "peft",
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine", help="peft (hot-swap) or vllm (default: peft; vllm with --merged)"
+        ),
+    ] = None,
     max_loaded: Annotated[int, typer.Option("--max-loaded", help="Adapters attached at once")] = 8,
     max_cpu_adapters: Annotated[
         int, typer.Option("--max-cpu-adapters", help="Adapters kept in CPU memory")
@@ -53,18 +73,51 @@ def serve_command(
     threads: Annotated[
         int | None, typer.Option("--threads", help="Torch threads of the model thread")
     ] = None,
+    max_lora_rank: Annotated[
+        int | None,
+        typer.Option("--max-lora-rank", help="vLLM: largest adapter rank (default: registry's)"),
+    ] = None,
+    tensor_parallel_size: Annotated[
+        int | None,
+        typer.Option("--tensor-parallel-size", help="vLLM: GPUs to split the model over"),
+    ] = None,
+    gpu_memory_utilization: Annotated[
+        float | None,
+        typer.Option(
+            "--gpu-memory-utilization", help="vLLM: share of GPU memory to use, in (0, 1]"
+        ),
+    ] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
 ) -> None:
     """Serve an OpenAI-compatible endpoint for the base and its adapters."""
+    from loradock.errors import ConfigError
     from loradock.serving.config import ServerConfig
     from loradock.serving.server import serve
 
+    if merged is not None and (base is not None or adapter):
+        given = " and ".join(f for f, v in (("--base", base), ("--adapter", adapter)) if v)
+        raise ConfigError(
+            "Invalid serve options",
+            [
+                f"--merged {merged!r} is given with {given}: a merged model is served alone; "
+                "use either --merged ORG/NAME[@rev] or --base BASE [--adapter NAME=REPO ...]"
+            ],
+        )
+    if merged is None and base is None:
+        raise ConfigError(
+            "Invalid serve options",
+            ["name a model: --base BASE (with adapters) or --merged ORG/NAME[@rev]"],
+        )
     config = ServerConfig(
-        base=base,
+        base=merged if merged is not None else base,
+        merged=merged is not None,
         served_base_name=served_name,
         adapters=ServerConfig.parse_adapter_options(adapter or []),
-        engine=engine,
+        engine=engine or ("vllm" if merged is not None else "peft"),
+        max_lora_rank=max_lora_rank,
+        tensor_parallel_size=tensor_parallel_size,
+        gpu_memory_utilization=gpu_memory_utilization,
         max_loaded=max_loaded,
         max_cpu_adapters=max_cpu_adapters,
         max_batch_size=max_batch_size,

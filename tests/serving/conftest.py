@@ -1,7 +1,7 @@
 """Serving fixtures: a registry in a LocalHub with a tiny base and adapters, and a live server.
 
 ``engine_kind`` parametrises the API tests over engines ("peft" here; S2 adds "vllm").
-``make_engine(kind, config, base_path)`` is the one place that builds an engine for tests.
+``make_engine(kind, config, base_path, registry)`` is the one place that builds an engine for tests.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ ADMIN_KEY = "sk-test-admin"
 BASE_ID = "tiny/base"
 
 
-def make_engine(kind: str, config, base_path):
+def make_engine(kind: str, config, base_path, registry=None):
     from loradock.serving.server import build_engine
 
-    return build_engine(config, base_path)
+    return build_engine(config, base_path, registry=registry)
 
 
 def clone_adapter(src: Path, dst: Path, seed: int) -> Path:
@@ -53,19 +53,58 @@ class Published:
     root: Path = Path()
 
 
-def publish_fixture_registry(root: Path, base_folder: Path, adapter_src: Path, n: int) -> Published:
-    """A LocalHub registry under ``root``: tiny/base, ``n`` adapters, one incompatible one."""
+def open_registry(root: Path):
+    """A registry whose LocalHub, index and snapshots all live under ``root``."""
     from loradock.registry.api import Registry
-    from loradock.registry.card import build_adapter_card, build_base_card
     from loradock.settings import Settings
 
-    settings = Settings(
-        home=root,
-        hub_dir=root / "hub",
-        index_path=root / "index.sqlite",
-        cache_dir=root / "snapshots",
+    return Registry.open(
+        Settings(
+            home=root,
+            hub_dir=root / "hub",
+            index_path=root / "index.sqlite",
+            cache_dir=root / "snapshots",
+        )
     )
-    registry = Registry.open(settings)
+
+
+def publish_merged(root: Path, base: Path, adapter: Path, repo_id: str):
+    """A registry under ``root`` holding ``adapter`` merged into ``base`` (alias ``prod``), as
+    ``loradock merge`` publishes it (training is not imported: the parts stay apart)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from loradock.registry.card import build_adapter_card
+
+    merged_dir = root / "merged"
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    PeftModel.from_pretrained(model, adapter).merge_and_unload().save_pretrained(merged_dir)
+    AutoTokenizer.from_pretrained(base).save_pretrained(merged_dir)
+    registry = open_registry(root / "registry")
+    card = build_adapter_card(base_model=BASE_ID, relation="merge", tags=["merged"])
+    registry.publish_base(merged_dir, repo_id, card=card, aliases=("prod",))
+    return registry
+
+
+def config_from_cli(monkeypatch, args: list[str]):
+    """The ServerConfig ``loradock serve ARGS`` would serve (the server itself is not run)."""
+    from typer.testing import CliRunner
+
+    from loradock.cli import app
+
+    seen = []
+    monkeypatch.setattr("loradock.serving.server.serve", seen.append)
+    result = CliRunner().invoke(app, ["serve", *args])
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    return seen[0]
+
+
+def publish_fixture_registry(root: Path, base_folder: Path, adapter_src: Path, n: int) -> Published:
+    """A LocalHub registry under ``root``: tiny/base, ``n`` adapters, one incompatible one."""
+    from loradock.registry.card import build_adapter_card, build_base_card
+
+    registry = open_registry(root)
     registry.publish_base(base_folder, BASE_ID, card=build_base_card())
     out = Published(registry=registry, base=registry.resolve_base(BASE_ID), root=root)
     for i in range(n):
@@ -159,7 +198,7 @@ def start_server(engine_kind: str, published: Published, **options):
         torch_threads=1,  # tiny model on a shared CPU: one thread avoids OpenMP spin contention
         **options,
     )
-    engine = make_engine(engine_kind, config, published.base.path)
+    engine = make_engine(engine_kind, config, published.base.path, registry=published.registry)
     app = create_app(engine, registry=published.registry, config=config, base=published.base)
     server = BackgroundServer(app)
     server.start()
@@ -184,3 +223,27 @@ def live_server(engine_kind, published):
         yield LiveServer(url=server.url, app=app, published=published)
     finally:
         server.stop()
+
+
+def check_merged_server(config, registry, *, prompt: str, expected: str, max_tokens: int) -> None:
+    """Serve ``config`` (a ``--merged`` one) over HTTP and check it serves the merged model alone:
+    greedy text ``expected``, /v1/models lists only it, adapter names get a 404 naming why."""
+    import httpx
+    import openai
+
+    from loradock.serving.background import BackgroundServer
+    from loradock.serving.server import build_app
+
+    with BackgroundServer(build_app(config, registry=registry)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0)
+        name = config.base_model_name
+        assert [m.id for m in client.models.list().data] == [name]
+        out = client.completions.create(
+            model=name, prompt=prompt, max_tokens=max_tokens, temperature=0
+        )
+        assert out.choices[0].text == expected
+        with pytest.raises(openai.NotFoundError, match="serves only the merged model"):
+            client.completions.create(model="acme/adapter-001", prompt=prompt, max_tokens=2)
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        assert health["merged"] is True and health["engine"] == config.engine
+        assert client.completions.create(model=name, prompt=prompt, max_tokens=1).choices

@@ -27,10 +27,31 @@ BAD = [
     ({"served_base_name": "../up"}, "never a path"),
     ({"served_base_name": "has space"}, "served base name 'has space'"),
     ({"served_base_name": "x", "adapters": {"x": "acme/x"}}, "also an --adapter name"),
+    # merged models and vLLM options
+    (
+        {"merged": True, "engine": "vllm", "adapters": {"d": "acme/d"}},
+        "adapters 'd=acme/d' given with merged=True",
+    ),
+    ({"merged": "yes"}, "merged='yes' must be True or False"),
+    ({"merged": True, "engine": "vllm", "max_lora_rank": 16}, "max_lora_rank=16 sizes LoRA"),
+    ({"merged": True, "engine": "vllm", "max_loras": 2}, "max_loras=2 sizes LoRA"),
+    ({"max_lora_rank": 16}, "max_lora_rank=16 is a vLLM option, but engine is 'peft'"),
+    ({"tensor_parallel_size": 2}, "tensor_parallel_size=2 is a vLLM option"),
+    ({"gpu_memory_utilization": 0.5}, "gpu_memory_utilization=0.5 is a vLLM option"),
+    ({"engine": "vllm", "tensor_parallel_size": 0}, "tensor_parallel_size=0 must be an integer"),
+    ({"engine": "vllm", "tensor_parallel_size": 1.5}, "tensor_parallel_size=1.5 must be"),
+    ({"engine": "vllm", "gpu_memory_utilization": 0}, "gpu_memory_utilization=0 must be"),
+    ({"engine": "vllm", "gpu_memory_utilization": 1.5}, "gpu_memory_utilization=1.5 must be"),
+    ({"engine": "vllm", "gpu_memory_utilization": "lots"}, "gpu_memory_utilization='lots'"),
+    ({"engine": "vllm", "max_lora_rank": 12}, "max_lora_rank=12 must be one of 1, 8, 16"),
+    ({"engine": "vllm", "max_lora_rank": True}, "max_lora_rank=True must be one of"),
+    ({"engine": "vllm", "max_loras": 0}, "max_loras=0 must be an integer >= 1"),
+    ({"engine": "vllm", "max_loras": 4, "max_cpu_loras": 2}, "max_cpu_loras=2 must be >= max_"),
+    ({"engine": "vllm", "kv_cache_memory_bytes": -1}, "kv_cache_memory_bytes=-1 must be"),
 ]
 
 
-@pytest.mark.parametrize(("options", "fragment"), BAD, ids=[b[1][:20] for b in BAD])
+@pytest.mark.parametrize(("options", "fragment"), BAD, ids=[b[1][:28] for b in BAD])
 def test_bad_options_are_named(options, fragment):
     with pytest.raises(ConfigError) as info:
         ServerConfig(**{"base": "tiny/base", **options})
@@ -41,6 +62,28 @@ def test_all_problems_reported_at_once():
     with pytest.raises(ConfigError) as info:
         ServerConfig(base="tiny/base", engine="x", max_loaded=0, port=-1)
     assert len(info.value.problems) == 3
+    with pytest.raises(ConfigError) as info:
+        ServerConfig(
+            base="acme/m", merged=True, engine="vllm", adapters={"d": "acme/d"},
+            max_lora_rank=3, gpu_memory_utilization=2.0, tensor_parallel_size=0,
+        )  # fmt: skip
+    # adapters, max_lora_rank (no LoRA on a merged model, and not a vLLM rank), gmu, tp
+    assert len(info.value.problems) == 5
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"merged": True},  # a merged model on the PEFT engine: a plain model, no adapters
+        {"merged": True, "engine": "vllm", "tensor_parallel_size": 2},
+        {"merged": True, "engine": "vllm", "gpu_memory_utilization": 0.9},
+        {"engine": "vllm", "max_lora_rank": 64, "max_loras": 2, "max_cpu_loras": 2},
+        {"engine": "vllm", "gpu_memory_utilization": 1, "kv_cache_memory_bytes": 2**28},
+    ],
+)
+def test_good_vllm_and_merged_options(options):
+    config = ServerConfig(base="acme/m", **options)
+    assert config.serves_adapters is not config.merged
 
 
 @pytest.mark.parametrize(
@@ -69,6 +112,59 @@ def test_cli_served_name_reaches_the_config(monkeypatch):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert seen[0].base == "/srv/models/base" and seen[0].base_model_name == "acme/base"
+
+
+def _invoke_serve(monkeypatch, args):
+    from loradock.cli import app
+
+    seen = []
+    monkeypatch.setattr("loradock.serving.server.serve", seen.append)
+    return CliRunner().invoke(app, ["serve", *args]), seen
+
+
+def test_cli_merged_serves_the_model_alone_on_vllm(monkeypatch):
+    result, seen = _invoke_serve(
+        monkeypatch,
+        ["--merged", "acme/m@prod", "--tensor-parallel-size", "2",
+         "--gpu-memory-utilization", "0.8"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    assert (config.base, config.merged, config.engine) == ("acme/m@prod", True, "vllm")
+    assert (config.tensor_parallel_size, config.gpu_memory_utilization) == (2, 0.8)
+    assert config.adapters == {} and config.base_model_name == "acme/m@prod"
+    result, seen = _invoke_serve(monkeypatch, ["--merged", "acme/m", "--engine", "peft"])
+    assert result.exit_code == 0, result.output
+    assert (seen[0].merged, seen[0].engine) == (True, "peft")
+
+
+def test_cli_lora_options_reach_the_config(monkeypatch):
+    result, seen = _invoke_serve(
+        monkeypatch, ["--base", "tiny/base", "--engine", "vllm", "--max-lora-rank", "32"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (seen[0].max_lora_rank, seen[0].merged, seen[0].engine) == (32, False, "vllm")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--merged", "acme/m", "--base", "tiny/base"], "--merged 'acme/m' is given with --base"),
+        (
+            ["--merged", "acme/m", "--adapter", "d=acme/d"],
+            "--merged 'acme/m' is given with --adapter",
+        ),
+        ([], "name a model: --base BASE"),
+        (["--merged", "acme/m", "--max-lora-rank", "16"], "max_lora_rank=16 sizes LoRA"),
+        (["--base", "tiny/base", "--max-lora-rank", "16"], "is a vLLM option"),
+        (["--merged", "acme/m", "--gpu-memory-utilization", "1.5"], "gpu_memory_utilization=1.5"),
+        (["--merged", "acme/m", "--tensor-parallel-size", "0"], "tensor_parallel_size=0"),
+    ],
+)
+def test_cli_refuses_bad_merged_and_vllm_options(monkeypatch, args, fragment):
+    result, seen = _invoke_serve(monkeypatch, args)
+    assert result.exit_code != 0 and not seen
+    assert fragment in str(result.exception) + result.output
 
 
 def test_adapter_options_parse():

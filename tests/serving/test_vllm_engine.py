@@ -1,4 +1,5 @@
-"""The vLLM engine driven directly: one engine start for the module (plus one merged)."""
+"""The vLLM engine driven directly: one engine start for the module (plus one merged, served
+through the CLI's config and the app)."""
 
 from __future__ import annotations
 
@@ -207,29 +208,27 @@ def test_bad_requests_raise_request_errors_and_the_engine_stays_up(
     assert _run(loop, engine, _request(max_tokens=1))[-1].finish_reason == "length"
 
 
-def test_merged_model_serves_the_same_text_as_the_adapter(engine, adapters, base, loop, tmp_path):
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from loradock.serving.vllm_engine import VllmEngine, VllmOptions
+def test_merged_model_serves_the_same_text_as_the_adapter(
+    engine, adapters, base, loop, tmp_path, monkeypatch
+):
+    """``loradock serve --merged REPO@prod`` end to end: CLI -> config -> registry -> vLLM ->
+    HTTP, on the one extra engine start of this module."""
+    from tests.serving.conftest import (
+        API_KEY,
+        check_merged_server,
+        config_from_cli,
+        publish_merged,
+    )
 
     spec = adapters["three"]
-    merged_dir = tmp_path / "merged"
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    PeftModel.from_pretrained(model, spec.path).merge_and_unload().save_pretrained(merged_dir)
-    AutoTokenizer.from_pretrained(base).save_pretrained(merged_dir)
-
-    lora_ids = _ids_of(_run(loop, engine, _request(adapter=spec, max_tokens=8)))
-    merged = VllmEngine(
-        merged_dir, base_name="acme/three-merged", merged=True,
-        options=VllmOptions(max_model_len=128, dtype="float32"),
+    registry = publish_merged(tmp_path, base, spec.path, "acme/three-merged")
+    config = config_from_cli(
+        monkeypatch,
+        ["--merged", "acme/three-merged@prod", "--dtype", "float32", "--max-model-len", "128",
+         "--api-key", API_KEY],
     )  # fmt: skip
-    loop.run_until_complete(merged.start())
-    try:
-        merged_ids = _ids_of(_run(loop, merged, _request(max_tokens=8)))
-        with pytest.raises(IncompatibleAdapterError, match="merged model"):
-            _run(loop, merged, _request(adapter=spec))
-    finally:
-        loop.run_until_complete(merged.shutdown())
-    assert merged_ids[:6] == lora_ids[:6]
+    assert (config.merged, config.engine, config.base) == (True, "vllm", "acme/three-merged@prod")
+    lora = _run(loop, engine, _request(adapter=spec, max_tokens=6))
+    expected = "".join(c.text for c in lora)
+    assert expected != "".join(c.text for c in _run(loop, engine, _request(max_tokens=6)))
+    check_merged_server(config, registry, prompt=PROMPT, expected=expected, max_tokens=6)

@@ -231,13 +231,13 @@ def test_create_engine_derives_limits_from_the_registry(base, adapter):
     from loradock.serving.config import ServerConfig
     from loradock.serving.vllm_engine import create_engine
 
-    class StandInRegistry:  # only what create_engine reads: resolve() and search()
+    class StandInRegistry:  # only what create_engine reads: resolve() and compatible()
         def resolve(self, name):
             assert name == "acme/x@prod"
             return SimpleNamespace(artifact=read_adapter(adapter))  # r=16
 
-        def search(self, *, base_model):
-            assert base_model == "tiny/base"
+        def compatible(self, base_model, *, limit):
+            assert (base_model, limit) == ("tiny/base", None)  # every adapter, not a page
             return [SimpleNamespace(rank=4), SimpleNamespace(rank=32), SimpleNamespace(rank=None)]
 
     config = ServerConfig(
@@ -250,3 +250,41 @@ def test_create_engine_derives_limits_from_the_registry(base, adapter):
     merged = create_engine(SimpleNamespace(base="acme/merged", merged=True), base)
     assert merged.capabilities.merged and merged.limits is None
     assert merged.base_name == "acme/merged"
+
+
+def test_server_config_options_reach_the_vllm_engine(base):
+    from loradock.serving.config import ServerConfig
+    from loradock.serving.vllm_engine import create_engine
+
+    config = ServerConfig(
+        base="acme/merged", merged=True, engine="vllm", tensor_parallel_size=2,
+        gpu_memory_utilization=0.5, kv_cache_memory_bytes=2**27, max_model_len=64,
+    )  # fmt: skip
+    merged = create_engine(config, base)
+    assert merged.merged and merged.limits is None
+    opts = merged.options
+    assert (opts.tensor_parallel_size, opts.gpu_memory_utilization) == (2, 0.5)
+    assert (opts.kv_cache_memory_bytes, opts.max_model_len) == (2**27, 64)
+    lora = ServerConfig(
+        base="tiny/base", engine="vllm", max_lora_rank=64, max_loras=3, max_cpu_loras=5
+    )
+    assert create_engine(lora, base).limits == LoraLimits(64, 3, 5)
+
+
+def test_build_engine_derives_max_lora_rank_from_the_registry(published):
+    from loradock.serving.config import ServerConfig
+    from loradock.serving.server import build_engine
+
+    ranks = {published.registry.show(r).rank for r in published.adapters}
+    assert ranks == {4}  # the fixture's adapters: rank 4, which vLLM serves at rank 8
+    config = ServerConfig(base="tiny/base", engine="vllm", max_loaded=2)
+    path = published.base.path
+    engine = build_engine(config, path, registry=published.registry)
+    # max_cpu_loras: room for every adapter of the base in the registry.
+    assert engine.limits == LoraLimits(8, max_loras=2, max_cpu_loras=len(published.adapters))
+    assert engine.capabilities.max_lora_rank == 8
+    # Without the registry nothing is known: vLLM's default rank, sized for max_loaded only.
+    assert build_engine(config, path).limits == LoraLimits(16, 2, 2)
+    # An explicit --max-lora-rank wins over the registry's.
+    explicit = ServerConfig(base="tiny/base", engine="vllm", max_lora_rank=32)
+    assert build_engine(explicit, path, registry=published.registry).limits.max_lora_rank == 32
