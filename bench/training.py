@@ -1,16 +1,21 @@
 """Training figures as ratios measured side by side in one run: ``python -m bench.training``.
 
-(a) tokens/s of ``run_job`` (the ``loradock train`` path) / a bare trl ``SFTTrainer`` script
-    with the same model, data and settings (goal >= 0.95)
-(b) tokens/s with packing (bfd) / without, on short examples, same batch size (goal >= 1.5)
+(a) tokens/s of ``run_job`` (the ``loradock train`` path) / a bare trl ``SFTTrainer`` script with
+    the same model, data and settings (goal >= 0.95), both with the job default packing for this
+    device (``packing: auto``)
+(b) tokens/s with packing (bfd, padding-free) / without, on the short ``dates`` rows, same
+    batch size (goal >= 1.5)
 (c) peak resident memory of a LoRA and a QLoRA (NF4) run, and the model's own footprint
 
-Every measurement runs in its own spawned process (so peak RSS is that run's alone); runs
-alternate ours/bare and each figure keeps the best of ``--repeats`` (a shared machine's noise
-only ever slows a run down). Tokens are non-padding input tokens (trainer's
-``num_input_tokens_seen``) over the trainer's ``train_runtime``.
+Fair by construction: every run trains ONE EPOCH OF THE SAME ROWS (packed runs take fewer,
+fuller steps), so both sides process the same real tokens, counted from the prepared data set
+(never padding); tokens/s = those tokens / the trainer's ``train_runtime`` (wall time of the
+loop). The process CPU time of the same loop is recorded too: on a shared machine it is far
+less disturbed by other jobs than wall time. Every measurement runs in its own spawned process
+(so peak RSS is that run's alone); runs alternate between the compared sides and each figure
+keeps the best of ``--repeats`` (a shared machine's noise only ever slows a run down).
 
-    python -m bench.training                      # SmolLM2-135M (needs the base imported)
+    python -m bench.training --threads 1          # SmolLM2-135M (needs the base imported)
     python -m bench.training --small --json       # tiny random model: the smoke test's size
 """
 
@@ -37,19 +42,31 @@ REAL_BASE = "loradock/SmolLM2-135M-Instruct"
 GOALS = {"loradock_vs_bare": 0.95, "packing_vs_no_packing": 1.5}
 
 
-def _settings(small: bool, steps: int | None) -> dict[str, Any]:
+def _settings(small: bool, rows: int | None) -> dict[str, Any]:
     return {
-        "max_steps": steps or (8 if small else 12),
+        "rows": rows or (96 if small else 48),  # one epoch of these rows per run
         "batch": 4,
         "max_length": 512 if small else 256,
         "lr": 2e-4,
-        "rows": 96 if small else 400,
         "r": 8 if small else 16,
     }
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _device() -> str:
+    from loradock.modeling import pick_device
+
+    return str(pick_device())
+
+
+def default_packing() -> bool:
+    """What a job's ``packing: auto`` resolves to on this machine."""
+    from loradock.training.config import TrainerSettings
+
+    return TrainerSettings().packing_on(_device())
 
 
 def _bf16() -> bool:
@@ -74,7 +91,7 @@ def run_loradock(spec: dict[str, Any]) -> dict[str, Any]:
             "lora": {"r": s["r"], "lora_alpha": 2 * s["r"], "target_modules": "all-linear"},
             "quantization": {"mode": spec.get("quant", "none")},
             "trainer": {
-                "max_steps": s["max_steps"],
+                "num_train_epochs": 1,
                 "per_device_train_batch_size": s["batch"],
                 "max_length": s["max_length"],
                 "packing": spec["packing"],
@@ -88,15 +105,38 @@ def run_loradock(spec: dict[str, Any]) -> dict[str, Any]:
             "seed": 0,
         }
     )
-    started = time.perf_counter()
     result = run_job(job, progress=False)
     summary = result.metrics["train"]
+    return _figures(summary["epoch_tokens"], summary["train_runtime"], summary["global_step"])
+
+
+def _figures(tokens: int, runtime: float, steps: int) -> dict[str, Any]:
     return {
-        "tokens_per_second": summary["tokens_per_second"],
-        "tokens": summary["num_input_tokens_seen"],
-        "train_runtime": summary["train_runtime"],
-        "wall_s": time.perf_counter() - started,
+        "tokens_per_second": tokens / runtime,
+        "tokens": tokens,
+        "steps": steps,
+        "train_runtime": runtime,
+        **_LOOP_CPU,
     }
+
+
+_LOOP_CPU: dict[str, float] = {}
+
+
+def _time_training_loop() -> None:
+    """Record the process CPU time of ``SFTTrainer.train`` (the same hook for both sides)."""
+    from trl import SFTTrainer
+
+    original = SFTTrainer.train
+
+    def train(self, *args, **kwargs):
+        started = time.process_time()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _LOOP_CPU["cpu_s"] = time.process_time() - started
+
+    SFTTrainer.train = train
 
 
 def run_bare(spec: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +163,7 @@ def run_bare(spec: dict[str, Any]) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(spec["base_path"], dtype=torch.float32)
     args = SFTConfig(
         output_dir=spec["out"],
-        max_steps=s["max_steps"],
+        num_train_epochs=1,
         per_device_train_batch_size=s["batch"],
         max_length=s["max_length"],
         packing=spec["packing"],
@@ -151,9 +191,8 @@ def run_bare(spec: dict[str, Any]) -> dict[str, Any]:
         peft_config=peft_config,
     )  # fmt: skip
     out = trainer.train()
-    tokens = int(trainer.state.num_input_tokens_seen)
-    runtime = out.metrics["train_runtime"]
-    return {"tokens_per_second": tokens / runtime, "tokens": tokens, "train_runtime": runtime}
+    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])  # one epoch, real tokens
+    return _figures(tokens, out.metrics["train_runtime"], trainer.state.global_step)
 
 
 def run_footprint(spec: dict[str, Any]) -> dict[str, Any]:
@@ -174,6 +213,11 @@ def _child(target: str, spec: dict[str, Any], queue) -> None:
     import logging
 
     logging.disable(logging.WARNING)
+    if spec.get("threads"):
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+    _time_training_loop()
     fn = {"loradock": run_loradock, "bare": run_bare, "footprint": run_footprint}[target]
     try:
         result = fn(spec)
@@ -198,8 +242,12 @@ def measure(target: str, spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return max(runs, key=lambda r: r["tokens_per_second"])
+def _best(runs: list[dict[str, Any]], key: str = "tokens_per_second") -> float:
+    return max(r[key] for r in runs)
+
+
+def _cpu_speed(run: dict[str, Any]) -> float:
+    return run["tokens"] / run["cpu_s"]
 
 
 def resolve_base(small: bool, base: str | None, tmp: Path) -> tuple[str, str]:
@@ -216,43 +264,68 @@ def resolve_base(small: bool, base: str | None, tmp: Path) -> tuple[str, str]:
 
 
 def run(
-    *, small: bool = False, base: str | None = None, repeats: int = 2, steps: int | None = None
+    *,
+    small: bool = False,
+    base: str | None = None,
+    repeats: int = 2,
+    rows: int | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    settings = _settings(small, steps)
+    settings = _settings(small, rows)
+    default = default_packing()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         name, path = resolve_base(small, base, Path(tmp))
-        spec = {"base": name, "base_path": path, "settings": settings, "packing": True}
-        ours, bare = [], []
-        for _ in range(repeats):  # alternate so drifting load hits both sides alike
-            bare.append(measure("bare", spec))
-            ours.append(measure("loradock", spec))
-        no_pack = [measure("loradock", {**spec, "packing": False}) for _ in range(repeats)]
+        spec = {"base": name, "base_path": path, "settings": settings, "packing": default}
+        spec["threads"] = threads
+        runs: dict[str, list[dict[str, Any]]] = {"bare": [], "packed": [], "unpacked": []}
+        for _ in range(repeats):  # alternate so drifting load hits every side alike
+            runs["bare"].append(measure("bare", spec))
+            for packing in (default, not default):
+                side = "packed" if packing else "unpacked"
+                runs[side].append(measure("loradock", {**spec, "packing": packing}))
         lora = measure("footprint", {**spec, "quant": "none"})
         qlora = measure("footprint", {**spec, "quant": "nf4"})
-    best_ours, best_bare, best_nopack = _best(ours), _best(bare), _best(no_pack)
+    ours = runs["packed" if default else "unpacked"]
     ratios = {
-        "loradock_vs_bare": best_ours["tokens_per_second"] / best_bare["tokens_per_second"],
-        "packing_vs_no_packing": best_ours["tokens_per_second"] / best_nopack["tokens_per_second"],
+        "loradock_vs_bare": _best(ours) / _best(runs["bare"]),
+        "packing_vs_no_packing": _best(runs["packed"]) / _best(runs["unpacked"]),
     }
+    cpu = {side: [_cpu_speed(r) for r in rs] for side, rs in runs.items()}
     return {
         "model": "tiny (hidden 128, 2 layers)" if small else (base or REAL_BASE),
         "settings": settings,
+        "device": _device(),
+        "default_packing": default,
         "bf16_autocast": _bf16(),
         "ratios": ratios,
+        "ratios_by_cpu_time": {
+            "loradock_vs_bare": max(cpu["packed" if default else "unpacked"]) / max(cpu["bare"]),
+            "packing_vs_no_packing": max(cpu["packed"]) / max(cpu["unpacked"]),
+        },
         "goals": GOALS,
         "meets_goals": {k: ratios[k] >= GOALS[k] for k in GOALS},
+        "epoch_tokens": {side: rs[0]["tokens"] for side, rs in runs.items()},
+        "steps_per_epoch": {side: rs[0]["steps"] for side, rs in runs.items()},
         "tokens_per_second": {
-            "loradock_packed": [r["tokens_per_second"] for r in ours],
-            "bare_trl_packed": [r["tokens_per_second"] for r in bare],
-            "loradock_unpacked": [r["tokens_per_second"] for r in no_pack],
+            f"loradock_{side}" if side != "bare" else "bare_trl": [
+                r["tokens_per_second"] for r in rs
+            ]
+            for side, rs in runs.items()
         },
+        "tokens_per_cpu_second": cpu,
         "memory_mb": {
             "lora_peak_rss": lora["peak_rss_mb"],
             "qlora_peak_rss": qlora["peak_rss_mb"],
             "lora_model_footprint": lora["model_footprint_mb"],
             "qlora_model_footprint": qlora["model_footprint_mb"],
         },
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": threads or "default",
+            "load_avg_1m_before": load_before,
+            "load_avg_1m_after": os.getloadavg()[0],
+        },
     }
 
 
@@ -261,11 +334,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="tiny random model (smoke test)")
     parser.add_argument("--base", default=None, help=f"registry base (default {REAL_BASE})")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--rows", type=int, default=None, help="rows per epoch (one epoch a run)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per run (1 on a busy shared machine: 2 OpenMP threads then spin)",
+    )
     parser.add_argument("--out", type=Path, default=None, help=f"results file ({RESULTS})")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    results = run(small=args.small, base=args.base, repeats=args.repeats, steps=args.steps)
+    results = run(
+        small=args.small, base=args.base, repeats=args.repeats, rows=args.rows, threads=args.threads
+    )
     out = args.out or (RESULTS.with_name("training-small.json") if args.small else RESULTS)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

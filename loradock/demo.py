@@ -74,6 +74,7 @@ class DemoResult:
     base: str
     adapters: dict[str, str] = field(default_factory=dict)  # repo id -> sha
     trained: list[str] = field(default_factory=list)  # repo ids trained this run
+    reused: list[str] = field(default_factory=list)  # what an earlier run had already built
     report: Path | None = None
     answers: list[dict[str, Any]] = field(default_factory=list)
     ranking: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -175,6 +176,7 @@ def train_adapters(registry: Any, configs: list[Any], result: DemoResult) -> Non
         sha = _already_trained(registry, config)
         if sha:
             console.print(f"({i}/{len(configs)}) {repo_id}@{sha[:8]}: trained earlier, reused")
+            result.reused.append(f"train:{repo_id}")
         else:
             console.print(f"({i}/{len(configs)}) training {config.name} -> {repo_id}")
             trained = run_job(config, registry=registry, progress=True)
@@ -199,6 +201,7 @@ def evaluate_adapters(
     if marker.is_file() and json.loads(marker.read_text()) == wanted:
         console.print(f"report for these adapter revisions already at {report_dir}: reused")
         result.report = report_dir
+        result.reused.append("eval")
         return
     tasks = [*TASKS, "general_mc"] if not small else list(TASKS)
     run = evaluate(

@@ -188,7 +188,10 @@ class TrainerSettings:
     """The trl ``SFTConfig`` fields a job may set (same names; see :meth:`sft_kwargs`)."""
 
     max_length: int = 256
-    packing: bool = True
+    # "auto": packed (bfd, padding-free) on an accelerator, unpacked on a CPU. A CPU's cost per
+    # token does not fall with bigger steps, and padding-free sdpa attends over the whole packed
+    # row under a block mask, so packing there only adds work (bench/training.py, docs/training.md).
+    packing: bool | str = "auto"
     packing_strategy: str = "bfd"
     completion_only_loss: bool | None = None
     learning_rate: float = 2e-4
@@ -238,6 +241,8 @@ class TrainerSettings:
                 f"trainer.lr_scheduler_type={self.lr_scheduler_type!r} is not one of "
                 f"{', '.join(SCHEDULERS)}"
             )
+        if self.packing not in (True, False, "auto"):
+            problems.append(f"trainer.packing={self.packing!r} must be true, false or auto")
         if self.bf16 not in (True, False, "auto"):
             problems.append(f"trainer.bf16={self.bf16!r} must be true, false or auto")
         for target in [self.report_to] if isinstance(self.report_to, str) else self.report_to:
@@ -252,14 +257,20 @@ class TrainerSettings:
         targets = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
         return [t for t in targets if t != "none"] or ["none"]
 
-    def sft_kwargs(self, *, bf16: bool) -> dict[str, Any]:
-        """Keyword arguments for ``trl.SFTConfig`` (``bf16`` already resolved for the hardware)."""
+    def packing_on(self, device: str) -> bool:
+        """``packing`` resolved for a device ("auto": only off the CPU)."""
+        return device != "cpu" if self.packing == "auto" else bool(self.packing)
+
+    def sft_kwargs(self, *, bf16: bool, device: str = "cpu") -> dict[str, Any]:
+        """Keyword arguments for ``trl.SFTConfig`` (``bf16`` already resolved for the hardware,
+        ``packing`` resolved for ``device``)."""
         kwargs = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if f.name not in ("bf16", "report_to", "eval_steps")
         }
         kwargs["bf16"] = bf16
+        kwargs["packing"] = self.packing_on(device)
         kwargs["report_to"] = self.report_targets
         if self.eval_steps is not None:
             kwargs["eval_steps"] = self.eval_steps

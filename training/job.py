@@ -71,7 +71,7 @@ def sft_config(plan: JobPlan, *, progress: bool = True):
         dataloader_num_workers=0,
         dataset_num_proc=None,
         use_cpu=plan.device == "cpu",
-        **cfg.trainer.sft_kwargs(bf16=plan.bf16),
+        **cfg.trainer.sft_kwargs(bf16=plan.bf16, device=plan.device),
     )
 
 
@@ -179,11 +179,23 @@ def train(session: TrainingSession, *, resume: bool = False) -> dict[str, Any]:
         "train_runtime": runtime,
         "num_input_tokens_seen": tokens,
         "tokens_per_second": tokens / runtime if runtime else None,
+        "epoch_tokens": dataset_tokens(session.trainer.train_dataset),
         "resumed_from": checkpoint,
         "first_loss": next((e["loss"] for e in state.log_history if "loss" in e), None),
         "last_loss": next((e["loss"] for e in reversed(state.log_history) if "loss" in e), None),
     }
     return session.summary
+
+
+def dataset_tokens(dataset) -> int:
+    """Real (non-padding) tokens in one epoch of a prepared trl data set, packed or not.
+
+    The same rows give the same count either way, unlike ``num_input_tokens_seen``, which cannot
+    tell a pad token from a real one when they share an id (SmolLM2 pads with ``<|im_end|>``).
+    """
+    if dataset is None or "input_ids" not in getattr(dataset, "column_names", ()):
+        return 0
+    return sum(len(ids) for ids in dataset["input_ids"])
 
 
 def save_adapter(session: TrainingSession) -> Path:
@@ -272,6 +284,7 @@ def build_card(session: TrainingSession, heldout: dict[str, Any], repo_id: str):
             "quantization": cfg.quantization.mode,
             "trainer": cfg.to_dict()["trainer"],
             "bf16": plan.bf16,
+            "packing": cfg.trainer.packing_on(plan.device),  # "auto" resolved for this run
             "dtype": plan.dtype_name,
             "device": plan.device,
         },

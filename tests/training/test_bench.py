@@ -13,7 +13,7 @@ def test_bench_training_small(tmp_path):
     from bench import training as bench
 
     out = tmp_path / "training.json"
-    assert bench.main(["--small", "--repeats", "1", "--steps", "2", "--out", str(out)]) == 0
+    assert bench.main(["--small", "--repeats", "1", "--rows", "16", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     assert set(results["ratios"]) == {"loradock_vs_bare", "packing_vs_no_packing"}
     assert all(v > 0 for v in results["ratios"].values())

@@ -70,6 +70,7 @@ def _base() -> dict:
         ({"trainer": {"learning_rate": 0}}, "trainer.learning_rate=0"),
         ({"trainer": {"max_length": -1}}, "trainer.max_length=-1"),
         ({"trainer": {"packing_strategy": "ffd"}}, "trainer.packing_strategy='ffd'"),
+        ({"trainer": {"packing": "yes"}}, "trainer.packing='yes' must be true, false or auto"),
         ({"trainer": {"lr_scheduler_type": "step"}}, "trainer.lr_scheduler_type='step'"),
         ({"trainer": {"max_steps": 0}}, "trainer.max_steps=0"),
         ({"trainer": {"report_to": "wandb"}}, "trainer.report_to='wandb'"),
@@ -124,3 +125,15 @@ def test_bad_yaml_files(tmp_path, text, expected):
 def test_missing_job_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         JobConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("packing", "device", "expected"),
+    [("auto", "cpu", False), ("auto", "cuda", True), ("auto", "cuda:1", True),
+     (True, "cpu", True), (False, "cuda", False)],
+)  # fmt: skip
+def test_packing_auto_resolves_per_device(packing, device, expected):
+    from loradock.training.config import TrainerSettings
+
+    settings = TrainerSettings(packing=packing)
+    assert settings.sft_kwargs(bf16=False, device=device)["packing"] is expected
