@@ -335,7 +335,8 @@ def ask_side_by_side(api_url: str, api_key: str, result: DemoResult, *, n: int) 
                         "correct": text == row["answer"].strip(),
                     }
                 )
-            table.add_row(row["instruction"], row["answer"], *answers)
+            # the task instruction is the same on every row: show only the input line
+            table.add_row(row["instruction"].splitlines()[-1], row["answer"], *answers)
         console.print(table)
 
 
