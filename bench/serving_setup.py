@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import multiprocessing
 import threading
 import time
@@ -123,13 +124,26 @@ class PeakRss:
         import psutil
 
         self.proc = psutil.Process()
-        self.peak = self.start = self.proc.memory_info().rss
+        self.peak = self.start = self.rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def rss(self) -> int:
+        """This process and its children (an engine process: PEFT's or vLLM's engine core)."""
+        import psutil
+
+        total = self.proc.memory_info().rss
+        clients = set(_CLIENTS._processes) if _CLIENTS is not None else set()  # not the server's
+        for child in self.proc.children(recursive=True):
+            if child.pid in clients:
+                continue
+            with contextlib.suppress(psutil.Error):  # a child may exit between the calls
+                total += child.memory_info().rss
+        return total
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self.peak = max(self.peak, self.rss())
             time.sleep(0.02)
 
     def __enter__(self) -> PeakRss:

@@ -3,8 +3,11 @@
 (a) tokens/s of ``run_job`` (the ``loradock train`` path) / a bare trl ``SFTTrainer`` script with
     the same model, data and settings (goal >= 0.95), both with the job default packing for this
     device (``packing: auto``)
-(b) tokens/s with packing (bfd, padding-free) / without, on the short ``dates`` rows, same
-    batch size (goal >= 1.5)
+(b) tokens/s with packing (bfd, padding-free) / without, same batch size (goal >= 1.5), on
+    short varied-length instruction rows (``--data mixed``, the default:
+    ``loradock.training.mixed``) and again on the uniform ``dates`` rows (~103 tokens each);
+    each side reports its real tokens, the tokens actually computed (padding included: every
+    batch the collator hands the model is counted), steps and tokens/s
 (c) peak resident memory of a LoRA and a QLoRA (NF4) run, and the model's own footprint
 
 Fair by construction: every run trains ONE EPOCH OF THE SAME ROWS (packed runs take fewer,
@@ -16,6 +19,7 @@ less disturbed by other jobs than wall time. Every measurement runs in its own s
 keeps the best of ``--repeats`` (a shared machine's noise only ever slows a run down).
 
     python -m bench.training --threads 1          # SmolLM2-135M (needs the base imported)
+    python -m bench.training --data dates         # packing measured on the uniform rows only
     python -m bench.training --small --json       # tiny random model: the smoke test's size
 """
 
@@ -37,16 +41,18 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RESULTS = Path(__file__).parent / "results" / "training.json"
-DATA = Path(__file__).resolve().parents[1] / "training" / "data" / "dates" / "train.jsonl"
+DATES = Path(__file__).resolve().parents[1] / "training" / "data" / "dates" / "train.jsonl"
+DATA_SETS = ("mixed", "dates")
 REAL_BASE = "loradock/SmolLM2-135M-Instruct"
 GOALS = {"loradock_vs_bare": 0.95, "packing_vs_no_packing": 1.5}
 
 
 def _settings(small: bool, rows: int | None) -> dict[str, Any]:
     return {
-        "rows": rows or (96 if small else 48),  # one epoch of these rows per run
+        # One epoch of these rows per run; more mixed rows, so their lengths are a fair sample.
+        "rows": {"mixed": rows or (64 if small else 128), "dates": rows or 48},
         "batch": 4,
-        "max_length": 512 if small else 256,
+        "max_length": 512,
         "lr": 2e-4,
         "r": 8 if small else 16,
     }
@@ -62,11 +68,37 @@ def _device() -> str:
     return str(pick_device())
 
 
-def default_packing() -> bool:
-    """What a job's ``packing: auto`` resolves to on this machine."""
-    from loradock.training.config import TrainerSettings
+def write_data(name: str, rows: int, folder: Path) -> Path:
+    """The rows one side trains on, as a jsonl file both the job and the bare script read."""
+    path = folder / f"{name}.jsonl"
+    if name == "mixed":
+        from loradock.training.mixed import write_mixed
 
-    return TrainerSettings().packing_on(_device())
+        return write_mixed(path, rows)
+    path.write_text("".join(line + "\n" for line in DATES.read_text().splitlines()[:rows]))
+    return path
+
+
+def _trl_rows(path: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [
+        {
+            "prompt": [{"role": "user", "content": r["instruction"]}],
+            "completion": [{"role": "assistant", "content": r["answer"]}],
+        }
+        for r in rows
+    ]
+
+
+def default_packing(data: Path, base_path: str, settings: dict[str, Any]):
+    """What a job's ``packing: auto`` resolves to for these rows on this machine."""
+    from transformers import AutoTokenizer
+
+    from loradock.training.packing import decide_packing, token_lengths
+
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    lengths = token_lengths(_trl_rows(data), tokenizer, max_length=settings["max_length"])
+    return decide_packing("auto", _device(), lengths, settings["batch"]), lengths
 
 
 def _bf16() -> bool:
@@ -87,7 +119,7 @@ def run_loradock(spec: dict[str, Any]) -> dict[str, Any]:
         {
             "name": "bench",
             "base": {"name": spec["base"]},
-            "data": {"train": str(DATA), "max_train_rows": s["rows"]},
+            "data": {"train": spec["data"]},
             "lora": {"r": s["r"], "lora_alpha": 2 * s["r"], "target_modules": "all-linear"},
             "quantization": {"mode": spec.get("quant", "none")},
             "trainer": {
@@ -116,27 +148,37 @@ def _figures(tokens: int, runtime: float, steps: int) -> dict[str, Any]:
         "tokens": tokens,
         "steps": steps,
         "train_runtime": runtime,
-        **_LOOP_CPU,
+        **_LOOP,
     }
 
 
-_LOOP_CPU: dict[str, float] = {}
+_LOOP: dict[str, float] = {}
 
 
-def _time_training_loop() -> None:
-    """Record the process CPU time of ``SFTTrainer.train`` (the same hook for both sides)."""
+def _instrument_training_loop() -> None:
+    """Record the loop's process CPU time and the tokens the model is actually handed (padding
+    included) through the same hooks for every side: ``SFTTrainer.train`` and trl's collator."""
     from trl import SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    original = SFTTrainer.train
+    train, collate = SFTTrainer.train, DataCollatorForLanguageModeling.torch_call
+    _LOOP.update(computed_tokens=0, batches=0)
 
-    def train(self, *args, **kwargs):
+    def timed_train(self, *args, **kwargs):
         started = time.process_time()
         try:
-            return original(self, *args, **kwargs)
+            return train(self, *args, **kwargs)
         finally:
-            _LOOP_CPU["cpu_s"] = time.process_time() - started
+            _LOOP["cpu_s"] = time.process_time() - started
 
-    SFTTrainer.train = train
+    def counted_collate(self, examples):
+        batch = collate(self, examples)
+        _LOOP["computed_tokens"] += batch["input_ids"].numel()
+        _LOOP["batches"] += 1
+        return batch
+
+    SFTTrainer.train = timed_train
+    DataCollatorForLanguageModeling.torch_call = counted_collate
 
 
 def run_bare(spec: dict[str, Any]) -> dict[str, Any]:
@@ -148,16 +190,7 @@ def run_bare(spec: dict[str, Any]) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     s = spec["settings"]
-    rows = [json.loads(line) for line in DATA.read_text().splitlines()[: s["rows"]]]
-    ds = Dataset.from_list(
-        [
-            {
-                "prompt": [{"role": "user", "content": r["instruction"]}],
-                "completion": [{"role": "assistant", "content": r["answer"]}],
-            }
-            for r in rows
-        ]
-    )
+    ds = Dataset.from_list(_trl_rows(Path(spec["data"])))
     bf16 = _bf16()
     tokenizer = AutoTokenizer.from_pretrained(spec["base_path"])
     model = AutoModelForCausalLM.from_pretrained(spec["base_path"], dtype=torch.float32)
@@ -217,7 +250,7 @@ def _child(target: str, spec: dict[str, Any], queue) -> None:
         import torch
 
         torch.set_num_threads(spec["threads"])
-    _time_training_loop()
+    _instrument_training_loop()
     fn = {"loradock": run_loradock, "bare": run_bare, "footprint": run_footprint}[target]
     try:
         result = fn(spec)
@@ -263,57 +296,108 @@ def resolve_base(small: bool, base: str | None, tmp: Path) -> tuple[str, str]:
     return str(resolved.path), str(resolved.path)
 
 
+def _side(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side of a packing comparison: what it computed and how fast (best of the repeats)."""
+    first = runs[0]
+    return {
+        "real_tokens": first["tokens"],
+        "computed_tokens": first["computed_tokens"],
+        "padding_fraction": 1 - first["tokens"] / first["computed_tokens"],
+        "steps": first["steps"],
+        "tokens_per_second": [r["tokens_per_second"] for r in runs],
+        "tokens_per_cpu_second": [_cpu_speed(r) for r in runs],
+    }
+
+
+def _length_stats(lengths: list[int]) -> dict[str, float]:
+    ordered = sorted(lengths)
+    n = len(ordered)
+    return {
+        "rows": n,
+        "min": ordered[0],
+        "p10": ordered[n // 10],
+        "median": ordered[n // 2],
+        "p90": ordered[(9 * n) // 10],
+        "max": ordered[-1],
+        "mean": sum(ordered) / n,
+    }
+
+
 def run(
     *,
     small: bool = False,
     base: str | None = None,
+    data: str = "mixed",
     repeats: int = 2,
     rows: int | None = None,
     threads: int | None = None,
 ) -> dict[str, Any]:
+    if data not in DATA_SETS:
+        raise ValueError(f"data={data!r}: use one of {', '.join(DATA_SETS)}")
     settings = _settings(small, rows)
-    default = default_packing()
+    packing_sets = [data] + [d for d in DATA_SETS if d != data and data == "mixed"]
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         name, path = resolve_base(small, base, Path(tmp))
-        spec = {"base": name, "base_path": path, "settings": settings, "packing": default}
-        spec["threads"] = threads
-        runs: dict[str, list[dict[str, Any]]] = {"bare": [], "packed": [], "unpacked": []}
+        files = {d: write_data(d, settings["rows"][d], Path(tmp)) for d in packing_sets}
+        decisions = {d: default_packing(files[d], path, settings) for d in packing_sets}
+        default = decisions[data][0].packing
+        spec = {"base": name, "base_path": path, "settings": settings, "threads": threads}
+        runs: dict[str, list[dict[str, Any]]] = {"bare": []}
+        runs.update({f"{d}_{side}": [] for d in packing_sets for side in ("packed", "unpacked")})
         for _ in range(repeats):  # alternate so drifting load hits every side alike
-            runs["bare"].append(measure("bare", spec))
-            for packing in (default, not default):
-                side = "packed" if packing else "unpacked"
-                runs[side].append(measure("loradock", {**spec, "packing": packing}))
-        lora = measure("footprint", {**spec, "quant": "none"})
-        qlora = measure("footprint", {**spec, "quant": "nf4"})
-    ours = runs["packed" if default else "unpacked"]
-    ratios = {
-        "loradock_vs_bare": _best(ours) / _best(runs["bare"]),
-        "packing_vs_no_packing": _best(runs["packed"]) / _best(runs["unpacked"]),
+            primary = {**spec, "data": str(files[data])}
+            runs["bare"].append(measure("bare", {**primary, "packing": default}))
+            for d in packing_sets:
+                for packing in (default, not default) if d == data else (True, False):
+                    side = f"{d}_{'packed' if packing else 'unpacked'}"
+                    runs[side].append(
+                        measure("loradock", {**spec, "data": str(files[d]), "packing": packing})
+                    )
+        short = {**spec, "data": str(files[packing_sets[-1]])}
+        lora = measure("footprint", {**short, "packing": False, "quant": "none"})
+        qlora = measure("footprint", {**short, "packing": False, "quant": "nf4"})
+    ours = runs[f"{data}_{'packed' if default else 'unpacked'}"]
+    packing_ratio = {
+        d: _best(runs[f"{d}_packed"]) / _best(runs[f"{d}_unpacked"]) for d in packing_sets
     }
-    cpu = {side: [_cpu_speed(r) for r in rs] for side, rs in runs.items()}
+    ratios = {"loradock_vs_bare": _best(ours) / _best(runs["bare"])}
+    ratios["packing_vs_no_packing"] = packing_ratio[data]
+    ratios.update({f"packing_vs_no_packing_{d}": packing_ratio[d] for d in packing_sets[1:]})
+    cpu_best = {side: max(_cpu_speed(r) for r in rs) for side, rs in runs.items()}
     return {
         "model": "tiny (hidden 128, 2 layers)" if small else (base or REAL_BASE),
+        "data": data,
         "settings": settings,
         "device": _device(),
-        "default_packing": default,
+        "default_packing": {d: decisions[d][0].to_dict() for d in packing_sets},
         "bf16_autocast": _bf16(),
         "ratios": ratios,
         "ratios_by_cpu_time": {
-            "loradock_vs_bare": max(cpu["packed" if default else "unpacked"]) / max(cpu["bare"]),
-            "packing_vs_no_packing": max(cpu["packed"]) / max(cpu["unpacked"]),
+            "loradock_vs_bare": max(_cpu_speed(r) for r in ours) / cpu_best["bare"],
+            **{
+                f"packing_vs_no_packing_{d}": cpu_best[f"{d}_packed"] / cpu_best[f"{d}_unpacked"]
+                for d in packing_sets
+            },
         },
         "goals": GOALS,
         "meets_goals": {k: ratios[k] >= GOALS[k] for k in GOALS},
-        "epoch_tokens": {side: rs[0]["tokens"] for side, rs in runs.items()},
-        "steps_per_epoch": {side: rs[0]["steps"] for side, rs in runs.items()},
-        "tokens_per_second": {
-            f"loradock_{side}" if side != "bare" else "bare_trl": [
-                r["tokens_per_second"] for r in rs
-            ]
-            for side, rs in runs.items()
+        "packing": {
+            d: {
+                "row_tokens": _length_stats(decisions[d][1]),
+                "expected_padding_fraction": decisions[d][0].padding_fraction,
+                "packed": _side(runs[f"{d}_packed"]),
+                "unpacked": _side(runs[f"{d}_unpacked"]),
+            }
+            for d in packing_sets
         },
-        "tokens_per_cpu_second": cpu,
+        "bare_trl": {
+            "packing": default,
+            "tokens": runs["bare"][0]["tokens"],
+            "steps": runs["bare"][0]["steps"],
+            "tokens_per_second": [r["tokens_per_second"] for r in runs["bare"]],
+            "tokens_per_cpu_second": [_cpu_speed(r) for r in runs["bare"]],
+        },
         "memory_mb": {
             "lora_peak_rss": lora["peak_rss_mb"],
             "qlora_peak_rss": qlora["peak_rss_mb"],
@@ -333,6 +417,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny random model (smoke test)")
     parser.add_argument("--base", default=None, help=f"registry base (default {REAL_BASE})")
+    parser.add_argument(
+        "--data",
+        choices=DATA_SETS,
+        default="mixed",
+        help="rows for (a) and the packing figure: mixed (varied lengths; dates measured too) "
+        "or dates (uniform ~103-token rows only)",
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rows", type=int, default=None, help="rows per epoch (one epoch a run)")
     parser.add_argument(
@@ -345,7 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     results = run(
-        small=args.small, base=args.base, repeats=args.repeats, rows=args.rows, threads=args.threads
+        small=args.small,
+        base=args.base,
+        data=args.data,
+        repeats=args.repeats,
+        rows=args.rows,
+        threads=args.threads,
     )
     out = args.out or (RESULTS.with_name("training-small.json") if args.small else RESULTS)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -355,10 +451,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"model: {results['model']}  (results in {out})")
         for key, value in results["ratios"].items():
-            mark = "ok" if results["meets_goals"][key] else "BELOW GOAL"
-            print(f"  {key:24s} {value:6.3f}   goal >= {GOALS[key]}  {mark}")
+            goal = GOALS.get(key)
+            mark = "" if goal is None else ("ok" if value >= goal else "BELOW GOAL")
+            print(f"  {key:30s} {value:6.3f}   {f'goal >= {goal}' if goal else ''}  {mark}")
+        for d, figures in results["packing"].items():
+            for side in ("packed", "unpacked"):
+                f = figures[side]
+                print(
+                    f"  {d:6s} {side:9s} {f['real_tokens']:6d} real / {f['computed_tokens']:6d} "
+                    f"computed tokens ({f['padding_fraction']:.0%} padding), {f['steps']} steps, "
+                    f"{max(f['tokens_per_second']):.1f} tokens/s"
+                )
         for key, value in results["memory_mb"].items():
-            print(f"  {key:24s} {value:8.1f} MB")
+            print(f"  {key:30s} {value:8.1f} MB")
     return 0
 
 

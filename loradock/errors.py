@@ -27,6 +27,10 @@ class ProblemsError(LoradockError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{headline} ({len(self.problems)} problem(s)):\n{lines}")
 
+    def __reduce__(self):
+        # Pickled by its parts (the server's engine process sends errors to the HTTP process).
+        return type(self), (self.headline, self.problems)
+
 
 class ConfigError(ProblemsError, ValueError):
     """A config object (job YAML, server options, ...) failed validation."""
@@ -128,6 +132,13 @@ class QueueFullError(LoradockError, RuntimeError):
 
     http_status = 429
     code = "queue_full"
+
+
+class EngineError(LoradockError, RuntimeError):
+    """The model engine stopped (its process exited); the server answers 503 until restarted."""
+
+    http_status = 503
+    code = "engine_unavailable"
 
 
 class AuthenticationError(LoradockError, PermissionError):

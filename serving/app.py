@@ -171,8 +171,9 @@ def create_app(
     @app.get("/health")
     async def health():
         caps = engine.capabilities
-        return {
-            "status": "ok" if state.started else "starting",
+        stopped = getattr(engine, "dead", None)  # the engine's process exited
+        body = {
+            "status": "engine_stopped" if stopped else "ok" if state.started else "starting",
             "engine": caps.name,
             "base": config.base_model_name,
             "merged": config.merged,
@@ -180,6 +181,9 @@ def create_app(
             "max_model_len": caps.max_model_len,
             "loaded_adapters": engine.loaded_adapters(),
         }
+        if stopped:  # 503: a load balancer takes this server out; the message says why
+            return JSONResponse({**body, "detail": stopped}, status_code=503)
+        return body
 
     @app.get("/metrics")
     async def metrics():

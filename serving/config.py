@@ -47,6 +47,10 @@ class ServerConfig:
     dtype: str = "auto"
     device: str | None = None
     torch_threads: int | None = None  # the model thread's intra-op threads (None: torch's)
+    # PEFT: run the model in its own process (engine_process.py), so HTTP work never holds
+    # the GIL the model needs. False keeps it in this process (tests, notebooks, debugging).
+    # vLLM always runs its engine core in a process of its own.
+    engine_process: bool = True
     api_key: str | None = field(default=None, repr=False)
     admin_key: str | None = field(default=None, repr=False)
     host: str = "127.0.0.1"

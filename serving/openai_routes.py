@@ -77,7 +77,9 @@ async def _start(
     *,
     stream: bool,
 ) -> tuple[_Run, GenerationChunk]:
-    spec = await run_in_threadpool(state.resolver.resolve, model)
+    known, spec = state.resolver.cached(model)
+    if not known:  # the store is read in a worker thread, never on the event loop
+        spec = await run_in_threadpool(state.resolver.resolve, model)
     request = GenerationRequest(
         request_id=uuid.uuid4().hex, prompt=prompt, sampling=sampling, stream=stream
     )

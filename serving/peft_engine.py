@@ -26,6 +26,7 @@ from loradock.serving.engine import (
     GenerationChunk,
     GenerationRequest,
 )
+from loradock.serving.kv_cache import SlabCache
 from loradock.serving.multi_lora import MultiLora
 
 log = logging.getLogger(__name__)
@@ -141,14 +142,12 @@ class PeftEngine:
 
     # ---- model thread ---------------------------------------------------------------------
     def _forward(self, ids, mask, positions, past, adapter_names: list[str]):
-        from transformers import DynamicCache
-
         self._lora.set_rows([_slot_index(n) for n in adapter_names])
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=past if past is not None else DynamicCache(),
+            past_key_values=past if past is not None else SlabCache(),
             use_cache=True,
             logits_to_keep=1,
         )

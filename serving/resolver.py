@@ -8,6 +8,7 @@ Anything that looks like a path is refused before the registry sees it.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from loradock.errors import (
     InvalidNameError,
 )
 from loradock.serving.engine import AdapterSpec
+
+RESOLVE_TTL_S = 2.0  # how long a resolved name is reused before the registry is asked again
 
 
 def _looks_like_path(model: str) -> bool:
@@ -44,6 +47,7 @@ class AdapterResolver:
         max_lora_rank: int | None = None,
         base_aliases: tuple[str, ...] = (),
         merged: bool = False,
+        cache_ttl_s: float = RESOLVE_TTL_S,
     ):
         self.registry = registry
         self.base_name = base_name
@@ -55,9 +59,24 @@ class AdapterResolver:
         self.merged = merged  # a merged model is served alone: every other name is refused
         self._compat: dict[tuple[str, str], IncompatibleAdapterError | None] = {}
         self._lock = threading.Lock()
+        # name -> (expiry, spec). Resolving reads the store (two card YAML parses, ~1 ms
+        # locally; an HTTP round trip on the Hub) for every request; names are few and
+        # change rarely, so an alias moved or a revision published is seen within the TTL.
+        self.cache_ttl_s = cache_ttl_s
+        self._resolved: dict[str, tuple[float, AdapterSpec]] = {}
 
     def is_base(self, model: str) -> bool:
         return model in self.base_names
+
+    def cached(self, model: str) -> tuple[bool, AdapterSpec | None]:
+        """``(True, spec)`` when ``model`` resolves without reading the store (the base, or a
+        name resolved less than ``cache_ttl_s`` ago); ``(False, None)`` when it must be read."""
+        if self.is_base(model):
+            return True, None
+        hit = self._resolved.get(model)
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
 
     def resolve(self, model: str) -> AdapterSpec | None:
         """``None`` for the base model; an ``AdapterSpec`` for an adapter; raises otherwise."""
@@ -75,7 +94,7 @@ class AdapterResolver:
         resolved = self.registry.resolve(target)
         self._check(resolved, model)
         artifact = resolved.artifact
-        return AdapterSpec(
+        spec = AdapterSpec(
             name=model,
             repo_id=resolved.repo_id,
             sha=resolved.sha,
@@ -83,6 +102,9 @@ class AdapterResolver:
             rank=int(getattr(artifact, "max_rank", None) or artifact.rank),
             target_modules=tuple(artifact.target_modules),
         )
+        if self.cache_ttl_s > 0:
+            self._resolved[model] = (time.monotonic() + self.cache_ttl_s, spec)
+        return spec
 
     def _registry_name(self, model: str) -> str:
         if _looks_like_path(model):

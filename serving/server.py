@@ -26,9 +26,14 @@ def build_engine(config: ServerConfig, base_path: str | Path, *, registry: Any =
         from loradock.serving.vllm_engine import create_engine
 
         return create_engine(config, base_path, registry=registry)
-    from loradock.serving.peft_engine import PeftEngine
+    if config.engine_process:
+        from loradock.serving.engine_process import ProcessEngine
 
-    engine = PeftEngine.from_config(config, base_path)
+        engine = ProcessEngine.from_config(config, base_path)
+    else:
+        from loradock.serving.peft_engine import PeftEngine
+
+        engine = PeftEngine.from_config(config, base_path)
     if config.merged:  # the app refuses adapter names; the capabilities say why
         engine.capabilities = replace(engine.capabilities, merged=True, max_lora_rank=None)
     return engine

@@ -188,9 +188,8 @@ class TrainerSettings:
     """The trl ``SFTConfig`` fields a job may set (same names; see :meth:`sft_kwargs`)."""
 
     max_length: int = 256
-    # "auto": packed (bfd, padding-free) on an accelerator, unpacked on a CPU. A CPU's cost per
-    # token does not fall with bigger steps, and padding-free sdpa attends over the whole packed
-    # row under a block mask, so packing there only adds work (bench/training.py, docs/training.md).
+    # "auto": packed (bfd, padding-free) on an accelerator; on a CPU only when unpacked batches
+    # would be mostly padding (decided from the data: loradock.training.packing).
     packing: bool | str = "auto"
     packing_strategy: str = "bfd"
     completion_only_loss: bool | None = None
@@ -257,20 +256,16 @@ class TrainerSettings:
         targets = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
         return [t for t in targets if t != "none"] or ["none"]
 
-    def packing_on(self, device: str) -> bool:
-        """``packing`` resolved for a device ("auto": only off the CPU)."""
-        return device != "cpu" if self.packing == "auto" else bool(self.packing)
-
-    def sft_kwargs(self, *, bf16: bool, device: str = "cpu") -> dict[str, Any]:
+    def sft_kwargs(self, *, bf16: bool, packing: bool) -> dict[str, Any]:
         """Keyword arguments for ``trl.SFTConfig`` (``bf16`` already resolved for the hardware,
-        ``packing`` resolved for ``device``)."""
+        ``packing`` resolved for the device and data: :func:`loradock.training.packing.decide_packing`)."""
         kwargs = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if f.name not in ("bf16", "report_to", "eval_steps")
         }
         kwargs["bf16"] = bf16
-        kwargs["packing"] = self.packing_on(device)
+        kwargs["packing"] = packing
         kwargs["report_to"] = self.report_targets
         if self.eval_steps is not None:
             kwargs["eval_steps"] = self.eval_steps

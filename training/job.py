@@ -15,6 +15,7 @@ from typing import Any
 
 from loradock.errors import ConfigError
 from loradock.training.config import JobConfig
+from loradock.training.packing import PackingDecision, decide_for_rows
 from loradock.training.preflight import JobPlan, preflight
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,11 @@ class TrainingSession:
     plan: JobPlan
     trainer: Any
     tokenizer: Any
+    packing: PackingDecision
     summary: dict[str, Any] = field(default_factory=dict)
+    # The base model's own attention implementation, put back after training (None: unchanged).
+    attention_to_restore: str | None = None
+    base_model: Any = None
 
     @property
     def model(self):
@@ -52,8 +57,8 @@ class TrainingSession:
         return self.plan.config.output_dir / CHECKPOINTS
 
 
-def sft_config(plan: JobPlan, *, progress: bool = True):
-    """The trl ``SFTConfig`` for a plan (also what the benchmark's bare script uses)."""
+def sft_config(plan: JobPlan, *, packing: bool, progress: bool = True):
+    """The trl ``SFTConfig`` for a plan, with ``packing`` resolved (:func:`decide_packing`)."""
     from trl import SFTConfig
 
     cfg = plan.config
@@ -71,7 +76,7 @@ def sft_config(plan: JobPlan, *, progress: bool = True):
         dataloader_num_workers=0,
         dataset_num_proc=None,
         use_cpu=plan.device == "cpu",
-        **cfg.trainer.sft_kwargs(bf16=plan.bf16, device=plan.device),
+        **cfg.trainer.sft_kwargs(bf16=plan.bf16, packing=packing),
     )
 
 
@@ -116,12 +121,28 @@ def build_session(plan: JobPlan, *, progress: bool = True) -> TrainingSession:
     """Load the model and data and build the ``SFTTrainer`` (nothing trained yet)."""
     from trl import SFTTrainer
 
+    from loradock.training.packed_attention import use_training_attention
+
+    trainer_cfg = plan.config.trainer
     model, tokenizer = load_model(plan)
+    train_rows = plan.data.trl_train()
+    packing = decide_for_rows(
+        trainer_cfg.packing,
+        plan.device,
+        train_rows,
+        tokenizer,
+        batch_size=trainer_cfg.per_device_train_batch_size,
+        max_length=trainer_cfg.max_length,
+    )
+    # bfd packing is padding-free: attend within each packed example, not the whole row
+    # ("wrapped" packing makes ordinary rows, so it trains like unpacked data).
+    padding_free = packing.packing and trainer_cfg.packing_strategy != "wrapped"
+    previous = use_training_attention(model, packed=padding_free, device=plan.device)
     peft_config = plan.config.lora.to_peft()
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(plan, progress=progress),
-        train_dataset=plan.data.trl_train(),
+        args=sft_config(plan, packing=packing.packing, progress=progress),
+        train_dataset=train_rows,
         eval_dataset=plan.data.trl_validation(),
         processing_class=tokenizer,
         peft_config=peft_config,
@@ -132,8 +153,15 @@ def build_session(plan: JobPlan, *, progress: bool = True) -> TrainingSession:
 
         # Without a bar the trainer prints raw dicts on stdout; our loss log goes to logging.
         trainer.remove_callback(PrinterCallback)
-    _check_trainable_tokens(trainer.train_dataset, plan.config.trainer.max_length)
-    return TrainingSession(plan=plan, trainer=trainer, tokenizer=tokenizer)
+    _check_trainable_tokens(trainer.train_dataset, trainer_cfg.max_length)
+    return TrainingSession(
+        plan=plan,
+        trainer=trainer,
+        tokenizer=tokenizer,
+        packing=packing,
+        attention_to_restore=previous,
+        base_model=model,
+    )
 
 
 def _check_trainable_tokens(dataset, max_length: int) -> None:
@@ -168,19 +196,27 @@ def train(session: TrainingSession, *, resume: bool = False) -> dict[str, Any]:
                 f"Cannot resume job {session.plan.config.name!r}",
                 [f"no checkpoint-* folder in {str(folder)!r}: run without --resume first"],
             )
+    from loradock.training.packed_attention import restore_attention
+
     started = time.perf_counter()
-    output = session.trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        output = session.trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        # Evaluation, generation and anything after training see the model as it was loaded.
+        restore_attention(session.base_model, session.attention_to_restore)
     state = session.trainer.state
     runtime = output.metrics.get("train_runtime") or (time.perf_counter() - started)
     tokens = int(state.num_input_tokens_seen or 0)
     session.summary = {
         "global_step": state.global_step,
+        "world_size": session.trainer.args.world_size,  # processes that trained (accelerate)
         "train_loss": output.training_loss,
         "train_runtime": runtime,
         "num_input_tokens_seen": tokens,
         "tokens_per_second": tokens / runtime if runtime else None,
         "epoch_tokens": dataset_tokens(session.trainer.train_dataset),
         "resumed_from": checkpoint,
+        "packing": session.packing.to_dict(),
         "first_loss": next((e["loss"] for e in state.log_history if "loss" in e), None),
         "last_loss": next((e["loss"] for e in reversed(state.log_history) if "loss" in e), None),
     }
@@ -284,7 +320,7 @@ def build_card(session: TrainingSession, heldout: dict[str, Any], repo_id: str):
             "quantization": cfg.quantization.mode,
             "trainer": cfg.to_dict()["trainer"],
             "bf16": plan.bf16,
-            "packing": cfg.trainer.packing_on(plan.device),  # "auto" resolved for this run
+            "packing": session.packing.packing,  # "auto" resolved for this run and data
             "dtype": plan.dtype_name,
             "device": plan.device,
         },

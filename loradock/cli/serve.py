@@ -73,6 +73,13 @@ def serve_command(
     threads: Annotated[
         int | None, typer.Option("--threads", help="Torch threads of the model thread")
     ] = None,
+    engine_process: Annotated[
+        bool,
+        typer.Option(
+            "--engine-process/--in-process",
+            help="PEFT: run the model in its own process (no GIL shared with HTTP work)",
+        ),
+    ] = True,
     max_lora_rank: Annotated[
         int | None,
         typer.Option("--max-lora-rank", help="vLLM: largest adapter rank (default: registry's)"),
@@ -128,6 +135,7 @@ def serve_command(
         api_key=api_key,
         admin_key=admin_key,
         torch_threads=threads,
+        engine_process=engine_process,
         host=host,
         port=port,
         allow_any_registry_adapter=not only_listed,

@@ -1,6 +1,8 @@
 """Serving fixtures: a registry in a LocalHub with a tiny base and adapters, and a live server.
 
-``engine_kind`` parametrises the API tests over engines ("peft" here; S2 adds "vllm").
+``engine_kind`` parametrises the API tests over engines: "peft" (the PEFT engine in the server's
+process), "peft-process" (the same engine in its own process, what ``loradock serve`` runs) and
+"vllm".
 ``make_engine(kind, config, base_path, registry)`` is the one place that builds an engine for tests.
 """
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ENGINE_KINDS = ["peft", "vllm"]
+ENGINE_KINDS = ["peft", "peft-process", "vllm"]
 API_KEY = "sk-test-api"
 ADMIN_KEY = "sk-test-admin"
 BASE_ID = "tiny/base"
@@ -190,7 +192,8 @@ def start_server(engine_kind: str, published: Published, **options):
         _skip_unless_vllm_can_run(published.base.path)
     config = ServerConfig(
         base=BASE_ID,
-        engine=engine_kind,
+        engine="vllm" if engine_kind == "vllm" else "peft",
+        engine_process=engine_kind == "peft-process",
         api_key=API_KEY,
         admin_key=ADMIN_KEY,
         dtype="float32",

@@ -13,12 +13,30 @@ def test_bench_training_small(tmp_path):
     from bench import training as bench
 
     out = tmp_path / "training.json"
-    assert bench.main(["--small", "--repeats", "1", "--rows", "16", "--out", str(out)]) == 0
+    argv = ["--small", "--repeats", "1", "--rows", "12", "--threads", "1", "--out", str(out)]
+    assert bench.main(argv) == 0
     results = json.loads(out.read_text())
-    assert set(results["ratios"]) == {"loradock_vs_bare", "packing_vs_no_packing"}
+    assert set(results["ratios"]) == {
+        "loradock_vs_bare",
+        "packing_vs_no_packing",
+        "packing_vs_no_packing_dates",
+    }
     assert all(v > 0 for v in results["ratios"].values())
-    speeds = results["tokens_per_second"]
-    assert all(len(v) == 1 and v[0] > 0 for v in speeds.values())
+    for data in ("mixed", "dates"):
+        figures = results["packing"][data]
+        packed, unpacked = figures["packed"], figures["unpacked"]
+        # Same rows, one epoch: the same real tokens; only the unpacked side computes padding.
+        assert packed["real_tokens"] == unpacked["real_tokens"] > 0
+        assert packed["computed_tokens"] == packed["real_tokens"]
+        assert unpacked["computed_tokens"] >= unpacked["real_tokens"]
+        assert packed["steps"] <= unpacked["steps"]
+        assert len(packed["tokens_per_second"]) == 1 and packed["tokens_per_second"][0] > 0
+        assert results["default_packing"][data]["padding_fraction"] is not None
+    # Varied lengths waste more on padding than the uniform dates rows.
+    assert (
+        results["packing"]["mixed"]["unpacked"]["padding_fraction"]
+        > results["packing"]["dates"]["unpacked"]["padding_fraction"]
+    )
     memory = results["memory_mb"]
     assert memory["lora_peak_rss"] > 0 and memory["qlora_peak_rss"] > 0
     # NF4 weights take less memory than fp32 ones (timings are never asserted).

@@ -125,15 +125,3 @@ def test_bad_yaml_files(tmp_path, text, expected):
 def test_missing_job_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         JobConfig.from_yaml(tmp_path / "nope.yaml")
-
-
-@pytest.mark.parametrize(
-    ("packing", "device", "expected"),
-    [("auto", "cpu", False), ("auto", "cuda", True), ("auto", "cuda:1", True),
-     (True, "cpu", True), (False, "cuda", False)],
-)  # fmt: skip
-def test_packing_auto_resolves_per_device(packing, device, expected):
-    from loradock.training.config import TrainerSettings
-
-    settings = TrainerSettings(packing=packing)
-    assert settings.sft_kwargs(bf16=False, device=device)["packing"] is expected
