@@ -100,7 +100,15 @@ class ContinuousBatcher:
         self._mask: torch.Tensor | None = None
         self._running = False
         self._thread: threading.Thread | None = None
-        self.stats: dict[str, float] = {"steps": 0, "batched_rows": 0, "max_batch_seen": 0}
+        self.stats: dict[str, float] = {
+            "steps": 0,
+            "batched_rows": 0,
+            "max_batch_seen": 0,
+            # seconds of the model thread: where an engine's time goes (/metrics, the bench)
+            "prefill_seconds": 0.0,
+            "decode_seconds": 0.0,
+            "idle_seconds": 0.0,  # nothing to run, or gathering a burst of arrivals
+        }
 
     # ---- event-loop side ------------------------------------------------------------------
     def start(self) -> None:
@@ -148,11 +156,16 @@ class ContinuousBatcher:
             while self._running:
                 try:
                     self._run_commands()
+                    started = time.perf_counter()
                     new = self._admit()
+                    admitted = time.perf_counter()
+                    self.stats["idle_seconds"] += admitted - started
                     if new:
                         self._prefill(new)
+                        self.stats["prefill_seconds"] += time.perf_counter() - admitted
                     elif self._active:
                         self._decode()
+                        self.stats["decode_seconds"] += time.perf_counter() - admitted
                 except Exception as exc:  # a failed step must not take the server down
                     log.exception("generation step failed")
                     for seq in self._active:

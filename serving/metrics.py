@@ -49,6 +49,24 @@ _ENGINE_METRICS: dict[str, tuple[str, str, str, dict[str, str]]] = {
     ),
     "batch_steps": ("loradock_batch_steps", "Forward passes run", "counter", {}),
     "batch_batched_rows": ("loradock_batch_rows", "Sequence-steps run in batches", "counter", {}),
+    "batch_prefill_seconds": (
+        "loradock_engine_seconds",
+        "Model-thread time by activity",
+        "counter",
+        {"activity": "prefill"},
+    ),
+    "batch_decode_seconds": (
+        "loradock_engine_seconds",
+        "Model-thread time by activity",
+        "counter",
+        {"activity": "decode"},
+    ),
+    "batch_idle_seconds": (
+        "loradock_engine_seconds",
+        "Model-thread time by activity",
+        "counter",
+        {"activity": "idle"},
+    ),
 }
 
 

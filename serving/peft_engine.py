@@ -18,6 +18,7 @@ from typing import Any
 
 from loradock.errors import RequestError
 from loradock.serving.adapter_cache import AdapterCache, CpuAdapter, adapter_key
+from loradock.serving.attention import use_grouped_attention
 from loradock.serving.batcher import BASE_ADAPTER, ContinuousBatcher, Sequence
 from loradock.serving.decoding import TextState
 from loradock.serving.engine import (
@@ -105,6 +106,7 @@ class PeftEngine:
         dtype = pick_dtype(self._device, self._dtype_name)
         self.model, self.tokenizer = load_base(self.base_path, dtype=dtype, device=self._device)
         self.model.eval()
+        use_grouped_attention(self.model)  # GQA without copying the KV cache every step
         self._lora = MultiLora(self.model, self.capabilities.max_loaded)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit and limit < self.capabilities.max_model_len:

@@ -210,6 +210,7 @@ def train(session: TrainingSession, *, resume: bool = False) -> dict[str, Any]:
     session.summary = {
         "global_step": state.global_step,
         "world_size": session.trainer.args.world_size,  # processes that trained (accelerate)
+        "distributed": session.trainer.accelerator.distributed_type.value,
         "train_loss": output.training_loss,
         "train_runtime": runtime,
         "num_input_tokens_seen": tokens,

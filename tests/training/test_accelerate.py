@@ -56,20 +56,32 @@ def _launch(launcher_args: list[str], job: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
-def test_two_cpu_processes_train_and_publish_once(tmp_path, tiny_registry_base, registry):
+# DDP: `--multi_gpu` is accelerate's torchrun launcher; on a machine without GPUs each process
+# runs on the CPU over gloo. (`--cpu --num_processes 2` starts ONE process: accelerate's simple
+# launcher needs mpirun and a hostfile for several CPU processes.)
+DDP = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+# The shipped FSDP config as it is (FSDP2, bf16 mixed precision, full state dict on rank 0).
+FSDP = ["--config_file", str(ROOT / "training" / "accelerate" / "fsdp.yaml")]
+
+
+@pytest.mark.parametrize(
+    ("launcher", "distributed"), [(DDP, "MULTI_CPU"), (FSDP, "FSDP")], ids=["ddp", "fsdp"]
+)
+def test_two_cpu_processes_train_and_publish_once(
+    tmp_path, tiny_registry_base, registry, launcher, distributed
+):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     job = _tiny_job(tmp_path)
-    args = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    args += ["--mixed_precision", "no", "--dynamo_backend", "no"]
-    args += ["--main_process_port", str(_free_port())]
+    args = [*launcher, "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
     done = _launch(args, job)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
     # Two processes trained together (one gloo group of two)...
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["train"]["world_size"] == 2 and metrics["train"]["global_step"] == 4
+    train = metrics["train"]
+    assert (train["world_size"], train["distributed"], train["global_step"]) == (2, distributed, 4)
     # ...and only rank 0 published: one "published" line, one revision in the registry.
     published = [line for line in done.stdout.splitlines() if line.startswith("published ")]
     assert len(published) == 1, log[-4000:]
@@ -79,5 +91,10 @@ def test_two_cpu_processes_train_and_publish_once(tmp_path, tiny_registry_base, 
     assert published[0] == f"published local/tiny-dates-lora@{resolved.sha}"
     assert (resolved.path / "README.md").is_file()
     base = registry.resolve_base(tiny_registry_base)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base.path), resolved.path)
-    assert any("lora_A" in name for name, _ in model.named_parameters())
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base.path), resolved.path
+    )
+    # The saved adapter is the trained one (whole, not a shard): lora_B starts at zero.
+    lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+    assert lora_b and all(p.numel() > 0 for p in lora_b)
+    assert any(p.abs().sum() > 0 for p in lora_b)
