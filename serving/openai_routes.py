@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from loradock.serving.app import ServerState, error_payload, state_of
 from loradock.serving.engine import GenerationChunk, GenerationRequest, SamplingParams
@@ -101,6 +101,12 @@ def _sampling(body: Any, max_tokens: int | None) -> SamplingParams:
     )
 
 
+def _json(payload: Any) -> Response:
+    """A response model as JSON, serialized by pydantic-core in one call (a returned model
+    goes through FastAPI's ``jsonable_encoder`` first, field by field in Python)."""
+    return Response(payload.model_dump_json(), media_type="application/json")
+
+
 def _sse(payload: Any) -> str:
     data = payload.model_dump_json() if hasattr(payload, "model_dump_json") else json.dumps(payload)
     return f"data: {data}\n\n"
@@ -153,7 +159,9 @@ async def completions(body: CompletionRequest, request: Request):
         choice = CompletionChoice(
             text=(prompt + text) if body.echo else text, finish_reason=run.finish_reason
         )
-        return CompletionResponse(id=rid, model=body.model, choices=[choice], usage=run.usage())
+        return _json(
+            CompletionResponse(id=rid, model=body.model, choices=[choice], usage=run.usage())
+        )
 
     def render(chunk: GenerationChunk):
         last = chunk.finish_reason is not None
@@ -183,7 +191,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         choice = ChatChoice(
             message=ChatResponseMessage(content=text), finish_reason=run.finish_reason
         )
-        return ChatCompletionResponse(id=rid, model=body.model, choices=[choice], usage=run.usage())
+        return _json(
+            ChatCompletionResponse(id=rid, model=body.model, choices=[choice], usage=run.usage())
+        )
     usage_chunk = _wants_usage_chunk(body)
     opened = False
 
