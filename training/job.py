@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,12 @@ def build_session(plan: JobPlan, *, progress: bool = True) -> TrainingSession:
 
         # Without a bar the trainer prints raw dicts on stdout; our loss log goes to logging.
         trainer.remove_callback(PrinterCallback)
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not trainer.is_fsdp_enabled:
+        log.warning(
+            "FSDP was asked for (accelerate config) but this run is %s: on a CPU accelerate "
+            "drops FSDP and trains plain data-parallel; FSDP shards only on GPUs",
+            trainer.accelerator.distributed_type.value,
+        )
     _check_trainable_tokens(trainer.train_dataset, trainer_cfg.max_length)
     return TrainingSession(
         plan=plan,

@@ -19,11 +19,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# Pack on a CPU when unpacked batches would be more than this share padding. Measured in one
-# bench run (SmolLM2, CPU, bench/results/training.json): packed tokens/s = r / (1 - padding) x
-# unpacked, with r (packed over unpacked speed per computed token) 0.97 on uniform rows and 0.81
-# on the mixed set. Packing breaks even at padding = 1 - r: 3% to 19%. Packing also means fewer,
-# bigger optimizer steps, so pack only where it pays even at the worse r: above 20% padding.
+# Pack on a CPU when unpacked batches would be more than this share padding. Measured in two
+# bench runs (SmolLM2, CPU, bench/results/training.json): packed tokens/s = r / (1 - padding) x
+# unpacked, with r (packed over unpacked speed per computed token) 0.90-0.97 on uniform rows and
+# 0.80-0.81 on the mixed set. Packing breaks even at padding = 1 - r: 3% to 20%. It also means
+# fewer, bigger optimizer steps, so pack only where it pays even at the worst r: above 20%.
 PADDING_THRESHOLD = 0.20
 # Lengths are read from at most this many rows (a seeded sample): the estimate needs the
 # length distribution, not every row.
