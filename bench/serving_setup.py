@@ -281,6 +281,59 @@ def offline_merged_tps(setup: BenchSetup, prompts: list[str], max_tokens: int) -
     return best
 
 
+def engine_tps(
+    setup: BenchSetup, jobs: list[tuple[str, str]], *, max_tokens: int, max_batch_size: int
+) -> float:
+    """Tokens/s of the PEFT engine driven directly (no HTTP, no client, in this process):
+    ``jobs`` submitted all at once, each adapter resolved and attached beforehand."""
+    from loradock.serving.config import ServerConfig
+    from loradock.serving.engine import AdapterSpec, GenerationRequest, SamplingParams
+    from loradock.serving.server import build_engine
+
+    config = ServerConfig(
+        base="bench/base",
+        dtype="float32",
+        torch_threads=setup.threads,
+        max_loaded=8,
+        max_batch_size=max_batch_size,
+        max_model_len=256,
+        engine_process=False,
+    )
+    engine = build_engine(config, setup.base.path)
+    specs = {}
+    for name in {model for model, _ in jobs}:
+        r = setup.registry.resolve(name)
+        specs[name] = AdapterSpec(name=name, repo_id=r.repo_id, sha=r.sha, path=r.path, rank=8)
+
+    async def run() -> float:
+        await engine.start()
+        try:
+            for spec in specs.values():
+                await engine.load(spec)
+
+            async def one(i: int, model: str, prompt: str, tokens: int) -> int:
+                sampling = SamplingParams(max_tokens=tokens, temperature=0)
+                request = GenerationRequest(str(i), prompt, sampling, specs[model], stream=False)
+                done = 0
+                async for chunk in engine.generate(request):
+                    done = chunk.completion_tokens
+                return done
+
+            await asyncio.gather(*(one(i, m, p, 4) for i, (m, p) in enumerate(jobs)))  # warm-up
+            best = 0.0
+            for _ in range(REPEATS):
+                started = time.perf_counter()
+                counts = await asyncio.gather(
+                    *(one(i, m, p, max_tokens) for i, (m, p) in enumerate(jobs))
+                )
+                best = max(best, sum(counts) / (time.perf_counter() - started))
+            return best
+        finally:
+            await engine.shutdown()
+
+    return asyncio.run(run())
+
+
 def best_of(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """The fastest of ``REPEATS`` runs: other processes on a shared machine only slow runs down."""
     return max((run() for _ in range(REPEATS)), key=lambda r: r["tps"])

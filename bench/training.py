@@ -51,11 +51,19 @@ def _settings(small: bool, rows: int | None) -> dict[str, Any]:
     return {
         # One epoch of these rows per run; more mixed rows, so their lengths are a fair sample.
         "rows": {"mixed": rows or (64 if small else 128), "dates": rows or 48},
-        "batch": 4,
+        # The shipped jobs' batch size (TrainerSettings' default): packing's gain depends on
+        # it (an unpacked batch pads to its longest row), so bench what a job runs.
+        "batch": _job_batch_size(),
         "max_length": 512,
         "lr": 2e-4,
         "r": 8 if small else 16,
     }
+
+
+def _job_batch_size() -> int:
+    from loradock.training.config import TrainerSettings
+
+    return TrainerSettings().per_device_train_batch_size
 
 
 def _peak_rss_mb() -> float:
