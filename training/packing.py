@@ -19,12 +19,13 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# Pack on a CPU when unpacked batches would be more than this share padding. Measured in two
-# bench runs (SmolLM2, CPU, bench/results/training.json): packed tokens/s = r / (1 - padding) x
-# unpacked, with r (packed over unpacked speed per computed token) 0.90-0.97 on uniform rows and
-# 0.80-0.81 on the mixed set. Packing breaks even at padding = 1 - r: 3% to 20%. It also means
-# fewer, bigger optimizer steps, so pack only where it pays even at the worst r: above 20%.
-PADDING_THRESHOLD = 0.20
+# Pack on a CPU when unpacked batches would be more than this share padding. Measured in the
+# bench (SmolLM2, CPU, bench/results/training.json): packed tokens/s = r / (1 - padding) x
+# unpacked, with r (packed over unpacked speed per computed token) 0.90-1.0 on uniform rows,
+# 0.80-0.81 on the mixed set at batch 4 and 0.67 at batch 8 (one longer packed row costs more
+# per token in trl's LM-head step). Packing breaks even at padding = 1 - r: up to 33%. It also
+# means fewer, bigger optimizer steps, so pack only where it pays even at the worst r.
+PADDING_THRESHOLD = 0.33
 # Lengths are read from at most this many rows (a seeded sample): the estimate needs the
 # length distribution, not every row.
 MAX_ROWS_MEASURED = 2000
