@@ -263,6 +263,11 @@ class ProcessEngine:
 # ---- the child process --------------------------------------------------------------------
 def child_main(conn: Any, base_path: str, options: dict[str, Any]) -> None:
     """Entry point of the engine process: run a ``PeftEngine`` until told to stop."""
+    import signal
+
+    # Ctrl-C in a terminal reaches the whole process group: the HTTP process stops this one
+    # in order (its lifespan sends "stop"), and if it dies the pipe closes and this one stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(_serve(conn, base_path, options))
 
