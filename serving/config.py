@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from loradock.errors import ConfigError, InvalidNameError
 from loradock.registry.names import parse_name, validate_repo_id
@@ -71,6 +72,20 @@ class ServerConfig:
     @property
     def serves_adapters(self) -> bool:
         return not self.merged
+
+    def peft_engine_options(self) -> dict[str, Any]:
+        """``PeftEngine`` keyword options (all but ``base_name``), in or out of process."""
+        return {
+            "max_loaded": self.max_loaded,
+            "max_cpu_adapters": self.max_cpu_adapters,
+            "max_batch_size": self.max_batch_size,
+            "max_wait_ms": self.max_wait_ms,
+            "max_queue": self.max_queue,
+            "max_model_len": self.max_model_len,
+            "dtype": self.dtype,
+            "device": self.device,
+            "threads": self.torch_threads,
+        }
 
     def __post_init__(self) -> None:
         problems: list[str] = []

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+from loradock.errors import RequestError
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -108,3 +110,12 @@ class Engine(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str: ...
+
+
+def check_prompt_fits(n_tokens: int, max_model_len: int) -> None:
+    """A 400 before any work when a prompt leaves no room to generate."""
+    if n_tokens >= max_model_len:
+        raise RequestError(
+            f"The prompt is {n_tokens} tokens; this server's context is {max_model_len} tokens "
+            f"(max_model_len), leaving no room to generate. Shorten the prompt."
+        )

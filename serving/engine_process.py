@@ -35,12 +35,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loradock.errors import EngineError, RequestError
+from loradock.errors import EngineError
 from loradock.serving.engine import (
     AdapterSpec,
     EngineCapabilities,
     GenerationChunk,
     GenerationRequest,
+    check_prompt_fits,
 )
 
 log = logging.getLogger(__name__)
@@ -85,18 +86,7 @@ class ProcessEngine:
 
     @classmethod
     def from_config(cls, config: Any, base_path: str | Path) -> ProcessEngine:
-        options = {
-            "max_loaded": config.max_loaded,
-            "max_cpu_adapters": config.max_cpu_adapters,
-            "max_batch_size": config.max_batch_size,
-            "max_wait_ms": config.max_wait_ms,
-            "max_queue": config.max_queue,
-            "max_model_len": config.max_model_len,
-            "dtype": config.dtype,
-            "device": config.device,
-            "threads": config.torch_threads,
-        }
-        return cls(options, base_path, base_name=config.base_model_name)
+        return cls(config.peft_engine_options(), base_path, base_name=config.base_model_name)
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -232,12 +222,8 @@ class ProcessEngine:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         ids = request.prompt_token_ids or self.tokenizer(request.prompt)["input_ids"]
-        limit = self.capabilities.max_model_len
-        if len(ids) >= limit:  # the child checks too; answering here spares it the message
-            raise RequestError(
-                f"The prompt is {len(ids)} tokens; this server's context is {limit} tokens "
-                f"(max_model_len), leaving no room to generate. Shorten the prompt."
-            )
+        # The child checks too; answering here spares it the message.
+        check_prompt_fits(len(ids), self.capabilities.max_model_len)
         rid = next(self._ids)
         queue: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
         self._streams[rid] = queue

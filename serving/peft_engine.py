@@ -26,6 +26,7 @@ from loradock.serving.engine import (
     EngineCapabilities,
     GenerationChunk,
     GenerationRequest,
+    check_prompt_fits,
 )
 from loradock.serving.kv_cache import SlabCache
 from loradock.serving.multi_lora import MultiLora
@@ -81,19 +82,7 @@ class PeftEngine:
     @classmethod
     def from_config(cls, config: Any, base_path: str | Path) -> PeftEngine:
         """Build from a ``ServerConfig`` (not imported here: engines do not depend on HTTP)."""
-        return cls(
-            base_path,
-            base_name=config.base_model_name,
-            max_loaded=config.max_loaded,
-            max_cpu_adapters=config.max_cpu_adapters,
-            max_batch_size=config.max_batch_size,
-            max_wait_ms=config.max_wait_ms,
-            max_queue=config.max_queue,
-            max_model_len=config.max_model_len,
-            dtype=config.dtype,
-            device=config.device,
-            threads=config.torch_threads,
-        )
+        return cls(base_path, base_name=config.base_model_name, **config.peft_engine_options())
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -210,11 +199,7 @@ class PeftEngine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         ids = request.prompt_token_ids or self.tokenizer(request.prompt)["input_ids"]
         limit = self.capabilities.max_model_len
-        if len(ids) >= limit:
-            raise RequestError(
-                f"The prompt is {len(ids)} tokens; this server's context is {limit} tokens "
-                f"(max_model_len), leaving no room to generate. Shorten the prompt."
-            )
+        check_prompt_fits(len(ids), limit)
         cpu = None
         if request.adapter is not None:
             cpu = await self._fetch(request.adapter)

@@ -3,53 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-import threading
 import time
 
 import httpx
 import pytest
 
+from bench.serving_setup import PeakRss  # server + engine process RSS, sampled
 from tests.serving.conftest import API_KEY, BASE_ID, publish_fixture_registry, start_server
 
 N_ADAPTERS, N_REQUESTS, CONCURRENCY, SLOTS, CPU_TIER = 50, 200, 32, 8, 16
-
-
-class PeakRss:
-    """Samples the RSS of this process and its children (the server and its engine) in a thread."""
-
-    def __init__(self, interval: float = 0.02):
-        import psutil
-
-        self.proc = psutil.Process()
-        self.interval = interval
-        self.peak = self.start = self.rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def rss(self) -> int:
-        """This process and its children (an engine process: PEFT's or vLLM's engine core)."""
-        import psutil
-
-        total = self.proc.memory_info().rss
-        for child in self.proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):  # a child may exit between the calls
-                total += child.memory_info().rss
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture(scope="module")
