@@ -70,6 +70,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
 def _device() -> str:
     from loradock.modeling import pick_device
 
@@ -263,6 +269,10 @@ def _child(target: str, spec: dict[str, Any], queue) -> None:
     try:
         result = fn(spec)
         result["peak_rss_mb"] = _peak_rss_mb()
+        import torch
+
+        if torch.cuda.is_available():  # the memory that matters on a GPU is the device's
+            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         queue.put(result)
     except BaseException as exc:  # reported to the parent, which fails loudly
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
@@ -291,8 +301,16 @@ def _cpu_speed(run: dict[str, Any]) -> float:
     return run["tokens"] / run["cpu_s"]
 
 
-def resolve_base(small: bool, base: str | None, tmp: Path) -> tuple[str, str]:
-    """(name for the job, folder for the bare script): a tiny model, or a registry base."""
+def resolve_base(
+    small: bool, base: str | None, tmp: Path, random_base: str | None = None
+) -> tuple[str, str]:
+    """(name for the job, folder for the bare script): a tiny model, a random-weight copy of a
+    model folder's architecture (``--random-base``), or a registry base."""
+    if random_base:
+        from loradock.tiny import make_random_base
+
+        path = make_random_base(random_base, tmp / "random-base")
+        return str(path), str(path)
     if small:
         from loradock.tiny import make_tiny_base
 
@@ -339,6 +357,7 @@ def run(
     repeats: int = 2,
     rows: int | None = None,
     threads: int | None = None,
+    random_base: str | None = None,
 ) -> dict[str, Any]:
     if data not in DATA_SETS:
         raise ValueError(f"data={data!r}: use one of {', '.join(DATA_SETS)}")
@@ -346,7 +365,7 @@ def run(
     packing_sets = [data] + [d for d in DATA_SETS if d != data and data == "mixed"]
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
-        name, path = resolve_base(small, base, Path(tmp))
+        name, path = resolve_base(small, base, Path(tmp), random_base)
         files = {d: write_data(d, settings["rows"][d], Path(tmp)) for d in packing_sets}
         decisions = {d: default_packing(files[d], path, settings) for d in packing_sets}
         default = decisions[data][0].packing
@@ -374,7 +393,14 @@ def run(
     ratios.update({f"packing_vs_no_packing_{d}": packing_ratio[d] for d in packing_sets[1:]})
     cpu_best = {side: max(_cpu_speed(r) for r in rs) for side, rs in runs.items()}
     return {
-        "model": "tiny (hidden 128, 2 layers)" if small else (base or REAL_BASE),
+        "model": (
+            f"random weights, architecture of {random_base}"
+            if random_base
+            else "tiny (hidden 128, 2 layers)"
+            if small
+            else (base or REAL_BASE)
+        ),
+        "gpu": _gpu_name(),
         "data": data,
         "settings": settings,
         "device": _device(),
@@ -411,6 +437,14 @@ def run(
             "qlora_peak_rss": qlora["peak_rss_mb"],
             "lora_model_footprint": lora["model_footprint_mb"],
             "qlora_model_footprint": qlora["model_footprint_mb"],
+            **(
+                {
+                    "lora_peak_gpu": lora["peak_gpu_mb"],
+                    "qlora_peak_gpu": qlora["peak_gpu_mb"],
+                }
+                if "peak_gpu_mb" in lora
+                else {}
+            ),
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -440,6 +474,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="torch threads per run (1 on a busy shared machine: 2 OpenMP threads then spin)",
     )
+    parser.add_argument(
+        "--random-base",
+        default=None,
+        metavar="FOLDER",
+        help="random weights with this model folder's config and tokenizer (same speed as the "
+        "real weights; for a machine that holds only the config)",
+    )
     parser.add_argument("--out", type=Path, default=None, help=f"results file ({RESULTS})")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
@@ -450,8 +491,11 @@ def main(argv: list[str] | None = None) -> int:
         repeats=args.repeats,
         rows=args.rows,
         threads=args.threads,
+        random_base=args.random_base,
     )
-    out = args.out or (RESULTS.with_name("training-small.json") if args.small else RESULTS)
+    device = "" if results["device"] == "cpu" else f"-{results['device']}"
+    default = RESULTS.with_name(f"training{'-small' if args.small else ''}{device}.json")
+    out = args.out or default
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     if args.json:

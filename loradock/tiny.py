@@ -134,3 +134,25 @@ def make_tiny_adapter(
     # PEFT records the absolute base path; a published adapter names its base by repo id
     # (the card's base_model), so callers replace this through the card builder.
     return out
+
+
+def make_random_base(source: str | Path, path: str | Path, *, seed: int = 0) -> Path:
+    """A random-weight model with ``source``'s architecture and tokenizer (its ``config.json``
+    and tokenizer files; no weights are read), written at ``path``.
+
+    Speed does not depend on the weights' values, so a benchmark can run a real model's shapes
+    on a machine that holds only its config and tokenizer (a borrowed GPU machine, say).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source, path = Path(source), Path(path)
+    config = AutoConfig.from_pretrained(source)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(config, "dtype", None))
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(source).save_pretrained(path)
+    for extra in ("generation_config.json",):  # eos ids the chat template stops on
+        if (source / extra).is_file():
+            (path / extra).write_bytes((source / extra).read_bytes())
+    return path

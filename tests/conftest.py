@@ -24,8 +24,14 @@ def _has_cuda() -> bool:
         return False
 
 
+def gpu_test_device() -> str:
+    """The device ``gpu`` tests run on: ``cuda``, or what ``LORADOCK_GPU_TEST_DEVICE`` names
+    (``cpu`` runs their logic on a machine without a GPU, to check the tests themselves)."""
+    return os.environ.get("LORADOCK_GPU_TEST_DEVICE", "cuda")
+
+
 def pytest_collection_modifyitems(config, items):
-    if _has_cuda():
+    if _has_cuda() or gpu_test_device() != "cuda":
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
@@ -34,7 +40,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def isolated_caches(tmp_path_factory, monkeypatch) -> Path:
+def isolated_caches(request, tmp_path_factory, monkeypatch) -> Path:
     """Point every cache loradock and Hugging Face libraries use at a fresh temporary folder."""
     root = tmp_path_factory.mktemp("home")
     env = {
@@ -50,6 +56,12 @@ def isolated_caches(tmp_path_factory, monkeypatch) -> Path:
         monkeypatch.setenv(key, str(value))
     for key in ("LORADOCK_HUB", "LORADOCK_INDEX", "LORADOCK_CACHE", "LORADOCK_STORE", "HF_TOKEN"):
         monkeypatch.delenv(key, raising=False)
+    # CPU first: on a machine with a GPU the unmarked tests still run on the CPU (their figures,
+    # dtypes and tolerances are the CPU's); tests marked ``gpu`` choose their device themselves.
+    if "gpu" in request.node.keywords:
+        monkeypatch.setenv("LORADOCK_DEVICE", gpu_test_device())
+    else:
+        monkeypatch.setenv("LORADOCK_DEVICE", "cpu")
     return root
 
 

@@ -188,6 +188,7 @@ def start_server(engine_kind: str, published: Published, **options):
     from loradock.serving.config import ServerConfig
 
     options.setdefault("adapters", {"dates": f"{published.adapters[1]}@prod"})
+    options.setdefault("dtype", "float32")
     if engine_kind == "vllm":
         _skip_unless_vllm_can_run(published.base.path)
     config = ServerConfig(
@@ -196,7 +197,6 @@ def start_server(engine_kind: str, published: Published, **options):
         engine_process=engine_kind == "peft-process",
         api_key=API_KEY,
         admin_key=ADMIN_KEY,
-        dtype="float32",
         port=0,
         torch_threads=1,  # tiny model on a shared CPU: one thread avoids OpenMP spin contention
         **options,
