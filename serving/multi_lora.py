@@ -35,6 +35,8 @@ class _Rows:
     single: int | None = None  # every row uses this slot (no gather needed)
     n_slots: int = 0
     _onehot: dict[int, torch.Tensor] | None = None
+    fused: Any = None  # the fused CPU kernel (serving/lora_kernel.py) when it applies
+    rows_np: Any = None  # [batch] slot index as numpy int64, for the fused kernel
 
     def onehot(self, rank: int, dtype: torch.dtype) -> torch.Tensor:
         """[batch, 1, (slots+1)*rank]: 1 on each row's own slot's block; built once per step
@@ -69,11 +71,15 @@ class MultiLoraLinear(nn.Module):
         self._refresh()
 
     def _refresh(self) -> None:
-        """Flat views of the dense path; called after any change of shape."""
+        """Flat views of the dense path (and numpy views for the fused kernel); called after
+        any change of shape. Slots are filled in place, so the views stay current."""
         slots, rank, _ = self.A.shape
         self.A_flat_t = self.A.view(slots * rank, -1).transpose(0, 1)
         self.Bt_flat = self.Bt.view(slots * rank, -1)
         self.dense = slots * rank <= max(self.base.in_features, self.base.out_features)
+        cpu32 = self.A.device.type == "cpu" and self.A.dtype == torch.float32
+        self.A_np = self.A.numpy() if cpu32 else None
+        self.Bt_np = self.Bt.numpy() if cpu32 else None
 
     def grow_rank(self, rank: int) -> None:
         if rank <= self.A.shape[1]:
@@ -87,6 +93,22 @@ class MultiLoraLinear(nn.Module):
         y = self.base(x)
         ctx = self.ctx
         if ctx.single == 0:
+            return y
+        if (
+            ctx.fused is not None
+            and x.shape[-2] == 1  # decode: a prefill's many tokens suit the BLAS matmuls
+            and self.A_np is not None
+            and x.dtype == torch.float32
+            and y.is_contiguous()
+        ):
+            # One pass over the batch, each row through its own slot (or the single one).
+            ctx.fused(
+                x.reshape(-1, x.shape[-1]).numpy(),
+                self.A_np,
+                self.Bt_np,
+                ctx.rows_np,
+                y.view(-1, y.shape[-1]).numpy(),
+            )
             return y
         if ctx.single is not None:
             s = ctx.single
@@ -109,14 +131,29 @@ def _match(pattern_map: dict[str, Any] | None, module: str, default: Any) -> Any
 class MultiLora:
     """Wraps a model's linear layers on demand; slots are filled by copying weights in."""
 
-    def __init__(self, model: nn.Module, n_slots: int):
+    def __init__(self, model: nn.Module, n_slots: int, *, fused: bool = True):
         self.model = model
         self.n_slots = n_slots
         self.ctx = _Rows(n_slots=n_slots)
         self.layers: dict[str, MultiLoraLinear] = {}
         self.rank = 1
+        weight = next(model.parameters(), None)
+        cpu32 = weight is not None and (weight.device.type, weight.dtype) == ("cpu", torch.float32)
+        if fused and cpu32:
+            from loradock.serving.lora_kernel import kernel
+
+            self.ctx.fused = kernel()
+
+    @property
+    def fused(self) -> bool:
+        """Whether decode steps run the fused CPU kernel (float32 on a CPU, numba present)."""
+        return self.ctx.fused is not None
 
     def set_rows(self, slots: list[int]) -> None:
+        if self.ctx.fused is not None:
+            import numpy as np
+
+            self.ctx.rows_np = np.asarray(slots, dtype=np.int64)
         first = slots[0]
         if all(s == first for s in slots):
             self.ctx.single, self.ctx.rows = first, None

@@ -16,7 +16,8 @@ def _load(path):
     return LoraConfig.from_pretrained(str(path)), load_file(str(path / "adapter_model.safetensors"))
 
 
-def test_mixed_batch_matches_peft(tiny_base, tiny_adapter_factory):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-kernel", "matmuls"])
+def test_mixed_batch_matches_peft(tiny_base, tiny_adapter_factory, fused):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -33,7 +34,14 @@ def test_mixed_batch_matches_peft(tiny_base, tiny_adapter_factory):
 
     expected = [reference(a)[0], reference(b)[1], reference(None)[2], reference(a)[3]]
     model = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
-    lora = MultiLora(model, n_slots=2)
+    if fused:
+        pytest.importorskip("numba")
+    lora = MultiLora(model, n_slots=2, fused=fused)
+    assert lora.fused is fused  # float32 on the CPU: decode steps run the fused kernel
+    calls = []
+    if fused:
+        kernel = lora.ctx.fused
+        lora.ctx.fused = lambda *args: calls.append(1) or kernel(*args)
     lora.attach(1, "a", *_load(a))
     lora.attach(2, "b", *_load(b))  # larger rank: slot 1 is zero-padded, results unchanged
     lora.set_rows([1, 2, 0, 1])
@@ -47,6 +55,7 @@ def test_mixed_batch_matches_peft(tiny_base, tiny_adapter_factory):
     with torch.no_grad():
         one = model(input_ids=ids[:, :1]).logits[:, 0]
     torch.testing.assert_close(one, got[:, 0], rtol=1e-4, atol=1e-4)
+    assert bool(calls) is fused  # decode ran the kernel (and only the decode step did)
     for layer in lora.layers.values():
         layer.dense = False  # the gather + bmm path (many slots) gives the same answer
     with torch.no_grad():
@@ -55,6 +64,9 @@ def test_mixed_batch_matches_peft(tiny_base, tiny_adapter_factory):
     with torch.no_grad():
         torch.testing.assert_close(
             model(input_ids=ids).logits[1], expected[1], rtol=1e-4, atol=1e-4
+        )
+        torch.testing.assert_close(  # and so does its decode step
+            model(input_ids=ids[:, :1]).logits[1, 0], expected[1][0], rtol=1e-4, atol=1e-4
         )
     lora.detach(2)
     with torch.no_grad():
