@@ -15,6 +15,12 @@ clients are) against baselines on the same prompts:
     python -m bench.serving                 # full run: table + bench/results/serving.{json,png}
     python -m bench.serving --quick --json  # smoke-test sizes
     python -m bench.serving --runs 3        # each figure the median of 3 runs (noisy machine)
+    python -m bench.serving --device cuda   # every row on the GPU (bf16): serving-cuda.json
+
+``--device``/``--dtype`` place every model of every row (servers, in-process engines, the
+offline merged baseline) on one device in one dtype, so the ratios compare like with like; a
+non-CPU device writes its own files (``serving-cuda.json``, ``serving_ratios-cuda.png``), so
+the CPU results stay.
 
 Other engines add rows through ``EXTRA_ROWS`` (S2: vLLM): each hook gets the ``BenchSetup``
 and returns ``Row``s; ``bench.serving_vllm`` is imported if it exists and may append hooks
@@ -40,8 +46,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.serving_setup import (  # noqa: F401  (re-exported: bench.serving_vllm uses them)
+    DEVICES,
+    DTYPES,
     PROMPTS,
     BenchSetup,
+    GpuPeak,
     PeakRss,
     Row,
     Server,
@@ -49,11 +58,14 @@ from bench.serving_setup import (  # noqa: F401  (re-exported: bench.serving_vll
     _prompts,
     best_of,
     build_setup,
+    device_name,
     drive,
     drive_apart,
     engine_tps,
     offline_merged_tps,
+    resolve_device,
 )
+from loradock.errors import ConfigError
 
 # Before anything imports huggingface_hub (the helpers import it lazily): never reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,7 +94,8 @@ def bench_throughput(setup: BenchSetup) -> list[Row]:
         serial = best_of(lambda: drive_apart(srv.url, serial_jobs, concurrency=n, max_tokens=t))
     # The same comparison without HTTP: the engine driven directly, batching or not. What
     # (d) loses against it is the HTTP work (server and clients) sharing this machine's CPUs.
-    engine_batched = engine_tps(setup, jobs, max_tokens=t, max_batch_size=n)
+    with GpuPeak(setup.device) as gpu:  # the engine in this process: its memory is ours
+        engine_batched = engine_tps(setup, jobs, max_tokens=t, max_batch_size=n)
     engine_serial = engine_tps(setup, jobs[: len(serial_jobs)], max_tokens=t, max_batch_size=1)
     a = batched["tps"] / offline
     d = batched["tps"] / serial["tps"]
@@ -95,7 +108,9 @@ def bench_throughput(setup: BenchSetup) -> list[Row]:
             d, goal=">= 5", ok=d >= 5,
             detail=f"{batched['tps']:.0f} vs {serial['tps']:.0f} tok/s"),
         Row("d_engine_only", "(d, engine alone) batching / one at a time, no HTTP", d_engine,
-            detail=f"{engine_batched:.0f} vs {engine_serial:.0f} tok/s"),
+            detail=f"{engine_batched:.0f} vs {engine_serial:.0f} tok/s"
+                   + (f", peak GPU memory {gpu.mib:.0f} MiB" if gpu.mib is not None else ""),
+            gpu_mib=gpu.mib),
     ]  # fmt: skip
 
 
@@ -161,6 +176,9 @@ def bench_scaling(setup: BenchSetup, counts: list[int]) -> list[Row]:
         names = setup.adapters[:count]
         jobs = [(names[i % count], PROMPTS[i % 8]) for i in range(n_req)]
         with Server(setup, max_loaded=8, max_batch_size=32) as srv, PeakRss() as rss:
+            # Each count gets a fresh engine process: without a warm-up, its first steps (on a
+            # GPU: CUDA context, cuBLAS handles, ~1 s) would count against the first row only.
+            drive_apart(srv.url, jobs[:8], concurrency=8, max_tokens=2)
             r = drive_apart(srv.url, jobs, concurrency=32, max_tokens=16)
             stats = srv.engine.stats()
         rows.append(
@@ -179,7 +197,7 @@ def bench_scaling(setup: BenchSetup, counts: list[int]) -> list[Row]:
 
 
 # ---- output ------------------------------------------------------------------------------
-def plot(rows: list[Row], out_dir: Path) -> list[Path]:
+def plot(rows: list[Row], out_dir: Path, *, suffix: str = "", device: str = "cpu") -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,9 +214,9 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
             goal = f" (goal {r.goal})" if r.goal else " (no goal: context)"
             ax.text(r.value, i, f" {r.value:.2f}{goal}", va="center")
         ax.set_xlabel("ratio")
-        ax.set_title("loradock serving: ratios measured in one run")
+        ax.set_title(f"loradock serving on {device}: ratios measured in one run")
         fig.tight_layout()
-        paths.append(out_dir / "serving_ratios.png")
+        paths.append(out_dir / f"serving_ratios{suffix}.png")
         fig.savefig(paths[-1])
         plt.close(fig)
     scaling = [r for r in rows if r.key.startswith("e_")]
@@ -213,7 +231,7 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
         ax2.plot(counts, [r.rss_mib or 0 for r in scaling], "s--", color="tab:red")
         ax2.set_ylabel("peak RSS (MiB)", color="tab:red")
         fig.tight_layout()
-        paths.append(out_dir / "serving_scaling.png")
+        paths.append(out_dir / f"serving_scaling{suffix}.png")
         fig.savefig(paths[-1])
         plt.close(fig)
     return paths
@@ -225,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (all runs)")
     parser.add_argument(
+        "--device", default="cpu", choices=DEVICES, help="where every model runs (cpu)"
+    )
+    parser.add_argument("--dtype", choices=DTYPES, help="default: float32 on cpu, bfloat16 on cuda")
+    parser.add_argument(
         "--runs", type=int, default=1, help="repeat the figures; the table shows medians"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
@@ -232,34 +254,48 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="abcdev", help="which figures, e.g. 'ae' ('v': other engines' rows)"
     )
     args = parser.parse_args(argv)
+    try:
+        args.device, args.dtype = resolve_device(args.device, args.dtype)
+    except ConfigError as exc:
+        parser.error(str(exc))  # exit status 2, before any work: nothing half done
     # Stdout carries only the table or the JSON: anything printed while measuring goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         rows, seconds = _measure(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    plots = plot(rows, args.out)
+    suffix = device_suffix(args.device)
+    plots = plot(rows, args.out, suffix=suffix, device=args.device)
     result = {
         "bench": "serving",
         "quick": args.quick,
+        "device": args.device,
+        "dtype": args.dtype,
+        "gpu": device_name(args.device),
         "threads": args.threads,
         "runs": args.runs,
         "seconds": seconds,
         "rows": [asdict(r) for r in rows],
         "plots": [str(p) for p in plots],
     }
-    (args.out / ("serving-quick.json" if args.quick else "serving.json")).write_text(
-        json.dumps(result, indent=2)
-    )
+    name = f"serving{suffix}{'-quick' if args.quick else ''}.json"
+    (args.out / name).write_text(json.dumps(result, indent=2))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         from loradock.cli._common import print_table
 
         print_table(
-            f"serving ({'quick' if args.quick else 'full'}, {seconds} s)",
+            f"serving ({'quick' if args.quick else 'full'}, {args.device} {args.dtype}, "
+            f"{seconds} s)",
             ["figure", "value", "goal", "ok", "detail"],
             [(r.label, f"{r.value:.2f} {r.unit}", r.goal, r.ok, r.detail) for r in rows],
         )
     return 0
+
+
+def device_suffix(device: str) -> str:
+    """``""`` on the CPU (the committed results keep their names), else ``"-<device>"``: a GPU
+    run never overwrites the CPU's files."""
+    return "" if device == "cpu" else f"-{device}"
 
 
 def median_rows(runs: list[list[Row]]) -> list[Row]:
@@ -288,7 +324,12 @@ def _measure(args: argparse.Namespace) -> tuple[list[Row], float]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         setup = build_setup(
-            Path(tmp), quick=args.quick, threads=args.threads, n_adapters=max(max(counts), 24)
+            Path(tmp),
+            quick=args.quick,
+            threads=args.threads,
+            n_adapters=max(max(counts), 24),
+            device=args.device,
+            dtype=args.dtype,
         )
         steps = [
             ("a" in args.only or "d" in args.only, lambda: bench_throughput(setup)),

@@ -1,5 +1,8 @@
 """Workloads and measuring tools of ``bench/serving.py``: the tiny model and its adapters in a
-temporary registry, an in-process server, concurrent OpenAI clients, offline generation, RSS."""
+temporary registry, an in-process server, concurrent OpenAI clients, offline generation, RSS.
+
+Every model the bench runs (each server's engine, the offline merged baseline) is placed on
+``BenchSetup.device`` in ``BenchSetup.dtype``, so all rows compare like with like."""
 
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_DTYPES = {"cpu": "float32", "cuda": "bfloat16"}
 REPEATS = 2  # throughput figures keep the best of this many runs (noise from other processes)
 PROMPTS = [
     "Convert the date 3 March 2024 to ISO format:",
@@ -38,6 +44,7 @@ class Row:
     ok: bool | None = None
     detail: str = ""
     rss_mib: float | None = None
+    gpu_mib: float | None = None  # peak CUDA memory allocated, where it is measured
 
 
 @dataclass
@@ -50,7 +57,59 @@ class BenchSetup:
     threads: int
     max_tokens: int
     clients: int
+    device: str = "cpu"
+    dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- device ------------------------------------------------------------------------------
+def resolve_device(device: str, dtype: str | None = None) -> tuple[str, str]:
+    """``(device, dtype)`` every row runs on, checked before any work starts: a missing GPU is
+    one clear error here, not a traceback deep in torch minutes into the run."""
+    from loradock.errors import ConfigError
+
+    problems = []
+    if device not in DEVICES:
+        problems.append(f"--device {device!r} is not one of {', '.join(DEVICES)}")
+    if dtype is not None and dtype not in DTYPES:
+        problems.append(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if problems:
+        raise ConfigError("Invalid bench options", problems)
+    dtype = dtype or DEFAULT_DTYPES[device]
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(
+                f"--device {device!r} needs a CUDA GPU, but torch {torch.__version__} sees none "
+                "(torch.cuda.is_available() is False): run on a machine with an NVIDIA GPU and "
+                "a CUDA build of torch, or use --device cpu"
+            )
+        elif dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+            problems.append(
+                f"--dtype {dtype!r}: {torch.cuda.get_device_name()} has no bfloat16: "
+                "use --dtype float16 or --dtype float32"
+            )
+    if problems:
+        raise ConfigError("Invalid bench options", problems)
+    return device, dtype
+
+
+def device_name(device: str) -> str | None:
+    """The GPU's name for the results (``None`` on the CPU)."""
+    if device != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.get_device_name()
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so a timer read after it counts that work."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 # ---- setup -------------------------------------------------------------------------------
@@ -73,7 +132,15 @@ def _clone_adapter(src: Path, dst: Path, seed: int) -> Path:
     return dst
 
 
-def build_setup(root: Path, *, quick: bool, threads: int, n_adapters: int) -> BenchSetup:
+def build_setup(
+    root: Path,
+    *,
+    quick: bool,
+    threads: int,
+    n_adapters: int,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> BenchSetup:
     from rich.console import Console
     from rich.progress import track
 
@@ -115,6 +182,8 @@ def build_setup(root: Path, *, quick: bool, threads: int, n_adapters: int) -> Be
         threads=threads,
         max_tokens=16 if quick else 32,
         clients=8 if quick else 32,
+        device=device,
+        dtype=dtype,
     )
 
 
@@ -155,6 +224,31 @@ class PeakRss:
         self._thread.join()
 
 
+class GpuPeak:
+    """Peak CUDA memory torch allocated in this process inside the block (MiB; ``None`` off
+    the GPU). It sees in-process engines only: a server's engine process has its own."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.mib: float | None = None
+
+    def __enter__(self) -> GpuPeak:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+            self.mib = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
 class Server:
     """A PEFT server for ``setup`` on a free port, in this process."""
 
@@ -166,7 +260,12 @@ class Server:
 
         options.setdefault("max_model_len", 256)
         config = ServerConfig(
-            base="bench/base", dtype="float32", port=0, torch_threads=setup.threads, **options
+            base="bench/base",
+            dtype=setup.dtype,
+            device=setup.device,
+            port=0,
+            torch_threads=setup.threads,
+            **options,
         )
         engine = build_engine(config, setup.base.path)
         self.app = create_app(engine, registry=setup.registry, config=config, base=setup.base)
@@ -264,18 +363,20 @@ def offline_merged_tps(setup: BenchSetup, prompts: list[str], max_tokens: int) -
     from loradock.modeling import load_base
 
     torch.set_num_threads(setup.threads)
-    model, tok = load_base(setup.base.path, dtype="float32", device="cpu")
+    model, tok = load_base(setup.base.path, dtype=setup.dtype, device=setup.device)
     adapter = setup.registry.resolve(setup.adapters[0]).path
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
     tok.padding_side = "left"
-    batch = tok(prompts, return_tensors="pt", padding=True)
+    batch = tok(prompts, return_tensors="pt", padding=True).to(setup.device)
     kw = dict(max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False)
     best = 0.0
     with torch.inference_mode():
         merged.generate(**batch, **{**kw, "max_new_tokens": 2, "min_new_tokens": 2})  # warm-up
         for _ in range(REPEATS):
+            synchronize(setup.device)
             t0 = time.perf_counter()
             out = merged.generate(**batch, **kw, pad_token_id=tok.pad_token_id)
+            synchronize(setup.device)
             wall = time.perf_counter() - t0
             best = max(best, (out.shape[1] - batch["input_ids"].shape[1]) * len(prompts) / wall)
     return best
@@ -292,7 +393,8 @@ def engine_tps(
 
     config = ServerConfig(
         base="bench/base",
-        dtype="float32",
+        dtype=setup.dtype,
+        device=setup.device,
         torch_threads=setup.threads,
         max_loaded=8,
         max_batch_size=max_batch_size,
