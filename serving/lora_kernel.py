@@ -11,7 +11,10 @@ each row's A and B copies them every layer. Measured for one LoRA module of the 
 (hidden 256, rank 8, 16 decode rows, one thread): dense 33 us, gather + bmm 29 us, one adapter
 through two plain matmuls 10 us, this kernel 6.6 us (for 16 distinct adapters or one).
 
-float32 on the CPU only (numba has no bfloat16); the caller keeps the eager paths for the rest.
+It serves prefills too (every token of a row through the row's slot): 32 prompts of 40 tokens
+over 8 adapters, 0.19 ms a module against 1.2 ms gathered and 0.26 ms for one adapter's two
+matmuls. float32 on the CPU only (numba has no bfloat16); the caller keeps the eager paths for
+the rest.
 """
 
 from __future__ import annotations

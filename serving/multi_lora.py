@@ -37,6 +37,19 @@ class _Rows:
     _onehot: dict[int, torch.Tensor] | None = None
     fused: Any = None  # the fused CPU kernel (serving/lora_kernel.py) when it applies
     rows_np: Any = None  # [batch] slot index as numpy int64, for the fused kernel
+    _token_rows: dict[int, Any] | None = None
+
+    def token_rows(self, tokens: int) -> Any:
+        """Each token's slot for the fused kernel (a row's slot repeated ``tokens`` times)."""
+        if tokens == 1:
+            return self.rows_np
+        cache = self._token_rows if self._token_rows is not None else {}
+        self._token_rows = cache
+        if tokens not in cache:
+            import numpy as np
+
+            cache[tokens] = np.repeat(self.rows_np, tokens)
+        return cache[tokens]
 
     def onehot(self, rank: int, dtype: torch.dtype) -> torch.Tensor:
         """[batch, 1, (slots+1)*rank]: 1 on each row's own slot's block; built once per step
@@ -96,17 +109,16 @@ class MultiLoraLinear(nn.Module):
             return y
         if (
             ctx.fused is not None
-            and x.shape[-2] == 1  # decode: a prefill's many tokens suit the BLAS matmuls
             and self.A_np is not None
             and x.dtype == torch.float32
             and y.is_contiguous()
         ):
-            # One pass over the batch, each row through its own slot (or the single one).
+            # One pass over every token, each through its row's own slot (or the single one).
             ctx.fused(
                 x.reshape(-1, x.shape[-1]).numpy(),
                 self.A_np,
                 self.Bt_np,
-                ctx.rows_np,
+                ctx.token_rows(x.shape[-2]),
                 y.view(-1, y.shape[-1]).numpy(),
             )
             return y
@@ -154,6 +166,7 @@ class MultiLora:
             import numpy as np
 
             self.ctx.rows_np = np.asarray(slots, dtype=np.int64)
+            self.ctx._token_rows = None
         first = slots[0]
         if all(s == first for s in slots):
             self.ctx.single, self.ctx.rows = first, None
