@@ -95,3 +95,32 @@ def test_unsupported_tensors_are_refused(tiny_base, tiny_adapter_factory, key, f
     with pytest.raises(IncompatibleAdapterError) as info:
         lora.parse("acme/x", config, tensors)
     assert any(fragment in p for p in info.value.problems), info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("rows", "d", "o", "r"),
+    [
+        ([1, 2, 0, 1], 64, 32, 4),  # mixed, with a base row (slot 0 adds nothing)
+        ([3, 3, 3], 16, 48, 8),  # one adapter (the single-adapter case)
+        ([0, 0], 8, 8, 2),  # base only
+        ([2, 1, 3, 0, 2, 1, 3, 0], 100, 7, 3),  # sizes no vector width divides
+    ],
+)
+def test_fused_kernel_matches_matmuls(rows, d, o, r):
+    pytest.importorskip("numba")
+    import numpy as np
+
+    from loradock.serving.lora_kernel import kernel
+
+    gen = torch.Generator().manual_seed(0)
+    slots = 4
+    x = torch.randn(len(rows), d, generator=gen)
+    a = torch.randn(slots, r, d, generator=gen)
+    bt = torch.randn(slots, r, o, generator=gen)
+    y = torch.randn(len(rows), o, generator=gen)
+    want = y.clone()
+    for i, s in enumerate(rows):
+        if s:
+            want[i] += (x[i] @ a[s].T) @ bt[s]
+    kernel()(x.numpy(), a.numpy(), bt.numpy(), np.asarray(rows, dtype=np.int64), y.numpy())
+    torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
