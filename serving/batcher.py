@@ -332,8 +332,15 @@ class ContinuousBatcher:
             seq.pos += 1
             seq.last_token = token
             reason = None
+            # Sent whole, no stop strings: nothing to decode until the end (see below).
+            quiet = not seq.request.stream and seq.generated > 1 and not seq.text.stop
             if token in self._eos:
                 delta, reason = seq.text.flush(), "stop"
+            elif quiet:
+                seq.text.add_quietly(token)
+                delta, reason = "", None
+                if seq.generated >= seq.max_new:
+                    delta, reason = seq.text.flush(), "length"
             else:
                 delta = seq.text.add(token)
                 if seq.text.stopped:

@@ -79,6 +79,11 @@ class TextState:
                     break
         return self._emit(text[: len(text) - hold])
 
+    def add_quietly(self, token_id: int) -> None:
+        """Append a token without decoding it: an answer sent whole, with no stop string to
+        watch for, is decoded once by :meth:`flush` (one window decode, not two a token)."""
+        self.token_ids.append(token_id)
+
     def flush(self) -> str:
         """At the end: whatever was held back for a stop string that never came."""
         if self.stopped:

@@ -84,3 +84,19 @@ def test_incremental_text_matches_full_decode(tiny_base, stop):
     full = tok.decode(ids, skip_special_tokens=True)
     expected = full[: full.find(stop[0])] if stop else full
     assert "".join(out) == expected
+
+
+@pytest.mark.parametrize("loud", [0, 1, 2, 5])
+def test_quiet_tokens_then_flush_give_the_full_text(tiny_base, loud):
+    """An answer sent whole decodes its first ``loud`` tokens as they come (the first one is
+    sent at once, for time to first token) and the rest once at the end: same text."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    ids = tok("héllo wörld, 日本語 🙂 done")["input_ids"]
+    state = TextState(tok)
+    out = [state.add(i) for i in ids[:loud]]
+    for i in ids[loud:]:
+        state.add_quietly(i)
+    out.append(state.flush())
+    assert "".join(out) == tok.decode(ids, skip_special_tokens=True)
