@@ -203,11 +203,13 @@ def train(session: TrainingSession, *, resume: bool = False) -> dict[str, Any]:
                 f"Cannot resume job {session.plan.config.name!r}",
                 [f"no checkpoint-* folder in {str(folder)!r}: run without --resume first"],
             )
+    from loradock.training.lm_head_tiles import cpu_lm_head_tiles
     from loradock.training.packed_attention import restore_attention
 
     started = time.perf_counter()
     try:
-        output = session.trainer.train(resume_from_checkpoint=checkpoint)
+        with cpu_lm_head_tiles(session.plan.device):
+            output = session.trainer.train(resume_from_checkpoint=checkpoint)
     finally:
         # Evaluation, generation and anything after training see the model as it was loaded.
         restore_attention(session.base_model, session.attention_to_restore)
