@@ -106,6 +106,9 @@ def vllm_server(home, tmp_path_factory):
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
         "LORADOCK_VLLM_MAX_LORA_RANK": "8",
         "HF_HUB_OFFLINE": "1",
+        # vLLM logs to stdout, block-buffered into a file: unbuffered, so a warning is in the
+        # log by the time its request's 404 is (the test reads the log right after).
+        "PYTHONUNBUFFERED": "1",
     }
     for key in ("LORADOCK_HUB", "LORADOCK_INDEX", "LORADOCK_CACHE", "LORADOCK_STORE"):
         env.pop(key, None)
