@@ -93,7 +93,8 @@ def test_train_publish_reload_on_the_gpu(
     # The published adapter on a freshly loaded base (4-bit again for QLoRA) gives the logits.
     base = registry.resolve_base(tiny_registry_base)
     quant = "nf4" if quantization == "nf4" else None
-    model, tokenizer = load_base(base.path, device=DEVICE, quantization=quant)
+    dtype = plan.dtype_name if quant else plan.weights_dtype  # as the job loaded it
+    model, tokenizer = load_base(base.path, dtype=dtype, device=DEVICE, quantization=quant)
     bare = _probe_logits(model, tokenizer)
     reloaded = PeftModel.from_pretrained(model, registry.resolve(result.repo_id).path)
     _assert_reproduces(trained, _probe_logits(reloaded, tokenizer), bare)
