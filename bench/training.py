@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from bench.training_runs import bf16_autocast, measure, run_device, trl_rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -66,20 +65,10 @@ def _job_batch_size() -> int:
     return TrainerSettings().per_device_train_batch_size
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
 def _gpu_name() -> str | None:
     import torch
 
     return torch.cuda.get_device_name() if torch.cuda.is_available() else None
-
-
-def _device() -> str:
-    from loradock.modeling import pick_device
-
-    return str(pick_device())
 
 
 def write_data(name: str, rows: int, folder: Path) -> Path:
@@ -93,17 +82,6 @@ def write_data(name: str, rows: int, folder: Path) -> Path:
     return path
 
 
-def _trl_rows(path: Path) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return [
-        {
-            "prompt": [{"role": "user", "content": r["instruction"]}],
-            "completion": [{"role": "assistant", "content": r["answer"]}],
-        }
-        for r in rows
-    ]
-
-
 def default_packing(data: Path, base_path: str, settings: dict[str, Any]):
     """What a job's ``packing: auto`` resolves to for these rows on this machine."""
     from transformers import AutoTokenizer
@@ -111,186 +89,8 @@ def default_packing(data: Path, base_path: str, settings: dict[str, Any]):
     from loradock.training.packing import decide_packing, token_lengths
 
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    lengths = token_lengths(_trl_rows(data), tokenizer, max_length=settings["max_length"])
-    return decide_packing("auto", _device(), lengths, settings["batch"]), lengths
-
-
-def _bf16() -> bool:
-    import torch
-
-    from loradock.modeling import pick_device, pick_dtype
-
-    return pick_dtype(pick_device()) == torch.bfloat16
-
-
-def run_loradock(spec: dict[str, Any]) -> dict[str, Any]:
-    """One ``run_job`` (eval and publish off: the training loop is what is compared)."""
-    from loradock.training.config import JobConfig
-    from loradock.training.job import run_job
-
-    s = spec["settings"]
-    job = JobConfig.from_dict(
-        {
-            "name": "bench",
-            "base": {"name": spec["base"]},
-            "data": {"train": spec["data"]},
-            "lora": {"r": s["r"], "lora_alpha": 2 * s["r"], "target_modules": "all-linear"},
-            "quantization": {"mode": spec.get("quant", "none")},
-            "trainer": {
-                "num_train_epochs": 1,
-                "per_device_train_batch_size": s["batch"],
-                "max_length": s["max_length"],
-                "packing": spec["packing"],
-                "learning_rate": s["lr"],
-                "logging_steps": 1000,
-                "save_steps": 100000,
-            },
-            "eval": {"enabled": False},
-            "publish": {"enabled": False},
-            "output_dir": spec["out"],
-            "seed": 0,
-        }
-    )
-    result = run_job(job, progress=False)
-    summary = result.metrics["train"]
-    return _figures(summary["epoch_tokens"], summary["train_runtime"], summary["global_step"])
-
-
-def _figures(tokens: int, runtime: float, steps: int) -> dict[str, Any]:
-    return {
-        "tokens_per_second": tokens / runtime,
-        "tokens": tokens,
-        "steps": steps,
-        "train_runtime": runtime,
-        **_LOOP,
-    }
-
-
-_LOOP: dict[str, float] = {}
-
-
-def _instrument_training_loop() -> None:
-    """Record the loop's process CPU time and the tokens the model is actually handed (padding
-    included) through the same hooks for every side: ``SFTTrainer.train`` and trl's collator."""
-    from trl import SFTTrainer
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-    train, collate = SFTTrainer.train, DataCollatorForLanguageModeling.torch_call
-    _LOOP.update(computed_tokens=0, batches=0)
-
-    def timed_train(self, *args, **kwargs):
-        started = time.process_time()
-        try:
-            return train(self, *args, **kwargs)
-        finally:
-            _LOOP["cpu_s"] = time.process_time() - started
-
-    def counted_collate(self, examples):
-        batch = collate(self, examples)
-        _LOOP["computed_tokens"] += batch["input_ids"].numel()
-        _LOOP["batches"] += 1
-        return batch
-
-    SFTTrainer.train = timed_train
-    DataCollatorForLanguageModeling.torch_call = counted_collate
-
-
-def run_bare(spec: dict[str, Any]) -> dict[str, Any]:
-    """The same training as a bare trl script would write it: no loradock code in the loop."""
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
-
-    s = spec["settings"]
-    ds = Dataset.from_list(_trl_rows(Path(spec["data"])))
-    bf16 = _bf16()
-    tokenizer = AutoTokenizer.from_pretrained(spec["base_path"])
-    model = AutoModelForCausalLM.from_pretrained(spec["base_path"], dtype=torch.float32)
-    args = SFTConfig(
-        output_dir=spec["out"],
-        num_train_epochs=1,
-        per_device_train_batch_size=s["batch"],
-        max_length=s["max_length"],
-        packing=spec["packing"],
-        packing_strategy="bfd",
-        learning_rate=s["lr"],
-        lr_scheduler_type="cosine",
-        warmup_steps=0.05,
-        gradient_checkpointing=False,
-        bf16=bf16,
-        logging_steps=1000,
-        save_strategy="no",
-        report_to="none",
-        include_num_input_tokens_seen="non_padding",
-        seed=0,
-        data_seed=0,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
-    )
-    peft_config = LoraConfig(
-        r=s["r"], lora_alpha=2 * s["r"], lora_dropout=0.05, target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )  # fmt: skip
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=ds, processing_class=tokenizer,
-        peft_config=peft_config,
-    )  # fmt: skip
-    out = trainer.train()
-    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])  # one epoch, real tokens
-    return _figures(tokens, out.metrics["train_runtime"], trainer.state.global_step)
-
-
-def run_footprint(spec: dict[str, Any]) -> dict[str, Any]:
-    """A short run plus the loaded model's own memory footprint (LoRA vs QLoRA)."""
-    from loradock.modeling import load_base
-
-    quant = "nf4" if spec["quant"] == "nf4" else None
-    model, _ = load_base(
-        spec["base_path"], dtype="float32" if not quant else None, quantization=quant
-    )
-    footprint = model.get_memory_footprint() / 2**20
-    del model
-    result = run_loradock(spec)
-    return {**result, "model_footprint_mb": footprint}
-
-
-def _child(target: str, spec: dict[str, Any], queue) -> None:
-    import logging
-
-    logging.disable(logging.WARNING)
-    if spec.get("threads"):
-        import torch
-
-        torch.set_num_threads(spec["threads"])
-    _instrument_training_loop()
-    fn = {"loradock": run_loradock, "bare": run_bare, "footprint": run_footprint}[target]
-    try:
-        result = fn(spec)
-        result["peak_rss_mb"] = _peak_rss_mb()
-        import torch
-
-        if torch.cuda.is_available():  # the memory that matters on a GPU is the device's
-            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        queue.put(result)
-    except BaseException as exc:  # reported to the parent, which fails loudly
-        queue.put({"error": f"{type(exc).__name__}: {exc}"})
-
-
-def measure(target: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one measurement in a fresh spawned process and return its figures."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        spec = {**spec, "out": str(Path(tmp) / "out")}
-        proc = ctx.Process(target=_child, args=(target, spec, queue))
-        proc.start()
-        result = queue.get()
-        proc.join()
-    if "error" in result:
-        raise RuntimeError(f"bench run {target} failed: {result['error']}")
-    return result
+    lengths = token_lengths(trl_rows(data), tokenizer, max_length=settings["max_length"])
+    return decide_packing("auto", run_device(), lengths, settings["batch"]), lengths
 
 
 def _best(runs: list[dict[str, Any]], key: str = "tokens_per_second") -> float:
@@ -403,9 +203,9 @@ def run(
         "gpu": _gpu_name(),
         "data": data,
         "settings": settings,
-        "device": _device(),
+        "device": run_device(),
         "default_packing": {d: decisions[d][0].to_dict() for d in packing_sets},
-        "bf16_autocast": _bf16(),
+        "bf16_autocast": bf16_autocast(),
         "ratios": ratios,
         "ratios_by_cpu_time": {
             "loradock_vs_bare": max(_cpu_speed(r) for r in ours) / cpu_best["bare"],

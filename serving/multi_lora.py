@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,38 +29,45 @@ _KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<role>A|
 
 @dataclass
 class _Rows:
-    """Which slot each row of the current batch uses (set by the engine before a forward)."""
+    """Which slot each row of the current batch uses (set by the engine before a forward), and
+    what the layers derive from it: built on first use in a step, shared by every layer."""
 
-    rows: torch.Tensor | None = None  # [batch] slot index, 0 = base
+    slots: list[int] = field(default_factory=list)  # [batch] slot index, 0 = base
     single: int | None = None  # every row uses this slot (no gather needed)
     n_slots: int = 0
-    _onehot: dict[int, torch.Tensor] | None = None
+    device: Any = "cpu"
     fused: Any = None  # the fused CPU kernel (serving/lora_kernel.py) when it applies
-    rows_np: Any = None  # [batch] slot index as numpy int64, for the fused kernel
-    _token_rows: dict[int, Any] | None = None
+    _step: dict[Any, Any] = field(default_factory=dict)  # cleared by MultiLora.set_rows
+
+    def _derived(self, key: Any, build: Any) -> Any:
+        if key not in self._step:
+            self._step[key] = build()
+        return self._step[key]
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """[batch] slot index on the model's device (the matmul paths)."""
+        return self._derived(
+            "rows", lambda: torch.tensor(self.slots, dtype=torch.long, device=self.device)
+        )
 
     def token_rows(self, tokens: int) -> Any:
         """Each token's slot for the fused kernel (a row's slot repeated ``tokens`` times)."""
-        if tokens == 1:
-            return self.rows_np
-        cache = self._token_rows if self._token_rows is not None else {}
-        self._token_rows = cache
-        if tokens not in cache:
-            import numpy as np
+        import numpy as np
 
-            cache[tokens] = np.repeat(self.rows_np, tokens)
-        return cache[tokens]
+        return self._derived(
+            ("tokens", tokens), lambda: np.repeat(np.asarray(self.slots, dtype=np.int64), tokens)
+        )
 
     def onehot(self, rank: int, dtype: torch.dtype) -> torch.Tensor:
-        """[batch, 1, (slots+1)*rank]: 1 on each row's own slot's block; built once per step
-        and shared by every layer (the scales live in ``Bt``)."""
-        cache = self._onehot if self._onehot is not None else {}
-        self._onehot = cache
-        key = (rank, dtype)
-        if key not in cache:
+        """[batch, 1, (slots+1)*rank]: 1 on each row's own slot's block (the scales live in
+        ``Bt``)."""
+
+        def build() -> torch.Tensor:
             hot = torch.nn.functional.one_hot(self.rows, self.n_slots + 1).to(dtype)
-            cache[key] = hot.repeat_interleave(rank, dim=-1).unsqueeze(1)
-        return cache[key]
+            return hot.repeat_interleave(rank, dim=-1).unsqueeze(1)
+
+        return self._derived(("onehot", rank, dtype), build)
 
 
 class MultiLoraLinear(nn.Module):
@@ -158,23 +165,17 @@ class MultiLora:
 
     @property
     def fused(self) -> bool:
-        """Whether decode steps run the fused CPU kernel (float32 on a CPU, numba present)."""
+        """Whether LoRA runs in the fused CPU kernel (float32 on a CPU, numba present)."""
         return self.ctx.fused is not None
 
     def set_rows(self, slots: list[int]) -> None:
-        if self.ctx.fused is not None:
-            import numpy as np
-
-            self.ctx.rows_np = np.asarray(slots, dtype=np.int64)
-            self.ctx._token_rows = None
+        ctx = self.ctx
+        ctx.slots = slots
+        ctx._step.clear()
         first = slots[0]
-        if all(s == first for s in slots):
-            self.ctx.single, self.ctx.rows = first, None
-        else:
-            device = next(iter(self.layers.values())).A.device if self.layers else "cpu"
-            self.ctx.single = None
-            self.ctx.rows = torch.tensor(slots, dtype=torch.long, device=device)
-        self.ctx._onehot = None
+        ctx.single = first if all(s == first for s in slots) else None
+        if self.layers:
+            ctx.device = next(iter(self.layers.values())).A.device
 
     def parse(self, name: str, config: Any, state_dict: dict[str, torch.Tensor]):
         """``{module path: (A, B, scale)}`` or an error listing what cannot be served."""

@@ -228,6 +228,23 @@ def live_server(engine_kind, published):
         server.stop()
 
 
+def greedy_burst(live: LiveServer, names: list[str], prompt: str, *, max_tokens: int = 8):
+    """Every name asked at once (batched together), greedy: the completions, in ``names``' order."""
+    import asyncio
+
+    async def burst():
+        async with live.async_client() as client:
+            calls = [
+                client.completions.create(
+                    model=n, prompt=prompt, max_tokens=max_tokens, temperature=0
+                )
+                for n in names
+            ]
+            return await asyncio.gather(*calls)
+
+    return asyncio.run(burst())
+
+
 def check_merged_server(config, registry, *, prompt: str, expected: str, max_tokens: int) -> None:
     """Serve ``config`` (a ``--merged`` one) over HTTP and check it serves the merged model alone:
     greedy text ``expected``, /v1/models lists only it, adapter names get a 404 naming why."""

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 
-from tests.serving.conftest import ADMIN_KEY, API_KEY, BASE_ID
+from tests.serving.conftest import ADMIN_KEY, API_KEY, BASE_ID, greedy_burst
 
 PROMPT = "The capital of France is"
 
@@ -112,15 +110,7 @@ def test_burst_across_adapters_matches_solo(live_server):
     names = [BASE_ID, *live_server.published.adapters[:5]]
     solo = {n: greedy(client, n).choices[0].text for n in names}
 
-    async def burst():
-        async with live_server.async_client() as aclient:
-            calls = [
-                aclient.completions.create(model=n, prompt=PROMPT, max_tokens=8, temperature=0)
-                for n in names * 3
-            ]
-            return await asyncio.gather(*calls)
-
-    results = asyncio.run(burst())
+    results = greedy_burst(live_server, names * 3, PROMPT)
     for name, res in zip(names * 3, results, strict=True):
         assert res.choices[0].text == solo[name], name
 

@@ -7,12 +7,10 @@ CPU (to check the tests themselves on a machine without one).
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from tests.conftest import gpu_test_device
-from tests.serving.conftest import BASE_ID, LiveServer, start_server
+from tests.serving.conftest import BASE_ID, LiveServer, greedy_burst, start_server
 from tests.serving.test_merged import _adapter_greedy_text
 
 pytestmark = pytest.mark.gpu
@@ -61,16 +59,8 @@ def test_greedy_text_matches_transformers_and_bursts_match_solo(gpu_server, serv
     texts = {answers[n].choices[0].text for n in names}
     assert len(texts) > 1, "base and adapters answered alike: the adapters were not applied"
 
-    async def burst():
-        async with live.async_client() as aclient:
-            calls = [
-                aclient.completions.create(model=n, prompt=PROMPT, max_tokens=8, temperature=0)
-                for n in names * 3
-            ]
-            return await asyncio.gather(*calls)
-
     # Batched across adapters on the device, the same greedy text as one request at a time.
-    for name, res in zip(names * 3, asyncio.run(burst()), strict=True):
+    for name, res in zip(names * 3, greedy_burst(live, names * 3, PROMPT), strict=True):
         assert res.choices[0].text == answers[name].choices[0].text, name
 
 

@@ -59,3 +59,12 @@ def tiny_job(tmp_path: Path, **overrides) -> dict:
         else:
             job[key] = value
     return job
+
+
+def probe_ids(tokenizer) -> list[int]:
+    """One chat prompt's token ids: the input whose logits tests compare across reloads."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Date: 3rd of March 2024"}],
+        add_generation_prompt=True,
+        tokenize=True,
+    )["input_ids"]

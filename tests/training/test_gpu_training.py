@@ -14,17 +14,14 @@ from loradock.training.config import JobConfig
 from loradock.training.job import build_session, finish, train
 from loradock.training.preflight import preflight
 from tests.conftest import gpu_test_device
+from tests.training.conftest import probe_ids
 
 pytestmark = pytest.mark.gpu
 DEVICE = gpu_test_device()
 
 
 def _probe_logits(model, tokenizer) -> torch.Tensor:
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Date: 3rd of March 2024"}],
-        add_generation_prompt=True,
-        tokenize=True,
-    )["input_ids"]
+    ids = probe_ids(tokenizer)
     model.eval()
     device = next(model.parameters()).device
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):

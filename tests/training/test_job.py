@@ -11,14 +11,11 @@ from loradock.registry.card import AdapterCard
 from loradock.training.config import JobConfig
 from loradock.training.job import build_session, finish, run_job, train
 from loradock.training.preflight import preflight
+from tests.training.conftest import probe_ids
 
 
 def _probe_logits(model, tokenizer) -> torch.Tensor:
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Date: 3rd of March 2024"}],
-        add_generation_prompt=True,
-        tokenize=True,
-    )["input_ids"]
+    ids = probe_ids(tokenizer)
     model.eval()
     with torch.no_grad():
         return model(input_ids=torch.tensor([ids])).logits.float()
