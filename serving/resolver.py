@@ -20,6 +20,11 @@ from loradock.errors import (
 from loradock.serving.engine import AdapterSpec
 
 RESOLVE_TTL_S = 2.0  # how long a resolved name is reused before the registry is asked again
+# Past its TTL, a name is still answered from the cache while ONE background refresh reads the
+# store (stale-while-revalidate), for at most this many TTLs; older entries are read again
+# before the request goes on. Without it, every request for a name that expired waited on the
+# store, all at once under load (8 names x 4 concurrent clients: 32 reads every 2 s).
+STALE_TTLS = 10
 
 
 def _looks_like_path(model: str) -> bool:
@@ -64,24 +69,63 @@ class AdapterResolver:
         # change rarely, so an alias moved or a revision published is seen within the TTL.
         self.cache_ttl_s = cache_ttl_s
         self._resolved: dict[str, tuple[float, AdapterSpec]] = {}
+        self._refreshing: set[str] = set()
+        # Striped, not one per name: names come from requests, and a dict of them would grow.
+        self._name_locks = [threading.Lock() for _ in range(64)]
 
     def is_base(self, model: str) -> bool:
         return model in self.base_names
 
     def cached(self, model: str) -> tuple[bool, AdapterSpec | None]:
         """``(True, spec)`` when ``model`` resolves without reading the store (the base, or a
-        name resolved less than ``cache_ttl_s`` ago); ``(False, None)`` when it must be read."""
+        name resolved less than ``cache_ttl_s`` ago, or less than ``STALE_TTLS`` TTLs ago while
+        one background refresh reads it again); ``(False, None)`` when it must be read."""
         if self.is_base(model):
             return True, None
         hit = self._resolved.get(model)
-        if hit is not None and hit[0] > time.monotonic():
-            return True, hit[1]
-        return False, None
+        if hit is None:
+            return False, None
+        expiry, spec = hit
+        now = time.monotonic()
+        if expiry > now:
+            return True, spec
+        if now - expiry > self.cache_ttl_s * (STALE_TTLS - 1):
+            return False, None  # too old to serve while refreshing: read it now
+        self._refresh_in_background(model)
+        return True, spec
+
+    def _refresh_in_background(self, model: str) -> None:
+        with self._lock:
+            if model in self._refreshing:
+                return
+            self._refreshing.add(model)
+
+        def refresh() -> None:
+            try:
+                self._resolve_once(model)
+            except Exception:  # gone, moved out of reach, now incompatible: forget it, and
+                with self._lock:  # the next request reads the store and gets the error
+                    self._resolved.pop(model, None)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(model)
+
+        threading.Thread(target=refresh, name="loradock-resolve", daemon=True).start()
 
     def resolve(self, model: str) -> AdapterSpec | None:
-        """``None`` for the base model; an ``AdapterSpec`` for an adapter; raises otherwise."""
+        """``None`` for the base model; an ``AdapterSpec`` for an adapter; raises otherwise.
+
+        Concurrent calls for one name read the store once: the others wait for that read and
+        take its result (errors are not cached: each caller then reads and gets its own)."""
         if self.is_base(model):
             return None
+        with self._name_locks[hash(model) % len(self._name_locks)]:
+            hit = self._resolved.get(model)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]  # another caller resolved it while this one waited
+            return self._resolve_once(model)
+
+    def _resolve_once(self, model: str) -> AdapterSpec:
         if self.merged:
             raise AdapterNotFoundError(
                 f"The model {model!r} is not served here: this server serves only the merged "
