@@ -33,6 +33,7 @@ from loradock.errors import (
     RevisionNotFoundError,
     StoreError,
 )
+from loradock.registry.card import load_yaml
 from loradock.registry.local_files import (
     copy_to_temp,
     read_refs,
@@ -351,7 +352,7 @@ class LocalHub:
             return {}
         block = text[3:].split("\n---", 1)[0]
         try:
-            data = yaml.safe_load(block)
+            data = load_yaml(block)
         except yaml.YAMLError:
             return {}  # a broken card still lists (the Hub does the same); the index reports it
         return data if isinstance(data, dict) else {}
