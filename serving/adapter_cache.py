@@ -111,6 +111,16 @@ class AdapterCache:
         self.stats: Counter[str] = Counter()
 
     # ---- CPU tier (event-loop side) -------------------------------------------------------
+    def peek(self, spec: AdapterSpec) -> CpuAdapter | None:
+        """The adapter if it is in CPU memory now (a hit, counted), else None: no waiting."""
+        key = adapter_key(spec)
+        with self._lock:
+            hit = self._cpu.get(key)
+            if hit is not None:
+                self._cpu.move_to_end(key)
+                self.stats["cpu_hits"] += 1
+            return hit
+
     async def fetch(self, spec: AdapterSpec) -> CpuAdapter:
         """The adapter in CPU memory, reading it from disk once however many ask at once."""
         key = adapter_key(spec)

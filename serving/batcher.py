@@ -55,6 +55,10 @@ class Sequence:
     queue: asyncio.Queue | None = None
     gen: torch.Generator | None = None
     cancelled: bool = False
+    # The adapter is still being read from disk (``ContinuousBatcher.loaded`` clears it): the
+    # sequence waits in the queue meanwhile, so the read overlaps the arrival-gathering wait
+    # instead of coming before it, and it holds up nobody.
+    loading: bool = False
     generated: int = 0
     pos: int = 0  # position id of the next input token
     last_token: int = 0
@@ -139,6 +143,17 @@ class ContinuousBatcher:
             self._pending.append(seq)
             self._cond.notify_all()
 
+    def loaded(self, seq: Sequence, adapter: CpuAdapter | None) -> None:
+        """``seq``'s adapter is in memory (``adapter``), or failed to load (None: ``seq`` is
+        cancelled and its error already emitted): it may be admitted now."""
+        with self._cond:
+            if adapter is None:
+                seq.cancelled = True
+            else:
+                seq.adapter = adapter
+            seq.loading = False
+            self._cond.notify_all()
+
     def call(self, fn: Callable[[], Any]) -> asyncio.Future:
         """Run ``fn`` on the model thread between steps; await the returned future."""
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -184,7 +199,9 @@ class ContinuousBatcher:
     def _admit(self) -> list[Sequence]:
         with self._cond:
             if not self._active:
-                if not self._pending and not self._commands:
+                if not self._commands and all(s.loading for s in self._pending):
+                    # Nothing to run, or only requests whose adapters are being read: sleep
+                    # until an arrival, a finished read or a command (never spin).
                     self._cond.wait(timeout=0.5)
                 # Nothing running: a burst of requests should share one prefill. Wait while
                 # they keep coming (each within max_wait of the last), up to BURST_WAITS
@@ -207,6 +224,9 @@ class ContinuousBatcher:
             while self._pending:
                 seq = self._pending.popleft()
                 if seq.cancelled:
+                    continue
+                if seq.loading:
+                    waiting.append(seq)
                     continue
                 try:
                     ready = (

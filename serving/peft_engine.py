@@ -176,6 +176,14 @@ class PeftEngine:
         self._names.setdefault(cpu.key, set()).add(adapter.name)
         return cpu
 
+    def _in_memory(self, adapter: AdapterSpec) -> CpuAdapter | None:
+        """The adapter if it is in CPU memory and already checked (no waiting), else None."""
+        cpu = self._cache.peek(adapter)
+        if cpu is None or cpu.key not in self._checked:
+            return None
+        self._names.setdefault(cpu.key, set()).add(adapter.name)
+        return cpu
+
     async def load(self, adapter: AdapterSpec) -> None:
         """Read the adapter into memory and attach it to a slot now (admin preload)."""
         cpu = await self._fetch(adapter)
@@ -200,9 +208,11 @@ class PeftEngine:
         ids = request.prompt_token_ids or self.tokenizer(request.prompt)["input_ids"]
         limit = self.capabilities.max_model_len
         check_prompt_fits(len(ids), limit)
-        cpu = None
+        cpu, reading = None, None
         if request.adapter is not None:
-            cpu = await self._fetch(request.adapter)
+            cpu = self._in_memory(request.adapter)
+            if cpu is None:  # read it while the request already waits in the queue
+                reading = asyncio.ensure_future(self._fetch(request.adapter))
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
 
@@ -219,7 +229,12 @@ class PeftEngine:
             emit=emit,
             loop=loop,
             queue=queue,
+            loading=reading is not None,
         )
+        if reading is not None:
+            # Even if the queue refuses ``seq`` below, the read goes on: its adapter is cached
+            # for the next request, and the callback collects its outcome.
+            reading.add_done_callback(lambda task: self._read_done(seq, task))
         self._batcher.submit(seq)
         try:
             while True:
@@ -231,6 +246,19 @@ class PeftEngine:
                     return
         finally:
             seq.cancelled = True
+
+    def _read_done(self, seq: Sequence, task: asyncio.Task) -> None:
+        """The adapter read for ``seq`` ended: admit it, or fail its request with the error
+        (a missing file, a 422 from the check)."""
+        if task.cancelled():
+            self._batcher.loaded(seq, None)
+            return
+        exc = task.exception()
+        if exc is not None:
+            seq.emit(exc)
+            self._batcher.loaded(seq, None)
+        else:
+            self._batcher.loaded(seq, task.result())
 
     def stats(self) -> dict[str, float]:
         """Gauges and counters for /metrics (an optional extension of the Engine protocol)."""
