@@ -36,6 +36,7 @@ import dataclasses
 import importlib
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -135,7 +136,7 @@ def bench_distinct_adapters(setup: BenchSetup) -> list[Row]:
 
 def bench_cold_ttft(setup: BenchSetup) -> list[Row]:
     """(c) TTFT of a never-loaded adapter / a loaded one while 4 loaded adapters keep busy."""
-    samples = 4 if setup.quick else 8
+    samples = 4 if setup.quick else 16
     busy = setup.adapters[:4]
     cold = setup.adapters[16 : 16 + samples]
     warm = setup.adapters[4]
@@ -144,16 +145,25 @@ def bench_cold_ttft(setup: BenchSetup) -> list[Row]:
         stop = threading.Event()
 
         def background() -> None:
+            # 16 clients in client processes (drive_apart), as in (a): run in this process,
+            # their Python work would compete with the server's for its GIL.
+            jobs = [(busy[i % 4], PROMPTS[i % 8]) for i in range(16 * 4)]
             while not stop.is_set():
-                jobs = [(busy[i % 4], PROMPTS[i % 8]) for i in range(16)]
-                asyncio.run(drive(srv.url, jobs, concurrency=16, max_tokens=setup.max_tokens))
+                drive_apart(srv.url, jobs, concurrency=16, max_tokens=setup.max_tokens,
+                            start_delay=0.0)  # fmt: skip
 
         thread = threading.Thread(target=background, daemon=True)
         thread.start()
         time.sleep(1.0)
         cold_t, warm_t = [], []
+        # The background clients run in lock-step rounds, so the load comes in bursts; a probe
+        # sent right after the previous one would meet them at a phase set by the probes'
+        # own durations (a cold probe is a few ms longer), not at random. A random pause
+        # before each probe gives both kinds the same mix of load.
+        jitter = random.Random(0)
         for i in range(samples):
             for name, out in ((cold[i], cold_t), (warm, warm_t)):
+                time.sleep(jitter.uniform(0.0, 0.1))
                 r = asyncio.run(drive(srv.url, [(name, PROMPTS[i % 8])], concurrency=1,
                                       max_tokens=4, stream=True))  # fmt: skip
                 out.append(r["ttfts"][0])

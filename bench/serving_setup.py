@@ -372,6 +372,7 @@ def drive_apart(
     concurrency: int,
     max_tokens: int,
     stream: bool = False,
+    start_delay: float = START_DELAY_S,
 ) -> dict[str, Any]:
     """:func:`drive` from separate client processes, as real clients are: the clients' own
     Python work (openai, httpx, pydantic) then does not compete for the server's GIL, and
@@ -386,7 +387,7 @@ def drive_apart(
         _CLIENTS = concurrent.futures.ProcessPoolExecutor(MAX_CLIENT_PROCESSES, mp_context=context)
         atexit.register(_CLIENTS.shutdown)
     parts = max(1, min(concurrency // CLIENTS_PER_PROCESS, MAX_CLIENT_PROCESSES, len(jobs)))
-    start_at = time.monotonic() + START_DELAY_S
+    start_at = time.monotonic() + start_delay
     futures = [
         _CLIENTS.submit(
             _drive_sync,
