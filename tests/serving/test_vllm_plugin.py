@@ -203,7 +203,13 @@ def test_plain_vllm_serve_resolves_adapters_by_registry_name(vllm_server):
     else:
         import warnings
 
-        note = f"vLLM wrote no log lines to {log}: the refusal reason is unchecked here"
+        lines = text.splitlines()
+        vllm_env = sorted(k for k in os.environ if k.startswith(("VLLM_", "CI", "PYTHON")))
+        note = (
+            f"vLLM wrote no log lines to {log}: the refusal reason is unchecked here "
+            f"(for the cause: the log has {len(lines)} lines, first {lines[:3]!r}, last "
+            f"{lines[-3:]!r}; environment keys {vllm_env})"
+        )
         warnings.warn(note, stacklevel=1)
     stream = client.completions.create(
         model="acme/dates-lora@prod", prompt="Convert the date 3 March 2024:",
