@@ -58,9 +58,26 @@ class TrainingSession:
         return self.plan.config.output_dir / CHECKPOINTS
 
 
+def import_trl() -> Any:
+    """``import trl``, keeping the process's ``VLLM_LOGGING_LEVEL`` as it was.
+
+    When vLLM is installed, importing trl sets ``VLLM_LOGGING_LEVEL=ERROR`` in ``os.environ``
+    (``trl._compat``), for the whole process and every process it starts: a process that
+    trains and then serves with vLLM (the demo, a notebook, the test suite) would lose vLLM's
+    warnings, the registry resolver's refusal reasons among them."""
+    before = os.environ.get("VLLM_LOGGING_LEVEL")
+    import trl
+
+    if before is None:
+        os.environ.pop("VLLM_LOGGING_LEVEL", None)
+    else:
+        os.environ["VLLM_LOGGING_LEVEL"] = before
+    return trl
+
+
 def sft_config(plan: JobPlan, *, packing: bool, progress: bool = True):
     """The trl ``SFTConfig`` for a plan, with ``packing`` resolved (:func:`decide_packing`)."""
-    from trl import SFTConfig
+    SFTConfig = import_trl().SFTConfig  # noqa: N806 (trl's class)
 
     cfg = plan.config
     has_eval = plan.data.validation is not None and cfg.trainer.eval_steps is not None
@@ -120,9 +137,9 @@ class _LossPrinter:
 
 def build_session(plan: JobPlan, *, progress: bool = True) -> TrainingSession:
     """Load the model and data and build the ``SFTTrainer`` (nothing trained yet)."""
-    from trl import SFTTrainer
-
     from loradock.training.packed_attention import use_training_attention
+
+    SFTTrainer = import_trl().SFTTrainer  # noqa: N806 (trl's class)
 
     trainer_cfg = plan.config.trainer
     model, tokenizer = load_model(plan)
