@@ -123,13 +123,10 @@ class AdapterCache:
 
     async def fetch(self, spec: AdapterSpec) -> CpuAdapter:
         """The adapter in CPU memory, reading it from disk once however many ask at once."""
+        hit = self.peek(spec)
+        if hit is not None:
+            return hit
         key = adapter_key(spec)
-        with self._lock:
-            hit = self._cpu.get(key)
-            if hit is not None:
-                self._cpu.move_to_end(key)
-                self.stats["cpu_hits"] += 1
-                return hit
         pending = self._loading.get(key)
         if pending is not None:
             self.stats["load_waits"] += 1

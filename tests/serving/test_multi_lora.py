@@ -16,9 +16,20 @@ def _load(path):
     return LoraConfig.from_pretrained(str(path)), load_file(str(path / "adapter_model.safetensors"))
 
 
+def _peft_logits(base, adapter, ids):
+    """The reference: float32 transformers logits, through PEFT when ``adapter`` is given."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter)).eval()
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-kernel", "matmuls"])
 def test_mixed_batch_matches_peft(tiny_base, tiny_adapter_factory, fused):
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     a = tiny_adapter_factory(seed=1)
@@ -26,11 +37,7 @@ def test_mixed_batch_matches_peft(tiny_base, tiny_adapter_factory, fused):
     ids = torch.tensor([[5, 9, 30, 7], [11, 3, 8, 2], [4, 4, 60, 1], [5, 9, 30, 7]])
 
     def reference(adapter):
-        model = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
-        if adapter is not None:
-            model = PeftModel.from_pretrained(model, str(adapter)).eval()
-        with torch.no_grad():
-            return model(input_ids=ids).logits
+        return _peft_logits(tiny_base, adapter, ids)
 
     expected = [reference(a)[0], reference(b)[1], reference(None)[2], reference(a)[3]]
     model = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
@@ -79,21 +86,16 @@ def test_bf16_model_runs_the_fused_kernel(tiny_base, tiny_adapter_factory):
     """A bf16 model on a CPU: LoRA sums run in the float32 kernel (its stacks are float32) and
     land on the bf16 base output, within bf16's rounding of the float32 answer."""
     pytest.importorskip("numba")
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     a = tiny_adapter_factory(seed=1)
     b = tiny_adapter_factory(seed=3, r=8)
     ids = torch.tensor([[5, 9, 30, 7], [11, 3, 8, 2], [4, 4, 60, 1]])
 
-    def reference(adapter):
-        model = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
-        if adapter is not None:
-            model = PeftModel.from_pretrained(model, str(adapter)).eval()
-        with torch.no_grad():
-            return model(input_ids=ids).logits
-
-    expected = torch.stack([reference(a)[0], reference(b)[1], reference(None)[2]])
+    expected = torch.stack(
+        [_peft_logits(tiny_base, a, ids)[0], _peft_logits(tiny_base, b, ids)[1],
+         _peft_logits(tiny_base, None, ids)[2]]
+    )  # fmt: skip
     model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.bfloat16).eval()
     lora = MultiLora(model, n_slots=2)
     assert lora.fused
