@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.serving_clients import drive, drive_apart
 from bench.serving_setup import (  # noqa: F401  (re-exported: bench.serving_vllm uses them)
     DEVICES,
     DTYPES,
@@ -60,8 +61,6 @@ from bench.serving_setup import (  # noqa: F401  (re-exported: bench.serving_vll
     best_of,
     build_setup,
     device_name,
-    drive,
-    drive_apart,
     engine_tps,
     offline_merged_tps,
     resolve_device,

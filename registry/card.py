@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 from huggingface_hub import ModelCardData
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from loradock.errors import CardError
 from loradock.registry.eval_results import (
@@ -55,8 +56,6 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
     """A README's YAML front matter as a dict, and the body after it, exactly as
     huggingface_hub's ``RepoCard`` splits them (its regex), parsed by :func:`load_yaml`.
     Raises ``yaml.YAMLError`` for broken YAML, ``ValueError`` when it is not a mapping."""
-    from huggingface_hub.repocard import REGEX_YAML_BLOCK
-
     match = REGEX_YAML_BLOCK.search(text)
     if not match:
         return {}, text

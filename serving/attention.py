@@ -40,8 +40,8 @@ def cpu_grouped_attention(
     """Attention in float32 for CPU tensors of any float dtype, GQA heads kept grouped.
 
     ``query`` [B, H, L, D], ``key``/``value`` [B, KV, T, D], ``mask`` boolean [B, 1, L, T]
-    (True = attend; None = causal) -> [B, L, H, D] in the query's dtype. Masked scores get the
-    dtype's lowest finite value, not -inf: a row masked everywhere (a left-padding position)
+    (True = attend; None = causal) -> [B, L, H, D] in the query's dtype. Masked scores get
+    float32's lowest finite value, not -inf: a row masked everywhere (a left-padding position)
     then gives finite values that nobody reads, never NaN.
     """
     batch, heads, length, dim = query.shape

@@ -13,8 +13,9 @@ through two plain matmuls 10 us, this kernel 6.6 us (for 16 distinct adapters or
 
 It serves prefills too (every token of a row through the row's slot): 32 prompts of 40 tokens
 over 8 adapters, 0.19 ms a module against 1.2 ms gathered and 0.26 ms for one adapter's two
-matmuls. float32 on the CPU only (numba has no bfloat16); the caller keeps the eager paths for
-the rest.
+matmuls. It computes in float32 (numba has no bfloat16): for a bf16/fp16 model the caller keeps
+float32 stacks, passes a float32 copy of the input and adds the result; GPUs and a missing
+numba keep the eager paths.
 """
 
 from __future__ import annotations

@@ -100,9 +100,9 @@ class MultiLoraLinear(nn.Module):
         self.A_flat_t = self.A.view(slots * rank, -1).transpose(0, 1)
         self.Bt_flat = self.Bt.view(slots * rank, -1)
         self.dense = slots * rank <= max(self.base.in_features, self.base.out_features)
-        cpu32 = self.A.device.type == "cpu" and self.A.dtype == torch.float32
-        self.A_np = self.A.numpy() if cpu32 else None
-        self.Bt_np = self.Bt.numpy() if cpu32 else None
+        fused = self.ctx.fused is not None  # then the stacks are float32 on the CPU
+        self.A_np = self.A.numpy() if fused else None
+        self.Bt_np = self.Bt.numpy() if fused else None
 
     def grow_rank(self, rank: int) -> None:
         if rank <= self.A.shape[1]:
@@ -117,7 +117,7 @@ class MultiLoraLinear(nn.Module):
         ctx = self.ctx
         if ctx.single == 0:
             return y
-        if ctx.fused is not None and self.A_np is not None:
+        if self.A_np is not None:  # the fused kernel
             # One pass over every token, each through its row's own slot (or the single one).
             flat = x.reshape(-1, x.shape[-1])
             rows = ctx.token_rows(x.shape[-2])
