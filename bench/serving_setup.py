@@ -253,9 +253,9 @@ class Server:
     """A PEFT server for ``setup`` on a free port, in this process."""
 
     def __init__(self, setup: BenchSetup, **options: Any):
-        from loradock.serving.app import create_app
-        from loradock.serving.background import BackgroundServer
         from loradock.serving.config import ServerConfig
+        from loradock.serving.http.app import create_app
+        from loradock.serving.http.background import BackgroundServer
         from loradock.serving.server import build_engine
 
         options.setdefault("max_model_len", 256)
@@ -286,7 +286,7 @@ def offline_merged_tps(setup: BenchSetup, prompts: list[str], max_tokens: int) -
     from peft import PeftModel
 
     from loradock.modeling import load_base
-    from loradock.serving.attention import use_grouped_attention
+    from loradock.serving.engines.peft.attention import use_grouped_attention
 
     torch.set_num_threads(setup.threads)
     model, tok = load_base(setup.base.path, dtype=setup.dtype, device=setup.device)
@@ -317,7 +317,7 @@ def engine_tps(
     """Tokens/s of the PEFT engine driven directly (no HTTP, no client, in this process):
     ``jobs`` submitted all at once, each adapter resolved and attached beforehand."""
     from loradock.serving.config import ServerConfig
-    from loradock.serving.engine import AdapterSpec, GenerationRequest, SamplingParams
+    from loradock.serving.engines.base import AdapterSpec, GenerationRequest, SamplingParams
     from loradock.serving.server import build_engine
 
     config = ServerConfig(

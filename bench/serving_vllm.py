@@ -29,10 +29,10 @@ class VllmServer:
     """A loradock server with the vLLM engine for ``setup`` (multi-LoRA, or a merged model)."""
 
     def __init__(self, setup: BenchSetup, *, merged: Path | None = None, **options: Any):
-        from loradock.serving.app import create_app
-        from loradock.serving.background import BackgroundServer
         from loradock.serving.config import ServerConfig
-        from loradock.serving.vllm_engine import VllmEngine, VllmOptions, create_engine
+        from loradock.serving.engines.vllm.engine import VllmEngine, VllmOptions, create_engine
+        from loradock.serving.http.app import create_app
+        from loradock.serving.http.background import BackgroundServer
 
         options.setdefault("max_model_len", 256)
         config = ServerConfig(

@@ -17,7 +17,7 @@ from typing import Any
 
 from loradock.errors import ConfigError, InvalidNameError
 from loradock.registry.names import parse_name, validate_repo_id
-from loradock.serving.vllm_limits import VLLM_LORA_RANKS  # plain data: vLLM is not imported
+from loradock.serving.engines.vllm.limits import VLLM_LORA_RANKS  # plain data: vLLM is not imported
 
 ENGINES = ("peft", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -30,6 +30,21 @@ VLLM_ENGINE_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "kv_cac
 def looks_like_path(name: str) -> bool:
     """A base given as a folder (``/x``, ``./x``, ``~/x``, ``a/b/c``), not a registry name."""
     return name.startswith(("/", ".", "~")) or "\\" in name or name.strip("/").count("/") > 1
+
+
+@dataclass(frozen=True)
+class PeftEngineConfig:
+    """The PEFT engine's options (``engines/peft/``), as ``ServerConfig.peft`` hands them over."""
+
+    max_loaded: int
+    max_cpu_adapters: int
+    max_batch_size: int
+    max_wait_ms: float
+    max_queue: int
+    max_model_len: int
+    dtype: str
+    device: str | None
+    torch_threads: int | None
 
 
 @dataclass(frozen=True)
@@ -73,18 +88,34 @@ class ServerConfig:
     def serves_adapters(self) -> bool:
         return not self.merged
 
+    @property
+    def peft(self) -> PeftEngineConfig:
+        """The PEFT engine's part of these options."""
+        return PeftEngineConfig(
+            max_loaded=self.max_loaded,
+            max_cpu_adapters=self.max_cpu_adapters,
+            max_batch_size=self.max_batch_size,
+            max_wait_ms=self.max_wait_ms,
+            max_queue=self.max_queue,
+            max_model_len=self.max_model_len,
+            dtype=self.dtype,
+            device=self.device,
+            torch_threads=self.torch_threads,
+        )
+
     def peft_engine_options(self) -> dict[str, Any]:
         """``PeftEngine`` keyword options (all but ``base_name``), in or out of process."""
+        p = self.peft
         return {
-            "max_loaded": self.max_loaded,
-            "max_cpu_adapters": self.max_cpu_adapters,
-            "max_batch_size": self.max_batch_size,
-            "max_wait_ms": self.max_wait_ms,
-            "max_queue": self.max_queue,
-            "max_model_len": self.max_model_len,
-            "dtype": self.dtype,
-            "device": self.device,
-            "threads": self.torch_threads,
+            "max_loaded": p.max_loaded,
+            "max_cpu_adapters": p.max_cpu_adapters,
+            "max_batch_size": p.max_batch_size,
+            "max_wait_ms": p.max_wait_ms,
+            "max_queue": p.max_queue,
+            "max_model_len": p.max_model_len,
+            "dtype": p.dtype,
+            "device": p.device,
+            "threads": p.torch_threads,
         }
 
     def __post_init__(self) -> None:

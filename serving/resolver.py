@@ -17,7 +17,7 @@ from loradock.errors import (
     IncompatibleAdapterError,
     InvalidNameError,
 )
-from loradock.serving.engine import AdapterSpec
+from loradock.serving.engines.base import AdapterSpec
 
 RESOLVE_TTL_S = 2.0  # how long a resolved name is reused before the registry is asked again
 # Past its TTL, a name is still answered from the cache while ONE background refresh reads the

@@ -1,7 +1,7 @@
 """``serve(config)``: registry + engine + app, run by uvicorn (``loradock serve`` calls this).
 
 ``build_engine`` is the one place that picks an engine. The vLLM branch calls
-``loradock.serving.vllm_engine.create_engine(config, base_path, registry=registry)``, imported
+``loradock.serving.engines.vllm.engine.create_engine(config, base_path, registry=registry)``, imported
 only when asked for, so the PEFT server never imports vLLM; with the registry, vLLM's LoRA
 limits (``max_lora_rank``...) are derived from the adapters the server may serve.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from loradock.errors import ConfigError
 from loradock.serving.config import ServerConfig
-from loradock.serving.engine import Engine
+from loradock.serving.engines.base import Engine
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +23,15 @@ log = logging.getLogger(__name__)
 def build_engine(config: ServerConfig, base_path: str | Path, *, registry: Any = None) -> Engine:
     """The engine ``config`` asks for, serving the model folder ``base_path``."""
     if config.engine == "vllm":
-        from loradock.serving.vllm_engine import create_engine
+        from loradock.serving.engines.vllm.engine import create_engine
 
         return create_engine(config, base_path, registry=registry)
     if config.engine_process:
-        from loradock.serving.engine_process import ProcessEngine
+        from loradock.serving.engines.peft.process import ProcessEngine
 
         engine = ProcessEngine.from_config(config, base_path)
     else:
-        from loradock.serving.peft_engine import PeftEngine
+        from loradock.serving.engines.peft.engine import PeftEngine
 
         engine = PeftEngine.from_config(config, base_path)
     if config.merged:  # the app refuses adapter names; the capabilities say why
@@ -56,7 +56,7 @@ def check_merged_model(config: ServerConfig, path: str | Path) -> None:
 
 def build_app(config: ServerConfig, *, registry: Any = None):
     """The ready-to-run FastAPI app for ``config`` (the engine starts with the app)."""
-    from loradock.serving.app import create_app
+    from loradock.serving.http.app import create_app
 
     if registry is None:
         from loradock.registry.api import Registry

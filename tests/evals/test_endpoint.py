@@ -17,9 +17,9 @@ def served(module_home, tiny_base, tiny_adapter_factory):
     """The real loradock server (PEFT engine) on 127.0.0.1, serving the base and any adapter."""
     pytest.importorskip("fastapi", reason="the server needs loradock[serve]")
     from loradock.registry.api import Registry
-    from loradock.serving.app import create_app
-    from loradock.serving.background import BackgroundServer
     from loradock.serving.config import ServerConfig
+    from loradock.serving.http.app import create_app
+    from loradock.serving.http.background import BackgroundServer
     from loradock.serving.server import build_engine
 
     registry = Registry.open()

@@ -183,9 +183,9 @@ class LiveServer:
 
 def start_server(engine_kind: str, published: Published, **options):
     """Build config + engine + app for ``published`` and run it; returns a BackgroundServer."""
-    from loradock.serving.app import create_app
-    from loradock.serving.background import BackgroundServer
     from loradock.serving.config import ServerConfig
+    from loradock.serving.http.app import create_app
+    from loradock.serving.http.background import BackgroundServer
 
     options.setdefault("adapters", {"dates": f"{published.adapters[1]}@prod"})
     options.setdefault("dtype", "float32")
@@ -251,7 +251,7 @@ def check_merged_server(config, registry, *, prompt: str, expected: str, max_tok
     import httpx
     import openai
 
-    from loradock.serving.background import BackgroundServer
+    from loradock.serving.http.background import BackgroundServer
     from loradock.serving.server import build_app
 
     with BackgroundServer(build_app(config, registry=registry)) as url:

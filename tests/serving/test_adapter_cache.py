@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from loradock.serving import adapter_cache as ac
-from loradock.serving.engine import AdapterSpec
+from loradock.serving.engines.base import AdapterSpec
+from loradock.serving.engines.peft import adapter_cache as ac
 
 
 def spec(i: int, folder) -> AdapterSpec:

@@ -8,8 +8,12 @@ import torch
 from transformers import DynamicCache
 
 from loradock.modeling import load_base
-from loradock.serving.attention import NAME, cpu_grouped_attention, use_grouped_attention
-from loradock.serving.kv_cache import GROW_TOKENS, SlabCache
+from loradock.serving.engines.peft.attention import (
+    NAME,
+    cpu_grouped_attention,
+    use_grouped_attention,
+)
+from loradock.serving.engines.peft.kv_cache import GROW_TOKENS, SlabCache
 from loradock.tiny import make_tiny_base
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loradock.serving.decoding import TextState, make_generator, sample_next
-from loradock.serving.engine import SamplingParams
+from loradock.serving.engines.base import SamplingParams
+from loradock.serving.engines.peft.decoding import TextState, make_generator, sample_next
 
 
 class CharTokenizer:

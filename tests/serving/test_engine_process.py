@@ -22,7 +22,7 @@ from loradock.errors import (
     QueueFullError,
     RequestError,
 )
-from loradock.serving.engine_process import ProcessEngine, portable
+from loradock.serving.engines.peft.process import ProcessEngine, portable
 from tests.serving.conftest import API_KEY, BASE_ID, start_server
 
 PROMPT = "Convert the date 3 March 2024 to ISO format:"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from loradock.serving import adapter_cache as ac
-from loradock.serving.engine import AdapterSpec, GenerationRequest, SamplingParams
-from loradock.serving.peft_engine import PeftEngine
+from loradock.serving.engines.base import AdapterSpec, GenerationRequest, SamplingParams
+from loradock.serving.engines.peft import adapter_cache as ac
+from loradock.serving.engines.peft.engine import PeftEngine
 from tests.serving.conftest import BASE_ID
 
 PROMPT = "Convert the date 3 March 2024 to ISO format:"

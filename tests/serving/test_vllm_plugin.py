@@ -46,7 +46,7 @@ def home(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def resolver(home, monkeypatch):
-    from loradock.serving.vllm_plugin import MAX_RANK_ENV, make_resolver
+    from loradock.serving.engines.vllm.plugin import MAX_RANK_ENV, make_resolver
 
     monkeypatch.setenv("LORADOCK_HOME", str(home))
     monkeypatch.setenv(MAX_RANK_ENV, "8")
@@ -89,7 +89,7 @@ def test_resolver_says_why_it_refuses(resolver, home, caplog, name, message):
     import asyncio
     import logging
 
-    from loradock.serving.vllm_plugin import log
+    from loradock.serving.engines.vllm.plugin import log
 
     log.addHandler(caplog.handler)  # vLLM's logger tree does not propagate to the root
     try:
@@ -103,7 +103,7 @@ def test_resolver_says_why_it_refuses(resolver, home, caplog, name, message):
 def test_register_is_idempotent():
     from vllm.lora.resolver import LoRAResolverRegistry
 
-    from loradock.serving.vllm_plugin import RESOLVER_NAME, register
+    from loradock.serving.engines.vllm.plugin import RESOLVER_NAME, register
 
     register()
     first = LoRAResolverRegistry.get_resolver(RESOLVER_NAME)

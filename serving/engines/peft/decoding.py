@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from loradock.serving.engine import SamplingParams
+from loradock.serving.engines.base import SamplingParams
 
 
 def make_generator(seed: int | None) -> torch.Generator | None:

@@ -17,19 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from loradock.errors import RequestError
-from loradock.serving.adapter_cache import AdapterCache, CpuAdapter, adapter_key
-from loradock.serving.attention import use_grouped_attention
-from loradock.serving.batcher import BASE_ADAPTER, ContinuousBatcher, Sequence
-from loradock.serving.decoding import TextState
-from loradock.serving.engine import (
+from loradock.serving.engines.base import (
     AdapterSpec,
     EngineCapabilities,
     GenerationChunk,
     GenerationRequest,
-    check_prompt_fits,
 )
-from loradock.serving.kv_cache import SlabCache
-from loradock.serving.multi_lora import MultiLora
+from loradock.serving.engines.frontend import PromptFrontend
+from loradock.serving.engines.peft.adapter_cache import AdapterCache, CpuAdapter, adapter_key
+from loradock.serving.engines.peft.attention import use_grouped_attention
+from loradock.serving.engines.peft.decoding import TextState
+from loradock.serving.engines.peft.kv_cache import SlabCache
+from loradock.serving.engines.peft.multi_lora import MultiLora
+from loradock.serving.engines.peft.scheduler import BASE_ADAPTER, ContinuousBatcher, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class PeftEngine:
         self._device = self._device or pick_device()
         dtype = pick_dtype(self._device, self._dtype_name)
         self.model, self.tokenizer = load_base(self.base_path, dtype=dtype, device=self._device)
+        self.frontend = PromptFrontend(self.tokenizer, self.capabilities.max_model_len)
         self.model.eval()
         use_grouped_attention(self.model)  # GQA without copying the KV cache every step
         self._lora = MultiLora(self.model, self.capabilities.max_loaded)
@@ -153,12 +154,10 @@ class PeftEngine:
 
     # ---- Engine API -----------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])
+        return self.frontend.count_tokens(text)
 
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+    def health(self) -> str | None:
+        return None
 
     def loaded_adapters(self) -> list[str]:
         if self._cache is None:
@@ -205,9 +204,8 @@ class PeftEngine:
             self._names.pop(key, None)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        ids = request.prompt_token_ids or self.tokenizer(request.prompt)["input_ids"]
+        ids = self.frontend.encode(request)
         limit = self.capabilities.max_model_len
-        check_prompt_fits(len(ids), limit)
         cpu, reading = None, None
         if request.adapter is not None:
             cpu = self._in_memory(request.adapter)

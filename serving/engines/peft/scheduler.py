@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from loradock.errors import QueueFullError
-from loradock.serving.adapter_cache import AdapterCache, CpuAdapter
-from loradock.serving.decoding import TextState, make_generator, sample_next
-from loradock.serving.engine import GenerationChunk, GenerationRequest
-from loradock.serving.prefill import prefill_groups
+from loradock.serving.engines.base import GenerationChunk, GenerationRequest
+from loradock.serving.engines.peft.adapter_cache import AdapterCache, CpuAdapter
+from loradock.serving.engines.peft.decoding import TextState, make_generator, sample_next
+from loradock.serving.engines.peft.prefill import prefill_groups
 
 log = logging.getLogger(__name__)
 BASE_ADAPTER = "__base__"

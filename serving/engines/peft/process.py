@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from loradock.errors import EngineError
-from loradock.serving.engine import (
+from loradock.serving.engines.base import (
     AdapterSpec,
     EngineCapabilities,
     GenerationChunk,
     GenerationRequest,
-    check_prompt_fits,
 )
+from loradock.serving.engines.frontend import PromptFrontend
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 600  # a big base model on a slow disk; a failed start reports at once
@@ -71,7 +71,7 @@ class ProcessEngine:
             max_loaded=options.get("max_loaded", 8),
             max_model_len=options.get("max_model_len", 512),
         )
-        self.tokenizer: Any = None
+        self.frontend: PromptFrontend | None = None
         self._conn: Any = None
         self._process: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -103,7 +103,8 @@ class ProcessEngine:
         )
         self._process.start()
         child_conn.close()
-        self.tokenizer = await self._loop.run_in_executor(None, load_tokenizer, self.base_path)
+        tokenizer = await self._loop.run_in_executor(None, load_tokenizer, self.base_path)
+        self.frontend = PromptFrontend(tokenizer, self.capabilities.max_model_len)
         ready = await self._loop.run_in_executor(None, self._first_message)
         if ready[0] == "failed":
             self._process.join(timeout=10)
@@ -201,12 +202,10 @@ class ProcessEngine:
 
     # ---- Engine API -----------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])
+        return self.frontend.count_tokens(text)
 
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+    def health(self) -> str | None:
+        return self.dead
 
     def loaded_adapters(self) -> list[str]:
         return list(self._loaded)
@@ -221,9 +220,7 @@ class ProcessEngine:
         await self._call("unload", name)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        ids = request.prompt_token_ids or self.tokenizer(request.prompt)["input_ids"]
-        # The child checks too; answering here spares it the message.
-        check_prompt_fits(len(ids), self.capabilities.max_model_len)
+        ids = self.frontend.encode(request)  # the child gets ids: it never tokenises
         rid = next(self._ids)
         queue: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
         self._streams[rid] = queue
@@ -259,7 +256,7 @@ def child_main(conn: Any, base_path: str, options: dict[str, Any]) -> None:
 
 
 async def _serve(conn: Any, base_path: str, options: dict[str, Any]) -> None:
-    from loradock.serving.peft_engine import PeftEngine
+    from loradock.serving.engines.peft.engine import PeftEngine
 
     loop = asyncio.get_running_loop()
     engine = PeftEngine(base_path, **options)

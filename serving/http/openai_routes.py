@@ -13,13 +13,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
-from loradock.serving.app import ServerState, error_payload, state_of
-from loradock.serving.engine import GenerationChunk, GenerationRequest, SamplingParams
-from loradock.serving.schemas import (
+from loradock.serving.engines.base import GenerationChunk, GenerationRequest, SamplingParams
+from loradock.serving.http.errors import error_payload
+from loradock.serving.http.schemas import (
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
@@ -32,6 +32,7 @@ from loradock.serving.schemas import (
     CompletionResponse,
     Usage,
 )
+from loradock.serving.http.state import ServerState, state_of
 
 router = APIRouter()
 COMPLETIONS, CHAT = "/v1/completions", "/v1/chat/completions"
@@ -72,16 +73,21 @@ async def _start(
     state: ServerState,
     route: str,
     model: str,
-    prompt: str,
+    prompt: str | None,
     sampling: SamplingParams,
     *,
     stream: bool,
+    messages: list[dict[str, str]] | None = None,
 ) -> tuple[_Run, GenerationChunk]:
     known, spec = state.resolver.cached(model)
     if not known:  # the store is read in a worker thread, never on the event loop
         spec = await run_in_threadpool(state.resolver.resolve, model)
     request = GenerationRequest(
-        request_id=uuid.uuid4().hex, prompt=prompt, sampling=sampling, stream=stream
+        request_id=uuid.uuid4().hex,
+        prompt=prompt,
+        sampling=sampling,
+        stream=stream,
+        messages=messages,
     )
     request.adapter = spec
     run = _Run(state, route, "base" if spec is None else "adapter", None)
@@ -146,8 +152,7 @@ def _wants_usage_chunk(body: Any) -> bool:
 
 
 @router.post(COMPLETIONS)
-async def completions(body: CompletionRequest, request: Request):
-    state = state_of(request)
+async def completions(body: CompletionRequest, state: ServerState = Depends(state_of)):
     prompt = body.prompt_text()
     sampling = _sampling(body, body.max_tokens or 16)
     run, first = await _start(
@@ -178,13 +183,13 @@ async def completions(body: CompletionRequest, request: Request):
 
 
 @router.post(CHAT)
-async def chat_completions(body: ChatCompletionRequest, request: Request):
-    state = state_of(request)
+async def chat_completions(body: ChatCompletionRequest, state: ServerState = Depends(state_of)):
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-    prompt = state.engine.apply_chat_template(messages)
     limit = body.token_limit() or state.engine.capabilities.max_model_len
     sampling = _sampling(body, limit)
-    run, first = await _start(state, CHAT, body.model, prompt, sampling, stream=bool(body.stream))
+    run, first = await _start(
+        state, CHAT, body.model, None, sampling, stream=bool(body.stream), messages=messages
+    )
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     if not body.stream:
         text = await _collect(run, first)

@@ -36,7 +36,7 @@ class _Rows:
     single: int | None = None  # every row uses this slot (no gather needed)
     n_slots: int = 0
     device: Any = "cpu"
-    fused: Any = None  # the fused CPU kernel (serving/lora_kernel.py) when it applies
+    fused: Any = None  # the fused CPU kernel (serving/engines/peft/lora_kernel.py) when it applies
     _step: dict[Any, Any] = field(default_factory=dict)  # cleared by MultiLora.set_rows
 
     def _derived(self, key: Any, build: Any) -> Any:
@@ -160,7 +160,7 @@ class MultiLora:
         weight = next(model.parameters(), None)
         on_cpu = weight is not None and weight.device.type == "cpu" and weight.is_floating_point()
         if fused and on_cpu:
-            from loradock.serving.lora_kernel import kernel
+            from loradock.serving.engines.peft.lora_kernel import kernel
 
             self.ctx.fused = kernel()
 

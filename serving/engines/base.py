@@ -1,27 +1,16 @@
 """The engine interface: what the HTTP layer needs from whatever generates tokens.
 
-Two implementations stand behind it: the PEFT hot-swap engine (one base model, adapters
-attached on demand) and the vLLM engine (multi-LoRA or merged weights). The HTTP layer knows
-only these types; the API tests run against both engines.
+Two implementations stand behind it: the PEFT hot-swap engine (``engines/peft/``: one base
+model, adapters attached on demand) and the vLLM engine (``engines/vllm/``: multi-LoRA or merged
+weights). The HTTP layer knows only these types; the API tests run against both engines.
 
-Notes for engine authors (S1 -> S2):
-- ``server.build_engine`` calls ``loradock.serving.vllm_engine.create_engine(config, base_path,
-  registry=registry)`` for ``--engine vllm`` (``config`` is a ``serving.config.ServerConfig``;
-  ``base_path`` the resolved base folder; the registry sizes LoRA limits) and expects an
-  ``Engine``. ``capabilities.merged`` (or ``config.merged``) makes the app refuse adapter names.
-- The app calls ``await engine.start()`` in its lifespan and ``shutdown()`` at exit.
-- ``generate`` should raise up-front errors (``loradock.errors.RequestError`` for a prompt over
-  ``max_model_len``, ``QueueFullError`` when full) before its first chunk: the app awaits the
-  first chunk before it sends headers, so these become 400/429, not a broken stream.
-- Optional: ``stats() -> dict[str, float]`` with keys like ``queue_depth``, ``running``,
-  ``adapter_disk_loads``, ``adapter_evictions``, ``adapter_slot_hits`` feeds ``/metrics``
-  (see ``serving/metrics.py`` for the names read).
-- ``unload(name)`` gets the name requests used (``AdapterSpec.name``); raise
+- ``generate`` raises up-front errors (``RequestError`` for a prompt over ``max_model_len``,
+  ``QueueFullError`` when full) before its first chunk: the HTTP layer awaits the first chunk
+  before it sends headers, so these become 400/429, not a broken stream.
+- ``unload(name)`` gets the name requests used (``AdapterSpec.name``) and raises
   ``AdapterNotFoundError`` when nothing of that name is loaded.
-- ``GenerationRequest.stream`` is False for non-streaming requests: chunks may be coalesced
-  (the PEFT engine sends the first token, then the rest at the end); ignoring it is fine.
-- API tests: ``tests/serving/conftest.py`` has an ``engine_kind`` fixture (``peft``, ``vllm``);
-  ``make_engine(kind, config, base_path, registry)`` builds it.
+- ``stats()`` feeds ``/metrics`` (``http/metrics.py`` reads the names it knows);
+  ``health()`` is None while the engine runs, else why it does not.
 """
 
 from __future__ import annotations
@@ -30,8 +19,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
-
-from loradock.errors import RequestError
 
 FinishReason = Literal["stop", "length"]
 
@@ -59,8 +46,11 @@ class AdapterSpec:
 
 @dataclass
 class GenerationRequest:
+    """One request: a completion's ``prompt`` or a chat's ``messages`` (rendered by the engine's
+    front end, ``frontend.PromptFrontend``), never both."""
+
     request_id: str
-    prompt: str
+    prompt: str | None
     sampling: SamplingParams
     adapter: AdapterSpec | None = None  # None: the base model
     prompt_token_ids: list[int] | None = None  # set by the engine's tokenizer when known
@@ -68,6 +58,7 @@ class GenerationRequest:
     # may then send the first chunk (time to first token) and the rest as ONE final chunk,
     # sparing the event loop a wake-up per token; an engine that ignores it stays correct.
     stream: bool = True
+    messages: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -109,13 +100,6 @@ class Engine(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str: ...
+    def stats(self) -> dict[str, float]: ...
 
-
-def check_prompt_fits(n_tokens: int, max_model_len: int) -> None:
-    """A 400 before any work when a prompt leaves no room to generate."""
-    if n_tokens >= max_model_len:
-        raise RequestError(
-            f"The prompt is {n_tokens} tokens; this server's context is {max_model_len} tokens "
-            f"(max_model_len), leaving no room to generate. Shorten the prompt."
-        )
+    def health(self) -> str | None: ...

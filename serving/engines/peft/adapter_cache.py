@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from loradock.serving.engine import AdapterSpec
+from loradock.serving.engines.base import AdapterSpec
 
 
 def adapter_key(spec: AdapterSpec) -> str:

@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from loradock.errors import RequestError
 from loradock.registry.records import KINDS
-from loradock.serving.app import state_of
+from loradock.serving.http.state import state_of
 
 router = APIRouter(prefix="/v1/registry")
 MAX_ROWS = 500

@@ -6,7 +6,7 @@ vLLM batches requests for different adapters together. Merged: a model published
 ``loradock merge`` served as a plain model, no adapters.
 
 Every adapter is checked against the engine's LoRA limits before vLLM sees it
-(:mod:`loradock.serving.vllm_limits`): vLLM itself would only fail inside a worker process.
+(:mod:`loradock.serving.engines.vllm.limits`): vLLM itself would only fail inside a worker process.
 vLLM keeps at most ``max_cpu_loras`` adapters loaded; this engine evicts the least recently
 used one that no running request needs, so ``loaded_adapters()`` tells the truth.
 """
@@ -30,20 +30,21 @@ from loradock.errors import (
     RequestError,
 )
 from loradock.registry.artifact import AdapterArtifact, read_adapter
-from loradock.serving.engine import (
+from loradock.serving.engines.base import (
     AdapterSpec,
     EngineCapabilities,
     GenerationChunk,
     GenerationRequest,
 )
-from loradock.serving.vllm_limits import (
+from loradock.serving.engines.frontend import PromptFrontend
+from loradock.serving.engines.vllm.limits import (
     LoraLimits,
     derive_lora_limits,
     servable_modules,
     vllm_adapter_problems,
 )
-from loradock.serving.vllm_null_adapter import NULL_ADAPTER_NAME, write_null_adapter
-from loradock.serving.vllm_options import CPU_KV_CACHE_BYTES, NULL_LORA_ID, VllmOptions
+from loradock.serving.engines.vllm.null_adapter import NULL_ADAPTER_NAME, write_null_adapter
+from loradock.serving.engines.vllm.options import CPU_KV_CACHE_BYTES, NULL_LORA_ID, VllmOptions
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class VllmEngine:
         self.options = options or VllmOptions()
         self.merged = merged
         self.tokenizer = load_tokenizer(self.model_path)
+        self.frontend = PromptFrontend(self.tokenizer, self.options.max_model_len)
         self.limits: LoraLimits | None = None
         if not merged:
             self.limits = derive_lora_limits(
@@ -325,12 +327,10 @@ class VllmEngine:
     # -- text ------------------------------------------------------------------------------
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])
+        return self.frontend.count_tokens(text)
 
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+    def health(self) -> str | None:
+        return None
 
     # -- generation ------------------------------------------------------------------------
 
@@ -356,16 +356,9 @@ class VllmEngine:
         from vllm.exceptions import VLLMValidationError
 
         self._require_started()
-        ids = request.prompt_token_ids or self.tokenizer(request.prompt)["input_ids"]
+        ids = self.frontend.encode(request)
         if not ids:
             raise RequestError("The prompt is empty: send at least one token of text.")
-        room = self.options.max_model_len - len(ids)
-        if room < 1:
-            raise RequestError(
-                f"The prompt is {len(ids)} tokens; this server's context is "
-                f"{self.options.max_model_len} tokens (max_model_len), leaving no room to "
-                "generate. Shorten the prompt."
-            )
         queue = self.options.max_queue
         if queue is not None and self._running >= (self.options.max_num_seqs or 1) + queue:
             # The same bound as the PEFT engine: vLLM itself would queue without limit.
@@ -374,6 +367,7 @@ class VllmEngine:
                 "retry after a short wait, or raise --max-queue."
             )
         sampling = request.sampling
+        room = self.options.max_model_len - len(ids)
         if sampling.max_tokens > room:
             sampling = replace(sampling, max_tokens=room)  # as the PEFT engine: stop at context
         try:

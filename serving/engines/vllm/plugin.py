@@ -59,7 +59,7 @@ class _RegistryResolverMixin:
 
         from loradock.registry.artifact import read_adapter
         from loradock.registry.names import parse_name
-        from loradock.serving.vllm_limits import vllm_adapter_problems
+        from loradock.serving.engines.vllm.limits import vllm_adapter_problems
 
         try:
             parse_name(lora_name)
@@ -91,7 +91,7 @@ class _RegistryResolverMixin:
 
 def _servable_for(base_model_name: str) -> frozenset[str] | None:
     """Module names of the served base when it is a local folder (else: no module check)."""
-    from loradock.serving.vllm_limits import servable_modules
+    from loradock.serving.engines.vllm.limits import servable_modules
 
     folder = Path(base_model_name)
     if folder.is_dir() and any(folder.glob("*.safetensors")):
