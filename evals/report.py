@@ -7,6 +7,7 @@ general accuracy drops (or whose perplexity rises) beyond the threshold is flagg
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Sequence
@@ -36,6 +37,28 @@ class ForgettingCheck:
     delta: float  # adapter - base, in the metric's own units
     relative: float | None  # delta / base, where the base is not zero
     flagged: bool
+
+
+# Punctuation that Markdown (CommonMark and Python-Markdown alike) would read as markup.
+_MD_PUNCT = re.compile(r"([\\`*_{}\[\]()#+\-.!|])")
+_BACKTICKS = re.compile(r"`+")
+
+
+def _text(value: object) -> str:
+    """``value`` shown literally in the report: labels, task and metric names come from
+    cards, task folders and results, so none may add links, HTML or table cells."""
+    one_line = re.sub(r"[\r\n]+", " ", str(value))
+    return html.escape(_MD_PUNCT.sub(r"\\\1", one_line), quote=False)
+
+
+def _code(value: object, *, in_table: bool = False) -> str:
+    """``value`` as a code span nothing inside can close (the fence outgrows its backticks);
+    in a table, GFM splits cells on ``|`` even inside code, so it is escaped there."""
+    text = re.sub(r"[\r\n]+", " ", str(value))
+    text = text.replace("|", "\\|") if in_table else text
+    fence = "`" * (max((len(r) for r in _BACKTICKS.findall(text)), default=0) + 1)
+    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _safe(label: str) -> str:
@@ -139,10 +162,10 @@ def render_markdown(run: EvalRun, plots: dict[str, str], raw_files: dict[str, st
     lines = ["# loradock eval report", ""]
     o = run.options
     lines += [
-        f"- Base: `{run.base.target.label}`"
-        + (f" (sha `{run.base.target.sha}`)" if run.base.target.sha else ""),
-        *[f"- Adapter: `{a.target.label}` (sha `{a.target.sha}`)" for a in run.adapters],
-        f"- Backend: `{o.backend}`; tasks: {', '.join(f'`{s.name}`' for s in run.tasks)}; "
+        f"- Base: {_code(run.base.target.label)}"
+        + (f" (sha {_code(run.base.target.sha)})" if run.base.target.sha else ""),
+        *[f"- Adapter: {_code(a.target.label)} (sha {_code(a.target.sha)})" for a in run.adapters],
+        f"- Backend: {_code(o.backend)}; tasks: {', '.join(_code(s.name) for s in run.tasks)}; "
         f"limit: {o.limit if o.limit is not None else 'none (full test sets)'}",
         "- Harness: lm-evaluation-harness `simple_evaluate`, greedy decoding, "
         f"forgetting threshold {o.forgetting_threshold:g}",
@@ -160,18 +183,21 @@ def render_markdown(run: EvalRun, plots: dict[str, str], raw_files: dict[str, st
         for c in checks:
             flag = "**FORGETTING**" if c.flagged else "ok"
             lines.append(
-                f"| `{c.adapter}` | {c.task} | {c.metric} | {_fmt(c.base_value)} | {_fmt(c.value)} "
+                f"| {_code(c.adapter, in_table=True)} | {_text(c.task)} | {_text(c.metric)} "
+                f"| {_fmt(c.base_value)} | {_fmt(c.value)} "
                 f"| {c.delta:+.4g} | {flag} |"
             )
         lines.append("")
     for spec in run.tasks:
         lines += [
-            f"## {spec.name}",
+            f"## {_text(spec.name)}",
             "",
-            f"Data set `{spec.dataset}` ({spec.kind}); task hash `{run.task_hashes.get(spec.name, '')[:12]}`.",
+            f"Data set {_code(spec.dataset)} ({_text(spec.kind)}); "
+            f"task hash {_code(run.task_hashes.get(spec.name, '')[:12])}.",
             "",
         ]
-        header = "| metric | " + " | ".join(f"`{r.target.label}`" for r in run.results) + " |"
+        labels = [_code(r.target.label, in_table=True) for r in run.results]
+        header = "| metric | " + " | ".join(labels) + " |"
         lines += [header, "|---" * (len(run.results) + 1) + "|"]
         metrics = list(
             dict.fromkeys(m.metric for r in run.results for m in r.metrics if m.task == spec.name)
@@ -180,10 +206,10 @@ def render_markdown(run: EvalRun, plots: dict[str, str], raw_files: dict[str, st
             base = run.base.get(spec.name, metric)
             arrow = "↑" if base is None or base.higher_is_better is not False else "↓"
             cells = [_cell(r.get(spec.name, metric), base) for r in run.results]
-            lines.append(f"| {metric} {arrow} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_text(metric)} {arrow} | " + " | ".join(cells) + " |")
         lines.append("")
         if spec.name in plots:
-            lines += [f"![{spec.name}]({plots[spec.name]})", ""]
+            lines += [f"![{_text(spec.name)}]({plots[spec.name]})", ""]
     if run.judged:
         lines += [
             "## Pairwise judge (base = A)",
@@ -193,19 +219,26 @@ def render_markdown(run: EvalRun, plots: dict[str, str], raw_files: dict[str, st
         ]
         for j in run.judged:
             lines.append(
-                f"| `{j.model_b}` | `{j.judge_model}` | {j.wins_b} | {j.wins_a} | {j.ties} | {j.win_rate_b:.2f} |"
+                f"| {_code(j.model_b, in_table=True)} | {_code(j.judge_model, in_table=True)} "
+                f"| {j.wins_b} | {j.wins_a} | {j.ties} | {j.win_rate_b:.2f} |"
             )
         lines.append("")
     lines += ["## Raw results", ""]
-    lines += [f"- `{label}`: [{path}]({path})" for label, path in raw_files.items()]
+    lines += [f"- {_code(label)}: [{path}]({path})" for label, path in raw_files.items()]
     lines.append("")
     return "\n".join(lines)
 
 
 def render_html(markdown_text: str) -> str:
+    """The report as a page; raw HTML in the Markdown is shown as text, never as markup."""
     import markdown
 
-    body = markdown.markdown(markdown_text, extensions=["tables"])
+    converter = markdown.Markdown(extensions=["tables"])
+    # Values are escaped in render_markdown already; this keeps the page inert even for
+    # Markdown written elsewhere (Python-Markdown passes raw HTML through by default).
+    converter.preprocessors.deregister("html_block")
+    converter.inlinePatterns.deregister("html")
+    body = converter.convert(markdown_text)
     return (
         "<!doctype html>\n<html><head><meta charset='utf-8'><title>loradock eval report</title>"
         "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"

@@ -20,6 +20,8 @@ from pathlib import Path
 OUTCOMES = ("a", "b", "tie")
 INITIAL_ELO = 1000.0
 K_FACTOR = 32.0
+# Enough for a reviewer's thorough session, too few for one page to swing the ratings.
+DEFAULT_VOTES_PER_SESSION = 30
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS votes (
@@ -44,6 +46,24 @@ def default_db_path() -> Path:
         return Path("/data/loradock/arena.sqlite")
     home = os.environ.get("LORADOCK_HOME") or "~/.cache/loradock"
     return Path(home).expanduser() / "space" / "arena.sqlite"
+
+
+def session_vote_limit(value: int | str | None = None) -> int:
+    """The most votes one page session may cast: ``value``, else
+    ``LORADOCK_ARENA_VOTES_PER_SESSION``, else 30; anything but a positive integer is refused."""
+    if value is None:
+        value = os.environ.get("LORADOCK_ARENA_VOTES_PER_SESSION", "").strip()
+        value = value or DEFAULT_VOTES_PER_SESSION
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(
+            f"LORADOCK_ARENA_VOTES_PER_SESSION={value!r} is not a positive whole number of "
+            f"votes (default {DEFAULT_VOTES_PER_SESSION})."
+        )
+    return limit
 
 
 @dataclass(frozen=True)

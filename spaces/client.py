@@ -10,7 +10,6 @@ Every failure becomes an :class:`EndpointError` whose message a reviewer can act
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -199,20 +198,21 @@ class LoradockClient:
 
     def __init__(
         self,
-        endpoint: str | None = None,
+        endpoint: str = DEFAULT_ENDPOINT,
         *,
         api_key: str | None = None,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
-        endpoint = (endpoint or "").strip() or os.environ.get("LORADOCK_ENDPOINT", "")
-        endpoint = endpoint.strip() or DEFAULT_ENDPOINT
+        # Endpoint and key are exactly what the caller gives: the Space decides which key
+        # may go where (endpoints.py), so nothing is filled in from the environment here.
+        endpoint = endpoint.strip()
         if not endpoint.startswith(("http://", "https://")):
             raise EndpointError(
                 f"Endpoint {endpoint!r} is not an http(s) URL: give one like {DEFAULT_ENDPOINT}"
             )
         self.endpoint = endpoint.rstrip("/").removesuffix("/v1")
-        self.api_key = api_key if api_key is not None else os.environ.get("LORADOCK_API_KEY")
+        self.api_key = api_key
         self.timeout = timeout
         self._transport = transport
 
@@ -223,6 +223,8 @@ class LoradockClient:
             headers=headers,
             timeout=httpx.Timeout(self.timeout, connect=5.0),
             transport=self._transport,
+            # A redirect would carry the request (and its key) to a host nobody configured.
+            follow_redirects=False,
         )
 
     def _raise_for(self, response: httpx.Response, what: str) -> None:

@@ -21,6 +21,8 @@ SPACE_FILES = (
     "app.py",
     "layout.py",
     "client.py",
+    "endpoints.py",
+    "markup.py",
     "arena.py",
     "streams.py",
     "tables.py",

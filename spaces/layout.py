@@ -19,12 +19,26 @@ def build_blocks(space: Any) -> gr.Blocks:
     with gr.Blocks(title="loradock: compare LoRA adapters") as demo:
         gr.Markdown("# loradock\nCompare a base model with its LoRA adapters.")
         status = gr.Markdown("Connecting…", elem_id="status")
+        locked = space.policy.locked
         with gr.Accordion("Endpoint settings", open=False):
+            gr.Markdown(
+                "This Space is locked to its configured endpoint."
+                if locked
+                else "Another endpoint is called by this Space's server and gets only the "
+                "key typed here; the Space's own key goes to its configured endpoint only.",
+                elem_id="endpoint-note",
+            )
+            # Locked: no box to type in, and the handlers refuse any value sent anyway.
             endpoint = gr.Textbox(
-                value=space.endpoint, label="loradock endpoint URL", elem_id="endpoint"
+                value="" if locked else space.endpoint,
+                visible=not locked,
+                label="loradock endpoint URL",
+                elem_id="endpoint",
             )
             api_key = gr.Textbox(
-                label="API key (blank: the Space's own)", type="password", elem_id="api-key"
+                label="API key (blank: the Space's own key for its own endpoint, else none)",
+                type="password",
+                elem_id="api-key",
             )
         with gr.Row():
             base = gr.Dropdown(label="Base model", elem_id="base", scale=2)
@@ -97,6 +111,7 @@ def build_blocks(space: Any) -> gr.Blocks:
                     vote_b = gr.Button("B is better", elem_id="vote-b")
                 reveal = gr.Markdown(elem_id="arena-reveal")
                 pending = gr.State(None)
+                votes_cast = gr.State(0)  # per page session: the vote limit counts these
 
         conn = [endpoint, api_key]
         pickers = [base, task, models, adapter, example, status]
@@ -128,11 +143,11 @@ def build_blocks(space: Any) -> gr.Blocks:
             [*conn, base, task, arena_prompt, max_tokens],
             [out_a, out_b, stats_a, stats_b, reveal, pending, status],
         )
-        vote_out = [reveal, pending, caption, table, plot, sort_by, metric, status]
+        vote_out = [reveal, pending, caption, table, plot, sort_by, metric, status, votes_cast]
         for button, outcome in ((vote_a, "a"), (vote_b, "b"), (vote_tie, "tie")):
 
             async def on_vote(*args, outcome=outcome):
                 return await space.vote(outcome, *args)
 
-            button.click(on_vote, [pending, *board_in], vote_out)
+            button.click(on_vote, [pending, votes_cast, *board_in], vote_out)
     return demo

@@ -17,9 +17,11 @@ import pandas as pd
 try:
     from .arena import Standing
     from .client import AdapterCardView, AdapterRow
+    from .markup import md_code, md_text
 except ImportError:  # run as a Space: app.py's folder is on sys.path, not the package
     from arena import Standing  # type: ignore[no-redef]
     from client import AdapterCardView, AdapterRow  # type: ignore[no-redef]
+    from markup import md_code, md_text  # type: ignore[no-redef]
 
 EXAMPLES_PATH = Path(__file__).with_name("examples.json")
 ARENA_COLUMNS = ["arena_elo", "arena_win_rate", "arena_games"]
@@ -138,19 +140,26 @@ def default_metric(frame: pd.DataFrame, task: str | None) -> str:
 
 
 def lineage_markdown(row: AdapterRow | None, card: AdapterCardView) -> str:
-    """Where the adapter comes from: base + revision, data sets, training config."""
+    """Where the adapter comes from: base + revision, data sets, training config.
+
+    Every value comes from a card or an index row, so each is escaped (see markup.py).
+    """
     lineage = dict(card.lineage)
     base = lineage.get("base_model") or (row.base_model if row else None) or "unknown"
     base_rev = lineage.get("base_revision") or (row.base_revision if row else None)
     datasets = lineage.get("datasets") or (list(row.datasets) if row else [])
+    if isinstance(datasets, str):  # one data set written as a bare string
+        datasets = [datasets]
+    sha = card.sha or (row.sha if row else None) or "?"
     blocks = [
-        f"**Adapter:** `{card.repo_id}` at `{card.sha or (row.sha if row else None) or '?'}`",
-        f"**Base model:** `{base}`"
-        + (f" @ `{base_rev}`" if base_rev else " (revision not pinned)"),
-        "**Data sets:** " + (", ".join(f"`{d}`" for d in datasets) if datasets else "not recorded"),
+        f"**Adapter:** {md_code(card.repo_id)} at {md_code(sha)}",
+        f"**Base model:** {md_code(base)}"
+        + (f" @ {md_code(base_rev)}" if base_rev else " (revision not pinned)"),
+        "**Data sets:** "
+        + (", ".join(md_code(d) for d in datasets) if datasets else "not recorded"),
     ]
     if row and row.tasks:
-        blocks.append("**Tasks:** " + ", ".join(row.tasks))
+        blocks.append("**Tasks:** " + ", ".join(md_text(t) for t in row.tasks))
     training = lineage.get("training")
     if isinstance(training, dict) and training:
         blocks.append(_table("Training config", training))
@@ -162,7 +171,9 @@ def lineage_markdown(row: AdapterRow | None, card: AdapterCardView) -> str:
 
 
 def _table(title: str, values: dict[str, Any]) -> str:
-    rows = [f"| {k} | `{_short(v)}` |" for k, v in values.items()]
+    rows = [
+        f"| {md_text(_short(k))} | {md_code(_short(v), in_table=True)} |" for k, v in values.items()
+    ]
     return f"**{title}**\n\n| key | value |\n|---|---|\n" + "\n".join(rows)
 
 

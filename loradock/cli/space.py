@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from loradock.cli._common import console, print_json
+from loradock.errors import ConfigError
 
 app = typer.Typer(help="The Gradio Space: compare a base model and its adapters side by side.")
 
@@ -26,13 +27,48 @@ def run_command(
         Path | None,
         typer.Option("--arena-db", envvar="LORADOCK_ARENA_DB", help="SQLite file for votes"),
     ] = None,
+    trusted_endpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-endpoint",
+            help="Another endpoint a visitor may switch to that gets the Space's key and "
+            "counts on its arena (repeatable; default LORADOCK_TRUSTED_ENDPOINTS)",
+        ),
+    ] = None,
+    lock_endpoint: Annotated[
+        bool | None,
+        typer.Option(
+            "--lock-endpoint/--no-lock-endpoint",
+            help="Refuse every endpoint but --endpoint (default LORADOCK_LOCK_ENDPOINT; "
+            "locked on a Hugging Face Space)",
+        ),
+    ] = None,
+    votes_per_session: Annotated[
+        int | None,
+        typer.Option(
+            "--votes-per-session",
+            help="Arena votes one page session may cast (default "
+            "LORADOCK_ARENA_VOTES_PER_SESSION, else 30)",
+        ),
+    ] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 7860,
 ) -> None:
     """Serve the Space on HOST:PORT, talking to a loradock endpoint over HTTP."""
     from loradock.spaces.app import build_app
+    from loradock.spaces.client import EndpointError
 
-    demo = build_app(endpoint=endpoint, api_key=api_key, arena_db=arena_db)
+    try:
+        demo = build_app(
+            endpoint=endpoint,
+            api_key=api_key,
+            trusted_endpoints=trusted_endpoint or None,
+            lock_endpoint=lock_endpoint,
+            arena_db=arena_db,
+            votes_per_session=votes_per_session,
+        )
+    except (ValueError, EndpointError) as exc:
+        raise ConfigError("The Space cannot start with these settings", [str(exc)]) from None
     demo.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port)
 
 

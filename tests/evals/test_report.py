@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -144,8 +147,7 @@ class ScriptedJudge:
     def chat(self, prompt, *, max_tokens):
         if self.rule is None:
             return f"answer from {self.model}" + ("!" * len(self.model))
-        a = prompt.split("Answer A:\n")[1].split("\n\nAnswer B:")[0]
-        b = prompt.split("Answer B:\n")[1].split("\n\nVerdict")[0]
+        a, b = (re.search(rf"<<<{x} (\w+)>>>\n(.*?)\n<<<END \1>>>", prompt, re.S)[2] for x in "AB")
         return self.rule(a, b)
 
 
@@ -185,3 +187,71 @@ def test_judge_prompt_file_errors(tmp_path, content, quoted):
     with pytest.raises(DataError, match=quoted):
         load_prompts(path)
     assert len(load_prompts()) >= 10  # the shipped set
+
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "[click](javascript:alert(1))",
+    "x` <b>bold</b> `y",
+    "a | b\n| injected | row |",
+    "# heading",
+]
+# What the report itself writes; anything else came from a value.
+REPORT_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "ul", "li"}
+REPORT_TAGS |= {"code", "strong", "table", "thead", "tbody", "tr", "th", "td", "img", "a"}
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.attrs = set(), []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        self.attrs += attrs
+
+
+def _report_page(where: str, value: str) -> str:
+    """The HTML report with ``value`` put where a card, a task folder or a CLI puts it."""
+    from loradock.evals.judge import JudgedPair, JudgeResult
+    from loradock.evals.report import render_html, render_markdown
+
+    label = value if where == "adapter label" else "acme/a@1111111"
+    metric = value if where == "metric name" else "exact_match"
+    run = _run({label: [_m("dates", metric, 0.9, "task"), _m("general_mc", "acc", 0.4, "general")]})
+    if where == "task name":
+        run.tasks[0] = dataclasses.replace(run.tasks[0], name=value)
+        run.results[1].metrics[0] = _m(value, "exact_match", 0.9, "task")
+    pair = JudgedPair("q", "a", "b", ("A", "B"), "tie")
+    judge = value if where == "judge model" else "judge"
+    run.judged = [JudgeResult("acme/base", label, judge, (pair,))]
+    return render_html(render_markdown(run, {}, {label: "raw/x.json"}))
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+@pytest.mark.parametrize("where", ["adapter label", "task name", "metric name", "judge model"])
+def test_report_values_are_escaped(where, value):
+    page = _report_page(where, value)
+    parsed = _Tags()
+    parsed.feed(page)
+    assert parsed.tags <= REPORT_TAGS, parsed.tags - REPORT_TAGS
+    assert not [a for a in parsed.attrs if a[0].startswith("on") or "javascript" in str(a[1])]
+    # No value adds or splits a table row: the same rows as with a plain name.
+    plain = _report_page(where, "plain")
+    assert page.count("<tr>") == plain.count("<tr>")
+    assert page.count("<td>") == plain.count("<td>")
+
+
+@pytest.mark.parametrize(
+    ("markdown_text", "shown"),
+    [
+        ("<script>alert(1)</script>", "&lt;script&gt;"),
+        ("<div onclick=x>\nblock\n</div>", "&lt;div onclick=x&gt;"),
+    ],
+)
+def test_raw_html_in_report_markdown_is_shown_as_text(markdown_text, shown):
+    from loradock.evals.report import render_html
+
+    page = render_html(markdown_text)
+    assert shown in page and "<script" not in page and "<div" not in page

@@ -9,32 +9,12 @@ change; read a card. Screenshots land in artifacts/screenshots/ (gitignored).
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import pytest
+from browser import SCREENSHOTS, browser_page, launched, sync_api
 from space_standin import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-TIMEOUT_MS = 30_000
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(
-        "chromium is not installed (apt-get install chromium, or `make browser`)",
-        allow_module_level=True,
-    )
-sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright not installed")
-gr = pytest.importorskip("gradio", reason="gradio not installed")
 
 
 @pytest.fixture(scope="module")
@@ -42,28 +22,14 @@ def space_url(tmp_path_factory, real_endpoint):
     from loradock.spaces.app import build_app
 
     db = tmp_path_factory.mktemp("arena") / "arena.sqlite"
-    demo = build_app(endpoint=real_endpoint.url, arena_db=db)
-    port = free_port()
-    demo.queue().launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
-    )
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with launched(build_app(endpoint=real_endpoint.url, arena_db=db, lock_endpoint=False)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def page(space_url):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(space_url)
-        sync_api.expect(page.locator("#status")).to_contain_text("Connected", timeout=TIMEOUT_MS)
+    with browser_page(space_url) as page:
         yield page
-        browser.close()
 
 
 def _open_tab(page, name: str) -> None:
@@ -72,15 +38,6 @@ def _open_tab(page, name: str) -> None:
 
 def _textarea(page, elem_id: str):
     return page.locator(f"#{elem_id} textarea")
-
-
-def _set_models(page, names: list[str]) -> None:
-    group = page.locator("#compare-models")
-    for box in group.locator("input[type=checkbox]").all():
-        if box.is_checked():
-            box.uncheck()
-    for name in names:
-        group.get_by_text(name, exact=True).click()
 
 
 def _set_models(page, names: list[str]) -> None:

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from loradock.cli import app as cli
-from loradock.errors import InvalidNameError, ProblemsError
+from loradock.errors import ConfigError, InvalidNameError, ProblemsError
 from loradock.settings import get_settings
 from loradock.spaces.deploy import SPACE_FILES, deploy_space, stage_space
 
@@ -97,3 +97,19 @@ def test_run_builds_the_app_with_the_options_and_launches_it(tmp_path, monkeypat
     assert launched["server_name"] == "127.0.0.1" and launched["server_port"] == 7999
     assert isinstance(launched["blocks"], gr.Blocks)
     assert db.is_file()  # the arena store was opened where asked
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["--votes-per-session", "0"], "positive whole number"),
+        (["--lock-endpoint", "--trusted-endpoint", "http://other:8000"], "set one of them"),
+        (["--endpoint", "http://user:pw@host:8000"], "user name"),
+        (["--trusted-endpoint", "ftp://host"], "not an http"),
+    ],
+)
+def test_space_run_refuses_settings_that_cannot_work(args, phrase):
+    result = runner.invoke(cli, ["space", "run", *args])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, ConfigError)  # the CLI prints it as its message alone
+    assert phrase in str(result.exception)

@@ -67,12 +67,11 @@ def test_api_key_is_sent_as_bearer(keyed_standin_url):
     assert run(LoradockClient(keyed_standin_url, api_key="sekret").list_models())
 
 
-def test_endpoint_and_key_come_from_the_environment(monkeypatch, keyed_standin_url):
-    monkeypatch.setenv("LORADOCK_ENDPOINT", keyed_standin_url)
+def test_the_client_takes_no_key_from_the_environment(monkeypatch, keyed_standin_url):
+    """Which key goes where is the Space's decision (endpoints.py), never a silent default."""
     monkeypatch.setenv("LORADOCK_API_KEY", "sekret")
-    client = LoradockClient()
-    assert client.endpoint == keyed_standin_url
-    assert run(client.list_models())
+    with pytest.raises(EndpointError, match="refused the API key"):
+        run(LoradockClient(keyed_standin_url).list_models())
 
 
 DOWN = f"http://127.0.0.1:{free_port()}"  # nothing listens there

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from rendered import rendered_html
 
 from loradock.spaces.arena import Standing
 from loradock.spaces.client import AdapterCardView, AdapterRow
@@ -92,9 +93,13 @@ def test_lineage_and_revisions_from_the_card():
         },
         sha="s1",
     )
-    text = lineage_markdown(row, card)
-    for phrase in ("`tiny/base` @ `rrrr", "`loradock/dates`", "| learning_rate | `0.0002` |"):
-        assert phrase in text
+    html = rendered_html(lineage_markdown(row, card))
+    for phrase in (
+        "<code>tiny/base</code> @ <code>rrrr",
+        "<code>loradock/dates</code>",
+        "<td>learning_rate</td>\n<td><code>0.0002</code></td>",
+    ):
+        assert phrase in html
     revs = revisions_frame(row, card)
     assert revs.to_dict("records") == [
         {"revision": "s1", "aliases": "prod"},
