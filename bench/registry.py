@@ -31,6 +31,7 @@ from rich.table import Table
 
 from loradock.registry.index import Index
 from loradock.registry.records import AdapterRecord
+from loradock.registry.search_query import SearchQuery
 
 RESULTS = Path(__file__).parent / "results" / "registry.json"
 GOAL_GROWTH = 2.0
@@ -127,18 +128,20 @@ def main_queries(size: int) -> list[BenchQuery]:
         return TASKS[n % len(TASKS)]
 
     return [
-        BenchQuery("by_base", lambda ix, n: ix.search(base_model=base(n))),
-        BenchQuery("by_task", lambda ix, n: ix.search(task=task(n))),
-        BenchQuery("by_tag", lambda ix, n: ix.search(tag=TAGS[n % len(TAGS)])),
+        BenchQuery("by_base", lambda ix, n: ix.search(SearchQuery(base_model=base(n)))),
+        BenchQuery("by_task", lambda ix, n: ix.search(SearchQuery(task=task(n)))),
+        BenchQuery("by_tag", lambda ix, n: ix.search(SearchQuery(tag=TAGS[n % len(TAGS)]))),
         BenchQuery(
             "best_for_task_on_base_top10",
             lambda ix, n: ix.search(
-                base_model=base(n), task=task(n), sort=f"{task(n)}/exact_match", limit=10
+                SearchQuery(
+                    base_model=base(n), task=task(n), sort=f"{task(n)}/exact_match", limit=10
+                )
             ),
         ),
         BenchQuery(
             "metric_threshold",
-            lambda ix, n: ix.search(metric=f"{task(n)}/exact_match", min_value=0.9),
+            lambda ix, n: ix.search(SearchQuery(metric=f"{task(n)}/exact_match", min_value=0.9)),
         ),
         BenchQuery("get_by_alias", lambda ix, n: ix.get(_alias_repo(n, size), "prod")),
         BenchQuery("compatible_with", lambda ix, n: ix.compatible_with(base(n), max_rank=16)),

@@ -100,8 +100,3 @@ def publish_results(
             )
         )
     return out
-
-
-def metrics_from_card(card: Any) -> dict[str, tuple[float, float | None]]:
-    """``{"task/metric": (value, stderr)}`` read back from a card's ``model-index``."""
-    return {m.key: (m.value, m.stderr) for m in card.eval_results}

@@ -127,14 +127,6 @@ class EvalRun:
     def adapters(self) -> list[TargetResult]:
         return self.results[1:]
 
-    def result_for(self, label: str) -> TargetResult:
-        for result in self.results:
-            if result.target.label == label:
-                return result
-        raise KeyError(
-            f"No result for {label!r}: targets are {[r.target.label for r in self.results]}"
-        )
-
 
 def _task_hashes(specs: Sequence[TaskSpec], include: Path) -> dict[str, str]:
     """A hash per task over its run-time YAML and its data: same hash, same measurement."""

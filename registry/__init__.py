@@ -10,6 +10,7 @@ from loradock.registry.card import AdapterCard, EvalMetric, build_adapter_card, 
 from loradock.registry.compat import check_compatibility
 from loradock.registry.local_hub import LocalHub
 from loradock.registry.names import AdapterRef, parse_name
+from loradock.registry.search_query import SearchQuery
 
 __all__ = [
     "AdapterArtifact",
@@ -21,6 +22,7 @@ __all__ = [
     "Registry",
     "ResolvedAdapter",
     "ResolvedModel",
+    "SearchQuery",
     "build_adapter_card",
     "build_base_card",
     "check_compatibility",

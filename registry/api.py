@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loradock.errors import (
     AdapterNotFoundError,
@@ -41,6 +41,7 @@ from loradock.registry.results import (
     ResolvedAdapter,
     ResolvedModel,
 )
+from loradock.registry.search_query import SearchQuery
 from loradock.registry.snapshot import SnapshotCache
 from loradock.registry.staging import (
     card_from_folder,
@@ -245,33 +246,11 @@ class Registry:
             ) from None
         return ResolvedModel(ref.repo_id, sha, path, _card_or_none(path))
 
-    def search(
-        self,
-        *,
-        base_model: str | None = None,
-        task: str | None = None,
-        tag: str | None = None,
-        metric: str | None = None,
-        min_value: float | None = None,
-        sort: str | None = None,
-        descending: bool = True,
-        limit: int = 50,
-        kind: str | None = "adapter",
-        all_revisions: bool = False,
-    ) -> list[AdapterRecord]:
-        """Index rows (latest revision per repo unless ``all_revisions``) matching every filter."""
-        return self.index.search(
-            base_model=base_model,
-            task=task,
-            tag=tag,
-            metric=metric,
-            min_value=min_value,
-            sort=sort,
-            descending=descending,
-            limit=limit,
-            kind=kind,
-            all_revisions=all_revisions,
-        )
+    def search(self, query: SearchQuery | None = None, /, **fields: Any) -> list[AdapterRecord]:
+        """Index rows matching ``query``; keyword ``fields`` of :class:`SearchQuery` build one
+        (``registry.search(task="dates", sort="dates/exact_match")``) or replace those fields
+        of ``query``. Latest revision per repo unless ``all_revisions=True``."""
+        return self.index.search(dataclasses.replace(query or SearchQuery(), **fields))
 
     def compatible(
         self, base_model: str, *, max_rank: int | None = None, limit: int | None = 50

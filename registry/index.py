@@ -26,7 +26,6 @@ from loradock.errors import (
 )
 from loradock.registry.index_query import (
     IndexStats,
-    SearchQuery,
     build_compatible_sql,
     build_search_sql,
     load_records,
@@ -41,6 +40,7 @@ from loradock.registry.names import (
     validate_revision,
 )
 from loradock.registry.records import KINDS, AdapterRecord
+from loradock.registry.search_query import SearchQuery
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -351,42 +351,11 @@ class Index:
 
     # -- queries -----------------------------------------------------------------------------
 
-    def search(
-        self,
-        *,
-        base_model: str | None = None,
-        task: str | None = None,
-        tag: str | None = None,
-        metric: str | None = None,
-        min_value: float | None = None,
-        sort: str | None = None,
-        descending: bool = True,
-        limit: int = 50,
-        kind: str | None = "adapter",
-        all_revisions: bool = False,
-    ) -> list[AdapterRecord]:
-        """Revisions matching every filter given, latest revision per repo unless asked.
-
-        ``sort`` is a metric key (``"dates/exact_match"``) or one of ``created_at``,
-        ``updated_at``, ``rank``, ``size_bytes``; without it, rows come sorted by ``metric``
-        when one is given, else newest-indexed first. ``kind=None`` searches every kind.
-        """
-        query = SearchQuery(
-            base_model=base_model,
-            task=task,
-            tag=tag,
-            metric=metric,
-            min_value=min_value,
-            sort=sort,
-            descending=descending,
-            limit=limit,
-            kind=kind,
-            all_revisions=all_revisions,
-        )
+    def search(self, query: SearchQuery) -> list[AdapterRecord]:
+        """Revisions matching every filter of ``query`` (see :class:`SearchQuery`)."""
         sql, params = build_search_sql(query)
         with self._reading() as conn:
-            ids = [row[0] for row in conn.execute(sql, params)]
-            return self._load(ids)
+            return self._load([row[0] for row in conn.execute(sql, params)])
 
     def compatible_with(
         self, base_model: str, *, max_rank: int | None = None, limit: int | None = 50

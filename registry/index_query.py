@@ -19,7 +19,6 @@ order (SQLite never reorders it), so the planner cannot trade the ordered walk f
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,122 +26,45 @@ from pathlib import Path
 from typing import Any
 
 from loradock.errors import ConfigError
-from loradock.registry.records import KINDS, AdapterRecord, validate_metric_key
+from loradock.registry.records import AdapterRecord
+from loradock.registry.search_query import SORT_FIELDS, SearchQuery
 
-MAX_LIMIT = 10_000
-# Sorting by these reads every match (no index orders them); fine for the sizes people browse.
-SORT_FIELDS = ("created_at", "updated_at", "rank", "size_bytes")
 _CHUNK = 500  # ids per "IN (...)" list: far below SQLite's variable limit
 _COLUMNS = (
     "r.id, p.repo_id, p.private, r.sha, r.kind, r.base_model, r.base_revision, r.peft_type, "
     "r.rank, r.alpha, r.target_modules, r.size_bytes, r.license, r.datasets, r.created_at, "
     "r.updated_at, r.is_latest, r.repo_pk"
 )
-
-
-def _text_problem(name: str, value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        return f"{name}={value!r} must be a non-empty string (or left out)"
-    return None
-
-
-@dataclass(frozen=True)
-class SearchQuery:
-    """The options of :meth:`Index.search`, validated together (every problem at once)."""
-
-    base_model: str | None = None
-    task: str | None = None
-    tag: str | None = None
-    metric: str | None = None
-    min_value: float | None = None
-    sort: str | None = None
-    descending: bool = True
-    limit: int = 50
-    kind: str | None = "adapter"
-    all_revisions: bool = False
-
-    def __post_init__(self) -> None:
-        problems = [
-            p
-            for p in (
-                _text_problem("base_model", self.base_model),
-                _text_problem("task", self.task),
-                _text_problem("tag", self.tag),
-            )
-            if p
-        ]
-        if self.metric is not None:
-            problem = validate_metric_key(self.metric)
-            if problem:
-                problems.append(problem)
-        if self.min_value is not None:
-            try:
-                value = float(self.min_value)
-            except (TypeError, ValueError):
-                value = math.nan
-            if not math.isfinite(value):
-                problems.append(f"min_value={self.min_value!r} must be a finite number")
-            else:
-                object.__setattr__(self, "min_value", value)
-            if self.metric is None:
-                problems.append(
-                    f"min_value={self.min_value!r} needs a metric to compare against "
-                    "(for example metric='dates/exact_match')"
-                )
-        if (
-            self.sort is not None
-            and self.sort not in SORT_FIELDS
-            and validate_metric_key(self.sort)
-        ):
-            problems.append(
-                f"sort={self.sort!r} is neither a metric key ('task/metric', for example "
-                f"'dates/exact_match') nor one of {', '.join(SORT_FIELDS)}"
-            )
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int):
-            problems.append(f"limit={self.limit!r} must be an integer from 1 to {MAX_LIMIT}")
-        elif not 1 <= self.limit <= MAX_LIMIT:
-            problems.append(f"limit={self.limit!r} must be from 1 to {MAX_LIMIT}")
-        if self.kind is not None and self.kind not in KINDS:
-            problems.append(f"kind={self.kind!r} must be one of {', '.join(KINDS)} (or None)")
-        if problems:
-            raise ConfigError("Invalid registry search", problems)
-
-    @property
-    def sort_metric(self) -> str | None:
-        return self.sort if self.sort is not None and self.sort not in SORT_FIELDS else None
+# The filters that live in a table of their own: (query field, table, column).
+_LISTED = (("task", "revision_tasks", "task"), ("tag", "revision_tags", "tag"))
 
 
 def build_search_sql(q: SearchQuery) -> tuple[str, list[Any]]:
     """``(sql, params)`` selecting the matching revision ids in result order."""
     direction = "DESC" if q.descending else "ASC"
     where: list[str] = []
-    params: list[Any] = []
     driver_params: list[Any] = []
-    metric_done = task_done = tag_done = False
-    sort_metric = q.sort_metric
+    done: set[str] = set()  # the filters the driving index already applies
+    listed = [(getattr(q, field), table, column) for field, table, column in _LISTED]
+    driver = next(((v, t, c) for v, t, c in listed if v is not None), None)
 
-    if sort_metric is not None or q.metric is not None:
-        key = sort_metric or q.metric
+    if q.sort_metric is not None or q.metric is not None:
+        key = q.sort_metric or q.metric
         source = "metrics d CROSS JOIN revisions r ON r.id = d.revision_id"
         where.append("d.key = ?")
         driver_params.append(key)
         if q.metric == key:
-            metric_done = True
+            done.add("metric")
             if q.min_value is not None:
                 where.append("d.value >= ?")
                 driver_params.append(q.min_value)
         order = f"d.value {direction}, d.revision_id {direction}"
-    elif q.task is not None:
-        source = "revision_tasks d CROSS JOIN revisions r ON r.id = d.revision_id"
-        where.append("d.task = ?")
-        driver_params.append(q.task)
-        task_done = True
-        order = f"d.revision_id {direction}"
-    elif q.tag is not None:
-        source = "revision_tags d CROSS JOIN revisions r ON r.id = d.revision_id"
-        where.append("d.tag = ?")
-        driver_params.append(q.tag)
-        tag_done = True
+    elif driver is not None:
+        value, table, column = driver
+        source = f"{table} d CROSS JOIN revisions r ON r.id = d.revision_id"
+        where.append(f"d.{column} = ?")
+        driver_params.append(value)
+        done.add(table)
         order = f"d.revision_id {direction}"
     else:
         source = "revisions r"
@@ -150,6 +72,19 @@ def build_search_sql(q: SearchQuery) -> tuple[str, list[Any]]:
     if q.sort in SORT_FIELDS:
         order = f"r.{q.sort} {direction}, r.id {direction}"
 
+    row_where, params = _row_checks(q, done)
+    where += row_where
+    sql = f"SELECT r.id FROM {source}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {order} LIMIT ?"
+    return sql, [*driver_params, *params, q.limit]
+
+
+def _row_checks(q: SearchQuery, done: set[str]) -> tuple[list[str], list[Any]]:
+    """The filters the driving index does not apply, checked per row by primary-key lookups."""
+    where: list[str] = []
+    params: list[Any] = []
     if q.kind is not None:
         where.append("r.kind = ?")
         params.append(q.kind)
@@ -158,29 +93,21 @@ def build_search_sql(q: SearchQuery) -> tuple[str, list[Any]]:
     if q.base_model is not None:
         where.append("r.base_model = ?")
         params.append(q.base_model)
-    if q.task is not None and not task_done:
-        where.append(
-            "EXISTS (SELECT 1 FROM revision_tasks t WHERE t.task = ? AND t.revision_id = r.id)"
-        )
-        params.append(q.task)
-    if q.tag is not None and not tag_done:
-        where.append(
-            "EXISTS (SELECT 1 FROM revision_tags g WHERE g.tag = ? AND g.revision_id = r.id)"
-        )
-        params.append(q.tag)
-    if q.metric is not None and not metric_done:
+    for field, table, column in _LISTED:
+        value = getattr(q, field)
+        if value is not None and table not in done:
+            where.append(
+                f"EXISTS (SELECT 1 FROM {table} x WHERE x.{column} = ? AND x.revision_id = r.id)"
+            )
+            params.append(value)
+    if q.metric is not None and "metric" not in done:
         cond = "m.revision_id = r.id AND m.key = ?"
         params.append(q.metric)
         if q.min_value is not None:
             cond += " AND m.value >= ?"
             params.append(q.min_value)
         where.append(f"EXISTS (SELECT 1 FROM metrics m WHERE {cond})")
-
-    sql = f"SELECT r.id FROM {source}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY {order} LIMIT ?"
-    return sql, [*driver_params, *params, q.limit]
+    return where, params
 
 
 def build_compatible_sql(

@@ -25,44 +25,56 @@ ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 DEFAULT_REVISION = "main"
 
 
+def _checked(
+    value: str, pattern: re.Pattern[str], message: str, *, refused: str | None = None
+) -> str:
+    """``value`` if it is a string matching ``pattern`` (never with ``..`` nor equal to
+    ``refused``); else ``InvalidNameError(message)``."""
+    if not isinstance(value, str) or not pattern.match(value) or ".." in value or value == refused:
+        raise InvalidNameError(message)
+    return value
+
+
 def validate_repo_id(repo_id: str) -> str:
     """Return ``repo_id`` unchanged if it is ``namespace/name``; else raise ``InvalidNameError``."""
-    if not isinstance(repo_id, str) or not REPO_ID_RE.match(repo_id) or ".." in repo_id:
-        raise InvalidNameError(
-            f"Invalid repo id {repo_id!r}: expected 'namespace/name' with letters, digits, "
-            "'-', '_' or '.' (for example 'acme/smollm2-dates-lora')."
-        )
-    return repo_id
+    return _checked(
+        repo_id,
+        REPO_ID_RE,
+        f"Invalid repo id {repo_id!r}: expected 'namespace/name' with letters, digits, "
+        "'-', '_' or '.' (for example 'acme/smollm2-dates-lora').",
+    )
 
 
 def validate_namespace(namespace: str) -> str:
     """Return ``namespace`` (a user or org: the part of a repo id before '/') or raise."""
-    if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace) or ".." in namespace:
-        raise InvalidNameError(
-            f"Invalid namespace {namespace!r}: expected a user or organisation name such as "
-            "'acme' (letters, digits, '-', '_' or '.'; no '/')."
-        )
-    return namespace
+    return _checked(
+        namespace,
+        NAMESPACE_RE,
+        f"Invalid namespace {namespace!r}: expected a user or organisation name such as "
+        "'acme' (letters, digits, '-', '_' or '.'; no '/').",
+    )
 
 
 def validate_revision(revision: str) -> str:
     """Return ``revision`` if it is a commit sha, branch or alias name; else raise."""
-    if not isinstance(revision, str) or not REVISION_RE.match(revision) or ".." in revision:
-        raise InvalidNameError(
-            f"Invalid revision {revision!r}: expected a 40-character commit sha, a branch "
-            "such as 'main', or an alias such as 'prod'."
-        )
-    return revision
+    return _checked(
+        revision,
+        REVISION_RE,
+        f"Invalid revision {revision!r}: expected a 40-character commit sha, a branch "
+        "such as 'main', or an alias such as 'prod'.",
+    )
 
 
 def validate_alias(alias: str) -> str:
-    """Aliases are short lower-case words (``prod``, ``staging``, ``canary-2``), never a sha."""
-    if not isinstance(alias, str) or not ALIAS_RE.match(alias) or alias == DEFAULT_REVISION:
-        raise InvalidNameError(
-            f"Invalid alias {alias!r}: use a lower-case word of at most 32 characters "
-            "(letters, digits, '-', '_'), not 'main'."
-        )
-    return alias
+    """Aliases are short lower-case words (``prod``, ``staging``, ``canary-2``), never a sha
+    and never ``main`` (the branch every name without a revision means)."""
+    return _checked(
+        alias,
+        ALIAS_RE,
+        f"Invalid alias {alias!r}: use a lower-case word of at most 32 characters "
+        "(letters, digits, '-', '_'), not 'main'.",
+        refused=DEFAULT_REVISION,
+    )
 
 
 def is_sha(revision: str | None) -> bool:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.gpu import gpu_test_device
+from tests.helpers.registry import open_registry
+
 # Set before anything imports huggingface_hub/transformers: no test may reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -22,12 +25,6 @@ def _has_cuda() -> bool:
         return torch.cuda.is_available()
     except Exception:
         return False
-
-
-def gpu_test_device() -> str:
-    """The device ``gpu`` tests run on: ``cuda``, or what ``LORADOCK_GPU_TEST_DEVICE`` names
-    (``cpu`` runs their logic on a machine without a GPU, to check the tests themselves)."""
-    return os.environ.get("LORADOCK_GPU_TEST_DEVICE", "cuda")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -63,6 +60,12 @@ def isolated_caches(request, tmp_path_factory, monkeypatch) -> Path:
     else:
         monkeypatch.setenv("LORADOCK_DEVICE", "cpu")
     return root
+
+
+@pytest.fixture
+def registry(isolated_caches):
+    """A registry over empty stores under this test's LORADOCK_HOME."""
+    return open_registry()
 
 
 @pytest.fixture(scope="session")

@@ -177,9 +177,6 @@ class JobData:
     def trl_validation(self):
         return None if self.validation is None else to_trl_rows(self.validation, self.format)
 
-    def trl_test(self):
-        return None if self.test is None else to_trl_rows(self.test, self.format)
-
 
 def load_job_data(cfg: DataConfig, problems: list[str]) -> JobData | None:
     """Load every split named by ``cfg``; each unusable split adds a line to ``problems``."""

@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from loradock.training.tasks import get_task
+from loradock.training.tasks import get_task, read_rows
 
 SEED = 20261128
 # (kind, weight): half the rows are single shipped examples, the rest vary in length.
@@ -92,8 +92,7 @@ def _long_tail(rng: random.Random, median: float, sigma: float, low: int, high: 
 
 
 def _shipped(task: str) -> list[dict[str, str]]:
-    path = get_task(task).split_path("train")
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return read_rows(get_task(task).split_path("train"))
 
 
 def _field(instruction: str, label: str) -> str:

@@ -1,7 +1,7 @@
-"""The shipped tasks: where their data lives and their exact metrics (pure Python).
+"""The shipped tasks: where their data lives and which exact metrics score them.
 
-evals reads the jsonl files by path and may copy these few functions into its own task
-utilities; nothing here imports torch or any other part of loradock.
+The metrics themselves live in ``loradock.task_metrics`` (evals' task YAMLs use the same
+functions); evals reads the jsonl files by path. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -11,49 +11,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loradock.task_metrics import (
+    dates_exact_match,
+    extraction_exact_match,
+    extraction_field_accuracy,
+)
+
 DATA_DIR = Path(__file__).parent / "data"
 SPLITS = ("train", "validation", "test")
-EXTRACTION_FIELDS = ("name", "city", "year")
-
 Metric = Callable[[str, str], float]
-
-
-def clean_reply(text: str) -> str:
-    """A model's reply without surrounding whitespace (the only leniency any metric allows)."""
-    return text.strip()
-
-
-def dates_exact_match(prediction: str, answer: str) -> float:
-    """1.0 when the reply is exactly the ISO date, else 0.0."""
-    return float(clean_reply(prediction) == answer)
-
-
-def _parse_record(text: str) -> dict | None:
-    try:
-        value = json.loads(clean_reply(text))
-    except (json.JSONDecodeError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def extraction_exact_match(prediction: str, answer: str) -> float:
-    """1.0 when the reply parses as a JSON object equal to the expected one (key order ignored)."""
-    parsed = _parse_record(prediction)
-    return float(parsed is not None and parsed == json.loads(answer))
-
-
-def extraction_field_accuracy(prediction: str, answer: str) -> float:
-    """The share of the schema's fields with the right value (0.0 when the reply is not JSON)."""
-    parsed = _parse_record(prediction)
-    if parsed is None:
-        return 0.0
-    expected = json.loads(answer)
-    return sum(parsed.get(k) == expected[k] for k in EXTRACTION_FIELDS) / len(EXTRACTION_FIELDS)
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One shipped task: its name, data folder and metrics (the first one is the headline)."""
+    """One shipped task: its name, data folder and metrics."""
 
     name: str
     description: str
@@ -62,10 +33,6 @@ class TaskSpec:
     @property
     def data_dir(self) -> Path:
         return DATA_DIR / self.name
-
-    @property
-    def primary_metric(self) -> str:
-        return next(iter(self.metrics))
 
     def split_path(self, split: str) -> Path:
         if split not in SPLITS:

@@ -1,8 +1,9 @@
-"""Metric functions the task YAMLs name with ``!function utils.<name>``.
+"""Functions the task YAMLs name with ``!function utils.<name>``: lm-eval's side of the tasks.
 
-lm-eval copies nothing: this file is loaded from the folder the YAMLs are read from, so the
-run-time include folder (see ``loradock.evals.taskdir``) gets a copy beside the patched YAMLs.
-It must stay importable on its own (standard library only).
+lm-eval loads this file by path from the folder the YAMLs are read from (the run-time include
+folder gets a copy beside the patched YAMLs, see ``loradock.evals.taskdir``). The scores
+themselves are ``loradock.task_metrics``, the functions training's held-out eval uses, so a
+score here means what it means in a job's own validation.
 """
 
 from __future__ import annotations
@@ -11,17 +12,12 @@ import json
 import re
 from typing import Any
 
-# The fields the extraction task's fixed schema holds (as training/tasks.py defines them).
-EXTRACTION_FIELDS = ("name", "city", "year")
-
-
-def clean_reply(text: str) -> str:
-    """A reply without surrounding whitespace: the only leniency the training metrics allow.
-
-    These metrics mirror training/tasks.py exactly (evals may not import training code), so a
-    score here means what it means in training's own validation.
-    """
-    return (text or "").strip()
+from loradock.task_metrics import (
+    dates_exact_match,
+    extraction_exact_match,
+    extraction_field_accuracy,
+    parse_record,
+)
 
 
 def _iso(value: Any) -> str:
@@ -35,36 +31,25 @@ def dates_docs(dataset: Any) -> Any:
 
 
 def process_dates(doc: dict, results: list[str]) -> dict[str, float]:
-    return {"exact_match": float(clean_reply(results[0]) == _iso(doc["answer"]))}
-
-
-def parse_record(text: str) -> dict | None:
-    try:
-        value = json.loads(clean_reply(text))
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _expected_record(answer: Any) -> dict:
-    return answer if isinstance(answer, dict) else json.loads(answer)
+    return {"exact_match": dates_exact_match(results[0], _iso(doc["answer"]))}
 
 
 def extraction_target(doc: dict) -> str:
-    return json.dumps(_expected_record(doc["answer"]), ensure_ascii=False)
+    """The expected JSON object as text (the jsonl holds it as a string or, once read by
+    datasets, possibly as a mapping)."""
+    answer = doc["answer"]
+    return json.dumps(
+        answer if isinstance(answer, dict) else json.loads(answer), ensure_ascii=False
+    )
 
 
 def process_extraction(doc: dict, results: list[str]) -> dict[str, float]:
     """Exact match of the parsed object, the share of schema fields right, and valid JSON."""
-    expected = _expected_record(doc["answer"])
-    predicted = parse_record(results[0])
-    if predicted is None:
-        return {"exact_match": 0.0, "field_accuracy": 0.0, "valid_json": 0.0}
-    right = sum(predicted.get(key) == expected.get(key) for key in EXTRACTION_FIELDS)
+    answer, reply = extraction_target(doc), results[0]
     return {
-        "exact_match": float(predicted == expected),
-        "field_accuracy": right / len(EXTRACTION_FIELDS),
-        "valid_json": 1.0,
+        "exact_match": extraction_exact_match(reply, answer),
+        "field_accuracy": extraction_field_accuracy(reply, answer),
+        "valid_json": float(parse_record(reply) is not None),
     }
 
 

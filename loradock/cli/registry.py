@@ -118,7 +118,9 @@ def search(
     as_json: JsonOption = False,
 ) -> None:
     """Search the index (latest revision of each repo): by base, task, tag, metric."""
-    rows = _registry().search(
+    from loradock.registry.search_query import SearchQuery
+
+    query = SearchQuery(
         base_model=base,
         task=task,
         tag=tag,
@@ -129,10 +131,11 @@ def search(
         limit=limit,
         kind=None if kind is Kind.all else kind.value,
     )
+    rows = _registry().search(query)
     if as_json:
         print_json(rows)
         return
-    _print_records(f"{len(rows)} result(s)", rows, sort if sort and "/" in sort else metric)
+    _print_records(f"{len(rows)} result(s)", rows, query.sort_metric or metric)
     if not rows:
         console.print("Nothing matched. Run `loradock registry sync` if the store has new repos.")
 

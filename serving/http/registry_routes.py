@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from loradock.errors import RequestError
 from loradock.registry.records import KINDS
+from loradock.registry.search_query import SearchQuery
 from loradock.serving.http.state import state_of
 
 router = APIRouter(prefix="/v1/registry")
@@ -63,9 +64,7 @@ async def list_adapters(
             f"kind {kind!r} is not one of {', '.join(KINDS)}: 'adapter' lists LoRA adapters, "
             "'base' base models' own rows (their eval results), 'merge' merged models"
         )
-    registry = state_of(request).registry
-    rows = await run_in_threadpool(
-        registry.search,
+    query = SearchQuery(
         base_model=base,
         task=task,
         tag=tag,
@@ -76,6 +75,7 @@ async def list_adapters(
         limit=limit,
         kind=kind,
     )
+    rows = await run_in_threadpool(state_of(request).registry.search, query)
     return {"object": "list", "data": [_row(r) for r in rows]}
 
 

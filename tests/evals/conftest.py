@@ -7,27 +7,7 @@ from pathlib import Path
 
 import pytest
 
-BASE_ID = "acme/tiny-base"
-
-
-@pytest.fixture
-def registry(isolated_caches):
-    from loradock.registry.api import Registry
-
-    return Registry.open()
-
-
-def publish_tiny(registry, tiny_base, tiny_adapter_factory) -> dict[str, str]:
-    """The tiny base and two adapters (different seeds) published under ``acme/``."""
-    from loradock.registry.card import build_adapter_card, build_base_card
-
-    registry.publish_base(tiny_base, BASE_ID, card=build_base_card())
-    names = {}
-    for task, seed in (("dates", 1), ("extraction", 2)):
-        card = build_adapter_card(base_model=BASE_ID, task=task)
-        pub = registry.publish(tiny_adapter_factory(seed=seed), f"acme/tiny-{task}", card=card)
-        names[task] = pub.repo_id
-    return names
+from tests.helpers.evals import publish_tiny
 
 
 @pytest.fixture

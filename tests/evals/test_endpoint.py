@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from loradock.errors import EvalError
-from tests.evals.conftest import BASE_ID, publish_tiny
+from tests.helpers.evals import BASE_ID, publish_tiny
 
 API_KEY = "sk-eval-test"
 TASKS = ["dates", "extraction"]
@@ -25,7 +25,9 @@ def served(module_home, tiny_base, tiny_adapter_factory):
     registry = Registry.open()
     published = publish_tiny(registry, tiny_base, tiny_adapter_factory)
     base = registry.resolve_base(BASE_ID)
-    config = ServerConfig(base=BASE_ID, dtype="float32", api_key=API_KEY, port=0, max_model_len=512)
+    config = ServerConfig.from_options(
+        base=BASE_ID, dtype="float32", api_key=API_KEY, port=0, max_model_len=512
+    )
     app = create_app(build_engine(config, base.path), registry=registry, config=config, base=base)
     server = BackgroundServer(app)
     server.start()

@@ -17,7 +17,7 @@ from loradock.errors import (
     InvalidNameError,
     RevisionNotFoundError,
 )
-from tests.evals.conftest import BASE_ID, publish_tiny
+from tests.helpers.evals import BASE_ID, publish_tiny
 
 
 @pytest.fixture(scope="module")

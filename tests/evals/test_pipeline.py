@@ -9,7 +9,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from tests.evals.conftest import BASE_ID, publish_tiny
+from tests.helpers.evals import BASE_ID, publish_tiny
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,6 @@ def cli_run(module_home, task_data, tiny_base, tiny_adapter_factory):
 
 
 def test_eval_publish_round_trip(cli_run):
-    from loradock.evals.publish import metrics_from_card
-
     summary, report, before, registry, published = cli_run
     labels = [t["label"] for t in summary["targets"]]
     assert labels[0] == BASE_ID and len(labels) == 3  # the base is always the reference
@@ -62,7 +60,7 @@ def test_eval_publish_round_trip(cli_run):
         assert [p for p in summary["published"] if p["repo_id"] == repo][0]["sha"] == head.sha
 
         # results JSON -> card model-index: every metric, value and stderr, exactly.
-        card_metrics = metrics_from_card(head.card)
+        card_metrics = {m.key: (m.value, m.stderr) for m in head.card.eval_results}
         assert set(card_metrics) == set(target["metrics"])
         for key, (value, stderr) in card_metrics.items():
             task_name, metric = key.split("/")

@@ -17,6 +17,7 @@ from loradock.evals.taskdir import (
     materialize,
     select_tasks,
 )
+from loradock.training.tasks import get_task
 
 DATA = Path(SHIPPED_TASKS_DIR).parent / "data"
 
@@ -78,6 +79,7 @@ def test_materialize_writes_absolute_checked_paths(tmp_path, task_data):
 )
 def test_dates_metric_is_exact_match(reply, answer, expected):
     assert _utils().process_dates({"answer": answer}, [reply]) == {"exact_match": expected}
+    assert get_task("dates").score([reply], [answer]) == {"exact_match": expected}
 
 
 ANSWER = json.dumps({"name": "Ada Byron", "city": "London", "year": 1833})
@@ -100,6 +102,9 @@ def test_extraction_metrics(reply, exact, fields, valid):
     assert got == pytest.approx(
         {"exact_match": exact, "field_accuracy": fields, "valid_json": valid}
     )
+    # The same figures as training's held-out eval: one set of metric functions.
+    trained = get_task("extraction").score([reply], [ANSWER])
+    assert trained == pytest.approx({"exact_match": exact, "field_accuracy": fields})
 
 
 def _write_task(folder: Path, text: str, data: str | None = "rows.jsonl", rows: str = '{"a": 1}\n'):

@@ -1,5 +1,6 @@
-"""Registry fixtures: a registry over a fresh LocalHub, a tiny base in its store, and adapter
-folders broken in one specific way each (built by copying a good tiny adapter)."""
+"""Registry fixtures: tiny bases in the store of this test's registry (the ``registry`` fixture
+of tests/conftest.py), and adapter folders broken in one specific way each (built by copying a
+good tiny adapter)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,7 @@ import pytest
 
 from loradock.registry.api import Registry
 from loradock.registry.card import build_base_card
-
-BASE_ID = "acme/tiny-base"
-NARROW_BASE_ID = "acme/tiny-base-narrow"  # same architecture, hidden size 32 instead of 64
-
-
-@pytest.fixture
-def registry() -> Registry:
-    """A registry over empty stores under this test's LORADOCK_HOME."""
-    return Registry.open()
+from tests.helpers.registry import BASE_ID, NARROW_BASE_ID
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,8 @@ from loradock.errors import (
     LoradockError,
     RevisionNotFoundError,
 )
-from loradock.registry.card import build_adapter_card
 from loradock.registry.store import Store
+from tests.helpers.registry import carded_copy
 
 
 def _suffix(tmp_path: Path) -> str:
@@ -34,14 +33,6 @@ def unique_repo(tmp_path: Path, stem: str, org: str = "contract") -> str:
     return f"{org}/{stem}-{_suffix(tmp_path)}"
 
 
-def _folder(tmp_path: Path, adapter_dir: Path, name: str, *, task: str, base: str) -> Path:
-    """A copy of the adapter with a card naming ``task`` and ``base``."""
-    out = tmp_path / name
-    shutil.copytree(adapter_dir, out)
-    build_adapter_card(base_model=base, task=task).save(out)
-    return out
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -50,12 +41,16 @@ def check_commit_and_history(store: Store, tmp_path: Path, adapter_dir: Path) ->
     repo = unique_repo(tmp_path, "history")
     store.create_repo(repo)
     first = store.upload_folder(
-        repo, _folder(tmp_path, adapter_dir, "v1", task="dates", base="acme/b"), commit_message="v1"
+        repo,
+        carded_copy(tmp_path, adapter_dir, "v1", task="dates", base="acme/b"),
+        commit_message="v1",
     )
     assert re.fullmatch(r"[0-9a-f]{40}", first.sha)
     assert first.repo_id == repo and first.message == "v1"
     second = store.upload_folder(
-        repo, _folder(tmp_path, adapter_dir, "v2", task="json", base="acme/b"), commit_message="v2"
+        repo,
+        carded_copy(tmp_path, adapter_dir, "v2", task="json", base="acme/b"),
+        commit_message="v2",
     )
     assert second.sha != first.sha
 
@@ -83,7 +78,7 @@ def check_commit_and_history(store: Store, tmp_path: Path, adapter_dir: Path) ->
 def check_upload_skips_unchanged(store: Store, tmp_path: Path, adapter_dir: Path) -> None:
     repo = unique_repo(tmp_path, "same")
     store.create_repo(repo)
-    folder = _folder(tmp_path, adapter_dir, "v1", task="dates", base="acme/b")
+    folder = carded_copy(tmp_path, adapter_dir, "v1", task="dates", base="acme/b")
     first = store.upload_folder(repo, folder, commit_message="v1")
     again = store.upload_folder(repo, folder, commit_message="same files again")
     assert again.sha == first.sha
@@ -93,9 +88,9 @@ def check_upload_skips_unchanged(store: Store, tmp_path: Path, adapter_dir: Path
 def check_snapshot_pinned(store: Store, tmp_path: Path, adapter_dir: Path) -> None:
     repo = unique_repo(tmp_path, "snap")
     store.create_repo(repo)
-    v1 = _folder(tmp_path, adapter_dir, "v1", task="dates", base="acme/b")
+    v1 = carded_copy(tmp_path, adapter_dir, "v1", task="dates", base="acme/b")
     first = store.upload_folder(repo, v1, commit_message="v1")
-    v2 = _folder(tmp_path, adapter_dir, "v2", task="json", base="acme/b")
+    v2 = carded_copy(tmp_path, adapter_dir, "v2", task="json", base="acme/b")
     store.upload_folder(repo, v2, commit_message="v2")
 
     out = store.snapshot_download(repo, revision=first.sha, local_dir=tmp_path / "dl")
@@ -108,10 +103,10 @@ def check_tags(store: Store, tmp_path: Path, adapter_dir: Path) -> None:
     repo = unique_repo(tmp_path, "tags")
     store.create_repo(repo)
     first = store.upload_folder(
-        repo, _folder(tmp_path, adapter_dir, "v1", task="a", base="acme/b"), commit_message="v1"
+        repo, carded_copy(tmp_path, adapter_dir, "v1", task="a", base="acme/b"), commit_message="v1"
     )
     second = store.upload_folder(
-        repo, _folder(tmp_path, adapter_dir, "v2", task="b", base="acme/b"), commit_message="v2"
+        repo, carded_copy(tmp_path, adapter_dir, "v2", task="b", base="acme/b"), commit_message="v2"
     )
     store.create_tag(repo, tag="prod", revision=first.sha)
     store.create_tag(repo, tag="staging", revision="main")
@@ -140,7 +135,7 @@ def check_list_repos_filters(store: Store, tmp_path: Path, adapter_dir: Path) ->
     }
     for repo, (task, base) in repos.items():
         store.create_repo(repo)
-        folder = _folder(tmp_path, adapter_dir, repo.split("/")[1], task=task, base=base)
+        folder = carded_copy(tmp_path, adapter_dir, repo.split("/")[1], task=task, base=base)
         store.upload_folder(repo, folder, commit_message="add")
 
     def ids(**kw) -> set[str]:
@@ -164,7 +159,7 @@ def check_private_flag(store: Store, tmp_path: Path, adapter_dir: Path) -> None:
     repo = unique_repo(tmp_path, "private")
     store.create_repo(repo, private=True)
     store.upload_folder(
-        repo, _folder(tmp_path, adapter_dir, "v1", task="a", base="acme/b"), commit_message="v1"
+        repo, carded_copy(tmp_path, adapter_dir, "v1", task="a", base="acme/b"), commit_message="v1"
     )
     assert store.repo_info(repo).private is True
     public = unique_repo(tmp_path, "public")

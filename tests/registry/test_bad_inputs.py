@@ -27,8 +27,7 @@ from loradock.errors import (
     UnsafeArtifactError,
 )
 from loradock.registry import EvalMetric, Registry, build_adapter_card, build_base_card
-
-BASE_ID, NARROW_BASE_ID = "acme/tiny-base", "acme/tiny-base-narrow"  # see conftest.py
+from tests.helpers.registry import BASE_ID, NARROW_BASE_ID
 
 CARD = build_adapter_card(base_model=BASE_ID, task="dates")
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from loradock import cli
 from loradock.registry.card import EvalMetric, build_adapter_card
+from tests.helpers.registry import BASE_ID
 
-BASE_ID = "acme/tiny-base"
 runner = CliRunner()
 
 

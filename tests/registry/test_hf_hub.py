@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shutil
 from pathlib import Path
 
 import httpx
@@ -27,18 +26,12 @@ from loradock.registry.card import build_adapter_card
 from loradock.registry.hf_hub import HfHub
 from loradock.registry.store import Store
 from loradock.settings import get_settings
+from tests.helpers.registry import carded_copy
 
 SECRET = "hf_do_not_print_me_123"
 
 # The test Hub server fixtures (hub_server), registered for this module.
 pytest_plugins = ["hubserver.fixtures"]
-
-
-def _card_folder(tmp_path: Path, adapter_dir: Path, name: str, *, task: str, base: str) -> Path:
-    out = tmp_path / name
-    shutil.copytree(adapter_dir, out)
-    build_adapter_card(base_model=base, task=task).save(out)
-    return out
 
 
 def _text_folder(tmp_path: Path, name: str, files: dict[str, str]) -> Path:
@@ -114,7 +107,7 @@ def test_upload_goes_through_preupload_and_an_ndjson_commit(hub, hub_server, tmp
 
 def test_listing_follows_link_pagination(hub, hub_server, tmp_path, adapter_dir):
     total = 2 * PAGE_SIZE + 2
-    folder = _card_folder(tmp_path, adapter_dir, "a", task="dates", base="acme/base")
+    folder = carded_copy(tmp_path, adapter_dir, "a", task="dates", base="acme/base")
     for i in range(total):
         hub.create_repo(f"pager/repo-{i:02d}")
         if i % 2 == 0:
@@ -137,12 +130,12 @@ def test_repo_info_at_a_revision_and_resolve_headers(hub, hub_server, tmp_path, 
     hub.create_repo("acme/revs")
     v1 = hub.upload_folder(
         "acme/revs",
-        _card_folder(tmp_path, adapter_dir, "v1", task="dates", base="acme/b"),
+        carded_copy(tmp_path, adapter_dir, "v1", task="dates", base="acme/b"),
         commit_message="v1",
     )
     v2 = hub.upload_folder(
         "acme/revs",
-        _card_folder(tmp_path, adapter_dir, "v2", task="json", base="acme/b"),
+        carded_copy(tmp_path, adapter_dir, "v2", task="json", base="acme/b"),
         commit_message="v2",
     )
     old, new = hub.repo_info("acme/revs", revision=v1.sha), hub.repo_info("acme/revs")

@@ -18,9 +18,10 @@ from loradock.errors import (
     RevisionNotFoundError,
 )
 from loradock.registry.index import Index
-from loradock.registry.index_query import SearchQuery, build_compatible_sql, build_search_sql
+from loradock.registry.index_query import build_compatible_sql, build_search_sql
 from loradock.registry.migrations import MIGRATIONS, Migration
 from loradock.registry.records import AdapterRecord
+from loradock.registry.search_query import SearchQuery
 
 BASE_A = "acme/base-a"
 BASE_B = "acme/base-b"
@@ -114,7 +115,7 @@ def test_upsert_of_a_known_sha_replaces_its_rows(filled):
     filled.upsert(rec("acme/json-a", 4, tasks=("sql",), metrics={"sql/exact_match": 0.3}))
     row = filled.get("acme/json-a")
     assert row.tasks == ("sql",) and row.metrics == {"sql/exact_match": 0.3}
-    assert ids(filled.search(task="json")) == []
+    assert found(filled, task="json") == []
     assert len(filled.known_shas("acme/json-a")) == 1
 
 
@@ -182,65 +183,56 @@ def test_alias_error_lists_the_aliases_that_exist(filled):
 # -- searches --------------------------------------------------------------------------------
 
 
-def test_search_by_base_task_tag(filled):
-    assert set(ids(filled.search(base_model=BASE_A))) == {
-        "acme/dates-old",
-        "acme/dates-big",
-        "acme/json-a",
-        "acme/untested",
-    }
-    assert set(ids(filled.search(task="dates"))) == {
-        "acme/dates-old",
-        "acme/dates-big",
-        "acme/dates-on-b",
-        "acme/untested",
-    }
-    assert ids(filled.search(tag="extraction")) == ["acme/json-a"]
-    assert ids(filled.search(base_model=BASE_B, task="dates")) == ["acme/dates-on-b"]
-    assert ids(filled.search(task="dates", tag="extraction")) == []
+def found(index: Index, **fields) -> list[str]:
+    return ids(index.search(SearchQuery(**fields)))
 
 
-def test_default_order_is_newest_indexed_first(filled):
-    assert ids(filled.search(task="dates")) == [
-        "acme/untested",
-        "acme/dates-on-b",
-        "acme/dates-big",
-        "acme/dates-old",
-    ]
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        # Default order: newest indexed first.
+        (
+            {"base_model": BASE_A},
+            ["acme/untested", "acme/json-a", "acme/dates-big", "acme/dates-old"],
+        ),
+        (
+            {"task": "dates"},
+            ["acme/untested", "acme/dates-on-b", "acme/dates-big", "acme/dates-old"],
+        ),
+        ({"tag": "extraction"}, ["acme/json-a"]),
+        ({"base_model": BASE_B, "task": "dates"}, ["acme/dates-on-b"]),
+        ({"task": "dates", "tag": "extraction"}, []),
+        # The old revision's 0.99 does not count: only latest revisions compete by default.
+        (
+            {"base_model": BASE_A, "task": "dates", "sort": "dates/exact_match", "limit": 2},
+            ["acme/dates-big", "acme/dates-old"],
+        ),
+        (
+            {"task": "dates", "sort": "dates/exact_match", "descending": False},
+            ["acme/dates-old", "acme/dates-big", "acme/dates-on-b"],
+        ),
+        ({"metric": "dates/exact_match", "min_value": 0.9}, ["acme/dates-on-b", "acme/dates-big"]),
+        # A metric without a threshold: repos that have it at all, sorted by it.
+        ({"metric": "json/f1"}, ["acme/json-a"]),
+        # A threshold on one metric, sorted by another.
+        ({"metric": "json/f1", "min_value": 0.5, "sort": "json/exact_match"}, ["acme/json-a"]),
+        ({"kind": "base"}, ["acme/base-a"]),
+        ({"sort": "rank", "limit": 1}, ["acme/dates-big"]),
+        ({"limit": 2}, ["acme/untested", "acme/dates-on-b"]),
+    ],
+)
+def test_search(filled, fields, expected):
+    assert found(filled, **fields) == expected
 
 
-def test_best_adapter_for_a_task_on_a_base(filled):
-    best = filled.search(base_model=BASE_A, task="dates", sort="dates/exact_match", limit=2)
-    # The old revision's 0.99 does not count: only latest revisions compete by default.
-    assert ids(best) == ["acme/dates-big", "acme/dates-old"]
-    worst_first = filled.search(task="dates", sort="dates/exact_match", descending=False)
-    assert [r.metrics["dates/exact_match"] for r in worst_first] == [0.40, 0.90, 0.95]
-
-
-def test_metric_threshold_and_all_revisions(filled):
-    assert ids(filled.search(metric="dates/exact_match", min_value=0.9)) == [
-        "acme/dates-on-b",
-        "acme/dates-big",
-    ]
-    every = filled.search(metric="dates/exact_match", min_value=0.9, all_revisions=True)
-    assert [(r.repo_id, r.sha) for r in every] == [
+def test_search_all_kinds_and_revisions(filled):
+    assert len(filled.search(SearchQuery(kind=None))) == 6
+    query = SearchQuery(metric="dates/exact_match", min_value=0.9, all_revisions=True)
+    assert [(r.repo_id, r.sha) for r in filled.search(query)] == [
         ("acme/dates-old", sha(1)),
         ("acme/dates-on-b", sha(5)),
         ("acme/dates-big", sha(3)),
     ]
-    # metric without a threshold: repos that have it at all, sorted by it
-    assert ids(filled.search(metric="json/f1")) == ["acme/json-a"]
-    # a threshold on one metric, sorted by another
-    both = filled.search(metric="json/f1", min_value=0.5, sort="json/exact_match")
-    assert ids(both) == ["acme/json-a"]
-
-
-def test_kind_and_limit_and_field_sort(filled):
-    assert ids(filled.search(kind="base")) == ["acme/base-a"]
-    assert len(filled.search(kind=None)) == 6
-    assert len(filled.search(limit=2)) == 2
-    by_rank = filled.search(sort="rank", limit=1)
-    assert ids(by_rank) == ["acme/dates-big"]
 
 
 @pytest.mark.parametrize(
@@ -259,16 +251,27 @@ def test_kind_and_limit_and_field_sort(filled):
         ({"base_model": 3}, "base_model=3"),
     ],
 )
-def test_bad_search_options_raise_one_error_quoting_them(filled, options, quoted):
+def test_bad_search_options_raise_one_error_quoting_them(options, quoted):
     with pytest.raises(ConfigError) as info:
-        filled.search(**options)
+        SearchQuery(**options)
     assert quoted in str(info.value)
 
 
-def test_bad_search_collects_every_problem(filled):
+@pytest.mark.parametrize(
+    ("options", "problems"),
+    [
+        ({"metric": "x", "sort": "y", "limit": -1}, 3),
+        ({"min_value": "high"}, 2),  # not a number, and no metric to compare with
+    ],
+)
+def test_bad_search_collects_every_problem(options, problems):
     with pytest.raises(ConfigError) as info:
-        filled.search(metric="x", sort="y", limit=-1)
-    assert len(info.value.problems) == 3
+        SearchQuery(**options)
+    assert len(info.value.problems) == problems
+
+
+def test_min_value_is_kept_as_a_float():
+    assert SearchQuery(metric="dates/em", min_value="0.5").min_value == 0.5
 
 
 def test_compatible_with_filters_by_base_and_rank(filled):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import threading
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from loradock.errors import AdapterNotFoundError, IntegrityError, InvalidNameErr
 from loradock.registry.card import build_adapter_card
 from loradock.registry.local_hub import LocalHub
 from loradock.registry.store import Store
+from tests.helpers.registry import carded_copy
 
 
 @pytest.fixture
@@ -29,10 +29,7 @@ def test_implements_store_protocol(hub):
 
 
 def _publishable(tmp_path: Path, adapter_dir: Path, name: str = "a") -> Path:
-    out = tmp_path / name
-    shutil.copytree(adapter_dir, out)
-    build_adapter_card(base_model="acme/b", task="dates").save(out)
-    return out
+    return carded_copy(tmp_path, adapter_dir, name, base="acme/b", task="dates")
 
 
 def test_layout_on_disk(hub, tmp_path, adapter_dir):

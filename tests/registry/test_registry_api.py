@@ -15,10 +15,15 @@ from loradock.errors import (
     CardError,
     RevisionNotFoundError,
 )
-from loradock.registry import EvalMetric, Registry, build_adapter_card, build_base_card
+from loradock.registry import (
+    EvalMetric,
+    Registry,
+    SearchQuery,
+    build_adapter_card,
+    build_base_card,
+)
 from loradock.registry.index import Index
-
-BASE_ID, NARROW_BASE_ID = "acme/tiny-base", "acme/tiny-base-narrow"  # see conftest.py
+from tests.helpers.registry import BASE_ID, NARROW_BASE_ID
 
 
 def _tree_hash(folder: Path) -> str:
@@ -111,6 +116,12 @@ def test_end_to_end_search_by_base_and_task(registry_with_base, tiny_adapter_fac
     assert [r.repo_id for r in reg.search(base_model=BASE_ID, task="dates")] == ["acme/dates-lora"]
     assert reg.search(task="summaries") == []
     assert {r.repo_id for r in reg.search(kind="base")} >= {BASE_ID}
+    # A SearchQuery, and keywords that replace its fields, ask the same as plain keywords.
+    on_base = SearchQuery(base_model=BASE_ID)
+    assert reg.search(on_base) == by_base
+    assert [r.repo_id for r in reg.search(on_base, task="dates")] == ["acme/dates-lora"]
+    with pytest.raises(TypeError, match="base"):
+        reg.search(base="acme/tiny-base")  # the field is base_model: never silently ignored
 
     # Aliases resolve in the index and in the store alike.
     assert reg.show("acme/json-lora@staging").sha == json_v1.sha

@@ -12,6 +12,7 @@ from loradock.registry.card import EvalMetric, build_adapter_card, build_base_ca
 from loradock.registry.hf_hub import HfHub
 from loradock.registry.index import Index
 from loradock.registry.local_hub import LocalHub
+from loradock.registry.search_query import SearchQuery
 from loradock.registry.snapshot import SnapshotCache
 from loradock.registry.sync import sync, sync_repo
 
@@ -104,9 +105,12 @@ def test_sync_indexes_every_revision_kind_alias_and_metric(hub, index, filled):
     assert base.kind == "base" and base.rank is None
     assert BASE not in hub.downloads  # indexed from card metadata: no weights fetched
 
-    assert {r.repo_id for r in index.search(base_model=BASE)} == {"acme/dates", "acme/json"}
-    assert [r.repo_id for r in index.search(task="json")] == ["acme/json"]
-    best = index.search(base_model=BASE, task="dates", sort="dates/exact_match")
+    assert {r.repo_id for r in index.search(SearchQuery(base_model=BASE))} == {
+        "acme/dates",
+        "acme/json",
+    }
+    assert [r.repo_id for r in index.search(SearchQuery(task="json"))] == ["acme/json"]
+    best = index.search(SearchQuery(base_model=BASE, task="dates", sort="dates/exact_match"))
     assert [r.sha for r in best] == [filled["dates_v2"]]
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.helpers.processes import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -28,12 +29,6 @@ def _accelerate() -> str:
     if not found.exists() and shutil.which("accelerate") is None:
         pytest.skip("the accelerate command is not installed")
     return str(found) if found.exists() else str(shutil.which("accelerate"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tiny_job(tmp_path: Path) -> Path:
@@ -78,7 +73,7 @@ def test_two_cpu_processes_train_and_publish_once(
     from transformers import AutoModelForCausalLM
 
     job = _tiny_job(tmp_path)
-    args = [*launcher, "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    args = [*launcher, "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     done = _launch(args, job)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]

@@ -13,8 +13,8 @@ import torch
 from loradock.training.config import JobConfig
 from loradock.training.job import build_session, finish, train
 from loradock.training.preflight import preflight
-from tests.conftest import gpu_test_device
-from tests.training.conftest import probe_ids
+from tests.helpers.gpu import gpu_test_device
+from tests.helpers.training import probe_ids
 
 pytestmark = pytest.mark.gpu
 DEVICE = gpu_test_device()

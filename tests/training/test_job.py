@@ -11,7 +11,7 @@ from loradock.registry.card import AdapterCard
 from loradock.training.config import JobConfig
 from loradock.training.job import build_session, finish, run_job, train
 from loradock.training.preflight import preflight
-from tests.training.conftest import probe_ids
+from tests.helpers.training import probe_ids
 
 
 def _probe_logits(model, tokenizer) -> torch.Tensor:
