@@ -1,112 +1,158 @@
-"""The tiered cache: one disk read per adapter however many ask, LRU slots, pinned slots kept."""
+"""The adapter cache: each adapter read and checked once however many ask, a two-tier LRU by
+(repo, sha), integer slots, pinned slots kept."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 import torch
 
+from loradock.errors import IncompatibleAdapterError
 from loradock.serving.engines.base import AdapterSpec
 from loradock.serving.engines.peft import adapter_cache as ac
 
 
-def spec(i: int, folder) -> AdapterSpec:
-    return AdapterSpec(
-        name=f"acme/a{i}", repo_id=f"acme/a{i}", sha=f"{i:040x}", path=folder, rank=4
-    )
+def spec(i: int, folder, name: str | None = None) -> AdapterSpec:
+    repo = f"acme/a{i}"
+    return AdapterSpec(name=name or repo, repo_id=repo, sha=f"{i:040x}", path=folder, rank=4)
 
 
 class FakeModel:
-    """Records what the cache asks the model thread to do."""
+    """Records what the cache asks of the model: checks (parse) and slot writes (attach)."""
 
-    def __init__(self):
-        self.attached: dict[str, str] = {}  # slot -> adapter key
-        self.calls: list[tuple] = []
+    def __init__(self, refuse: set[str] = frozenset()):
+        self.refuse = refuse
+        self.parsed: list[str] = []
+        self.slots: dict[int, object] = {}  # slot -> the weights written there
 
-    def attach(self, slot, adapter, reuse):
-        self.calls.append(("attach", slot, adapter.key, reuse))
-        self.attached[slot] = adapter.key
+    def parse(self, name, config, tensors):
+        self.parsed.append(name)
+        if name in self.refuse:
+            raise IncompatibleAdapterError(f"Adapter {name!r} cannot be served", ["uses DoRA"])
+        return {"q_proj": (tensors, None, 1.0)}
 
-    def detach(self, slot):
-        self.calls.append(("detach", slot))
-        del self.attached[slot]
+    def attach(self, slot, weights):
+        self.slots[slot] = weights
+
+
+def make_cache(model: FakeModel, max_loaded: int = 2, max_cpu: int = 3) -> ac.AdapterCache:
+    return ac.AdapterCache(
+        max_loaded=max_loaded,
+        max_cpu=max_cpu,
+        dtype=torch.float32,
+        parse=model.parse,
+        attach=model.attach,
+    )
 
 
 @pytest.fixture()
-def cache_and_model(tiny_adapter_factory):
+def folder(tiny_adapter_factory):
+    return tiny_adapter_factory(seed=1)
+
+
+def test_concurrent_fetches_read_and_check_once(folder, monkeypatch):
     model = FakeModel()
-    cache = ac.AdapterCache(
-        max_loaded=2, max_cpu=3, dtype=torch.float32, attach=model.attach, detach=model.detach
-    )
-    return cache, model, tiny_adapter_factory(seed=1)
+    cache = make_cache(model)
+    both_reading = threading.Barrier(2, timeout=10)
+    real = ac.read_adapter_files
 
-
-def test_concurrent_fetches_read_disk_once(cache_and_model, monkeypatch):
-    cache, _, folder = cache_and_model
-    reads = []
-    real = ac.read_adapter_from_disk
-
-    def slow_read(s, dtype):
-        reads.append(threading.current_thread().name)
-        time.sleep(0.2)
+    def read(s, dtype):
+        both_reading.wait()  # a1 and a2 are read at the same time, in worker threads
         return real(s, dtype)
 
-    monkeypatch.setattr(ac, "read_adapter_from_disk", slow_read)
+    monkeypatch.setattr(ac, "read_adapter_files", read)
 
     async def main():
-        a = spec(1, folder)
-        other = spec(2, folder)
-        started = time.perf_counter()
-        results = await asyncio.gather(*[cache.fetch(a) for _ in range(10)], cache.fetch(other))
-        return results, time.perf_counter() - started
+        first, other = spec(1, folder), spec(2, folder)
+        # Ten requests for a1, under two names (an alias and the plain repo), share one read.
+        asks = [cache.fetch(spec(1, folder, name=f"acme/a1@{i % 2}")) for i in range(10)]
+        return await asyncio.gather(cache.fetch(first), *asks, cache.fetch(other))
 
-    results, elapsed = asyncio.run(main())
-    assert len(reads) == 2  # ten requests for a1 share one read; a2 reads in parallel
-    assert all(r is results[0] for r in results[:10])
-    assert elapsed < 0.39  # the two reads overlapped (worker threads), not one after another
-    assert cache.stats["disk_loads"] == 2 and cache.stats["load_waits"] == 9
-
-
-def test_slots_lru_reuse_and_pins(cache_and_model):
-    cache, model, folder = cache_and_model
-    adapters = [asyncio.run(cache.fetch(spec(i, folder))) for i in range(4)]
-    assert cache.try_attach(adapters[0]) and cache.try_attach(adapters[1])
-    assert cache.try_attach(adapters[0])  # hit: a0 becomes most recent
-    cache.pin(adapters[0].key)
-    assert cache.try_attach(adapters[2])  # evicts a1 (LRU, unpinned), same shape: copy in place
-    assert model.calls[-1] == ("attach", cache.slot_of(adapters[2].key), adapters[2].key, True)
-    assert {s.name for s in cache.attached()} == {"acme/a0", "acme/a2"}
-    cache.pin(adapters[2].key)
-    assert not cache.try_attach(adapters[3])  # every slot pinned: wait, never evict a user
-    cache.unpin(adapters[2].key)
-    assert cache.try_attach(adapters[3])
-    assert adapters[0].key in {ac.adapter_key(s) for s in cache.attached()}  # pinned: kept
-    assert len(model.attached) == 2
-    assert cache.stats["evictions"] == 2 and cache.stats["slot_reuses"] == 2
+    results = asyncio.run(main())
+    assert all(r is results[0] for r in results[:11])
+    assert sorted(model.parsed) == ["acme/a1", "acme/a2"]  # one check per (repo, sha)
+    assert cache.stats["disk_loads"] == 2 and cache.stats["load_waits"] == 10
+    assert asyncio.run(cache.fetch(spec(1, folder))) is results[0]  # a CPU hit: no read
+    assert len(model.parsed) == 2 and cache.stats["cpu_hits"] == 1
 
 
-def test_cpu_tier_is_capped_and_forget(cache_and_model):
-    cache, model, folder = cache_and_model
+@pytest.mark.parametrize(
+    ("steps", "attached", "evictions"),
+    [
+        # LRU: the hit on a0 makes a1 the least recently used, and a2 takes its slot
+        ([("attach", 0, 1), ("attach", 1, 2), ("attach", 0, 1), ("attach", 2, 2)], {0, 2}, 1),
+        # every slot pinned: a2 waits (None), then takes the slot unpinned first
+        ([("attach", 0, 1), ("pin", 0, None), ("attach", 1, 2), ("pin", 1, None),
+          ("attach", 2, None), ("unpin", 1, None), ("attach", 2, 2)], {0, 2}, 1),
+        # a forgotten adapter frees its slot: the next one takes it, no eviction
+        ([("attach", 0, 1), ("attach", 1, 2), ("forget", 0, None), ("attach", 2, 1)], {1, 2}, 0),
+        # a forgotten adapter that a sequence still uses keeps its slot until it is unpinned
+        ([("attach", 0, 1), ("pin", 0, None), ("forget", 0, None), ("attach", 1, 2),
+          ("pin", 1, None), ("attach", 2, None)], {0, 1}, 0),
+    ],
+    ids=["lru", "pins", "forget-frees", "forget-pinned"],
+)  # fmt: skip
+def test_slots(folder, steps, attached, evictions):
+    model = FakeModel()
+    cache = make_cache(model, max_loaded=2, max_cpu=8)
+    adapters = [asyncio.run(cache.fetch(spec(i, folder))) for i in range(3)]
+    for op, i, want in steps:
+        key = adapters[i].key
+        if op == "attach":
+            assert cache.try_attach(adapters[i]) == want, (op, i)
+        else:
+            getattr(cache, op)(key)
+    assert {s.name for s in cache.attached()} == {f"acme/a{i}" for i in attached}
+    for i in attached:  # each attached adapter's weights are the ones in its slot
+        assert model.slots[cache.try_attach(adapters[i])] is adapters[i].weights
+    assert cache.stats["evictions"] == evictions
+
+
+def test_cpu_tier_is_capped_lru(folder):
+    cache = make_cache(FakeModel(), max_cpu=3)
     for i in range(5):
         asyncio.run(cache.fetch(spec(i, folder)))
-    assert len(cache.in_memory()) == 3 and cache.stats["cpu_evictions"] == 2
-    a4 = asyncio.run(cache.fetch(spec(4, folder)))
-    assert cache.stats["cpu_hits"] == 1
-    cache.try_attach(a4)
-    assert cache.forget(a4.key)
-    assert not model.attached and a4.key not in cache.in_memory()
+    assert cache.in_memory() == [ac.adapter_key(spec(i, folder)) for i in (2, 3, 4)]
+    assert cache.stats["cpu_evictions"] == 2
 
 
-def test_shape_differs_means_fresh_slot(cache_and_model, tiny_adapter_factory):
-    cache, model, folder = cache_and_model
-    bigger = tiny_adapter_factory(seed=3, r=8)
-    a = [asyncio.run(cache.fetch(spec(i, folder))) for i in range(2)]
-    b = asyncio.run(cache.fetch(spec(9, bigger)))
-    cache.try_attach(a[0])
-    cache.try_attach(a[1])
-    cache.try_attach(b)
-    assert ("detach", "slot0") in model.calls or ("detach", "slot1") in model.calls
-    assert model.calls[-1][-1] is False  # a new adapter was added, not copied into
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [("check", IncompatibleAdapterError), ("read", FileNotFoundError)],
+)
+def test_failed_read_is_not_cached(folder, monkeypatch, failure, error):
+    model = FakeModel(refuse={"acme/a1"} if failure == "check" else set())
+    cache = make_cache(model)
+    if failure == "read":
+
+        def missing(s, dtype):
+            raise FileNotFoundError("adapter_model.safetensors")
+
+        monkeypatch.setattr(ac, "read_adapter_files", missing)
+
+    async def main():
+        asks = [cache.fetch(spec(1, folder)) for _ in range(3)]
+        return await asyncio.gather(*asks, return_exceptions=True)
+
+    assert all(isinstance(r, error) for r in asyncio.run(main()))  # every waiter gets it
+    assert cache.in_memory() == []
+    with pytest.raises(error):  # a later request reads again and gets its own error
+        asyncio.run(cache.fetch(spec(1, folder)))
+    assert cache.stats["disk_loads"] == 0
+
+
+def test_failed_attach_keeps_the_slot_free(folder):
+    model = FakeModel()
+    cache = make_cache(model, max_loaded=1)
+    a0, a1 = (asyncio.run(cache.fetch(spec(i, folder))) for i in range(2))
+
+    def broken(slot, weights):
+        raise RuntimeError("out of memory")
+
+    cache._attach = broken
+    with pytest.raises(RuntimeError):
+        cache.try_attach(a0)
+    cache._attach = model.attach
+    assert cache.try_attach(a1) == 1 and cache.stats["evictions"] == 0

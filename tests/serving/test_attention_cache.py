@@ -25,7 +25,7 @@ def gqa_base(tmp_path_factory):
 
 def _decode(model, cache, steps: int) -> list[torch.Tensor]:
     """Prefill a left-padded batch of 3, then greedy-decode ``steps`` tokens; every step's
-    logits. Rows leave and join like the batcher's: row 1 is dropped after the second step."""
+    logits. Rows leave and join like the runner's: row 1 is dropped after the second step."""
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 300, (3, 9), generator=gen)
     mask = torch.ones_like(ids)
@@ -42,7 +42,7 @@ def _decode(model, cache, steps: int) -> list[torch.Tensor]:
             nxt = logits.argmax(-1, keepdim=True)
             positions = positions[:, -1:] + 1
             mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
-            if step == 1:  # a finished row leaves: the batcher indexes every layer's cache
+            if step == 1:  # a finished row leaves: the runner indexes every layer's cache
                 keep = torch.tensor([0, 2])
                 for layer in cache.layers:
                     layer.keys, layer.values = layer.keys[keep], layer.values[keep]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from loradock.serving.engines.base import SamplingParams
-from loradock.serving.engines.peft.decoding import TextState, make_generator, sample_next
+from loradock.serving.engines.peft.output import TextState, make_generator, sample_next
 
 
 class CharTokenizer:

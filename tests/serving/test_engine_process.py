@@ -22,8 +22,10 @@ from loradock.errors import (
     QueueFullError,
     RequestError,
 )
-from loradock.serving.engines.peft.process import ProcessEngine, portable
-from tests.serving.conftest import API_KEY, BASE_ID, start_server
+from loradock.serving.config import PeftEngineConfig
+from loradock.serving.engines.peft.child import portable
+from loradock.serving.engines.peft.process import ProcessEngine
+from tests.helpers.serving import API_KEY, BASE_ID, start_server
 
 PROMPT = "Convert the date 3 March 2024 to ISO format:"
 
@@ -136,11 +138,8 @@ def test_cancelled_stream_frees_its_row(servers):
 
 
 def test_start_failure_is_reported(published):
-    engine = ProcessEngine(
-        {"max_model_len": 10**6, "dtype": "float32", "threads": 1},
-        published.base.path,
-        base_name=BASE_ID,
-    )
+    options = PeftEngineConfig(max_model_len=10**6, dtype="float32", torch_threads=1)
+    engine = ProcessEngine(published.base.path, options, base_name=BASE_ID)
     with pytest.raises(RequestError, match="exceeds the base model's context"):
         asyncio.run(engine.start())
     assert not engine._process.is_alive()

@@ -1,6 +1,7 @@
-"""An adapter read from disk overlaps the request's wait in the queue: other requests run on
-meanwhile, the request is answered as if its adapter had been in memory, and a read that
-fails fails that request only."""
+"""The in-process PEFT engine's edges: an adapter read from disk overlaps the request's wait in
+the queue (other requests run on meanwhile, the request is answered as if its adapter had been
+in memory, and a read that fails fails that request only), and each step's chunks reach their
+requests in one hand-over."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from loradock.serving.config import PeftEngineConfig
 from loradock.serving.engines.base import AdapterSpec, GenerationRequest, SamplingParams
 from loradock.serving.engines.peft import adapter_cache as ac
 from loradock.serving.engines.peft.engine import PeftEngine
-from tests.serving.conftest import BASE_ID
+from tests.helpers.serving import BASE_ID
 
 PROMPT = "Convert the date 3 March 2024 to ISO format:"
 
@@ -36,7 +38,8 @@ async def _answer(engine, spec, tag: str, max_tokens: int = 6) -> tuple[str, flo
 
 @pytest.fixture
 def engine(published):
-    engine = PeftEngine(published.base.path, base_name=BASE_ID, dtype="float32", max_loaded=2)
+    options = PeftEngineConfig(dtype="float32", max_loaded=2)
+    engine = PeftEngine(published.base.path, options, base_name=BASE_ID)
     asyncio.run(engine.start())
     yield engine
     asyncio.run(engine.shutdown())
@@ -44,7 +47,7 @@ def engine(published):
 
 def test_slow_read_overlaps_and_holds_up_nobody(engine, published, monkeypatch):
     slow, other = _spec(published, published.adapters[1]), _spec(published, published.adapters[2])
-    real = ac.read_adapter_from_disk
+    real = ac.read_adapter_files
     gate = threading.Event()
 
     def held_read(spec, dtype):
@@ -52,7 +55,7 @@ def test_slow_read_overlaps_and_holds_up_nobody(engine, published, monkeypatch):
             assert gate.wait(10), "the test never released the read"
         return real(spec, dtype)
 
-    monkeypatch.setattr(ac, "read_adapter_from_disk", held_read)
+    monkeypatch.setattr(ac, "read_adapter_files", held_read)
 
     async def main():
         expected_slow, _ = await _answer(engine, other, "warm-other")  # reads `other` once
@@ -89,7 +92,7 @@ def test_failed_read_fails_only_that_request(engine, published, monkeypatch, fai
     def failing_read(spec, dtype):
         raise failure
 
-    monkeypatch.setattr(ac, "read_adapter_from_disk", failing_read)
+    monkeypatch.setattr(ac, "read_adapter_files", failing_read)
 
     async def main():
         with pytest.raises(type(failure), match=str(failure).split()[0]):
@@ -99,3 +102,52 @@ def test_failed_read_fails_only_that_request(engine, published, monkeypatch, fai
 
     assert asyncio.run(main())
     assert engine.stats()["queue_depth"] == 0  # the failed request left the queue
+
+
+class RecordingSink:
+    """A ``delivery.Sink`` that records each hand-over (called from the model thread)."""
+
+    def __init__(self):
+        self.deliveries: list[list[int]] = []  # the request ids of each hand-over
+        self.text: dict[int, str] = {}
+        self.done: set[int] = set()
+        self.finished = threading.Event()
+        self.expected = 0
+
+    def deliver(self, items):
+        self.deliveries.append([rid for rid, _ in items])
+        for rid, chunk in items:
+            self.text[rid] = self.text.get(rid, "") + chunk.text
+            if chunk.finish_reason is not None:
+                self.done.add(rid)
+        if len(self.done) == self.expected:
+            self.finished.set()
+
+    def fail(self, reply_to, error):
+        raise AssertionError(f"request {reply_to} failed: {error!r}")
+
+
+@pytest.mark.parametrize(
+    ("n", "stream", "hand_overs"),
+    [(1, True, 6), (4, True, 6), (4, False, 2)],
+    ids=["one", "four-streamed", "four-whole"],  # a whole answer: its first token, then the rest
+)
+def test_one_hand_over_per_step_for_every_request(engine, n, stream, hand_overs):
+    sink = RecordingSink()
+    sink.expected = n
+    sampling = SamplingParams(max_tokens=6, temperature=0)
+    expected, _ = asyncio.run(_answer(engine, None, "alone"))
+    steps_before = engine.stats()["batch_steps"]
+
+    async def submit_all():  # submitted together: one prefill, then decode steps for all
+        for i in range(n):
+            engine.submit(
+                GenerationRequest(f"r{i}", PROMPT, sampling, None, stream=stream), sink, i
+            )
+
+    asyncio.run(submit_all())
+    assert sink.finished.wait(30)
+    steps = engine.stats()["batch_steps"] - steps_before
+    assert len(sink.deliveries) <= steps
+    assert sink.deliveries == [list(range(n))] * hand_overs  # every request in each hand-over
+    assert sink.text == dict.fromkeys(range(n), expected)

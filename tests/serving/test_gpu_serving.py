@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import gpu_test_device
-from tests.serving.conftest import BASE_ID, LiveServer, greedy_burst, start_server
-from tests.serving.test_merged import _adapter_greedy_text
+from tests.helpers.gpu import gpu_test_device
+from tests.helpers.serving import (
+    BASE_ID,
+    LiveServer,
+    adapter_greedy_text,
+    greedy_burst,
+    start_server,
+)
 
 pytestmark = pytest.mark.gpu
 DEVICE = gpu_test_device()
@@ -50,10 +55,10 @@ def test_greedy_text_matches_transformers_and_bursts_match_solo(gpu_server, serv
     if dtype == "float32":
         # fp32 on the GPU says what transformers + PEFT say on the CPU (greedy, token for token).
         adapter = serving_base.parent / "adapter"  # what acme/adapter-000 was published from
-        assert answers[BASE_ID].choices[0].text == _adapter_greedy_text(
+        assert answers[BASE_ID].choices[0].text == adapter_greedy_text(
             serving_base, None, PROMPT, 8
         )
-        assert answers["acme/adapter-000"].choices[0].text == _adapter_greedy_text(
+        assert answers["acme/adapter-000"].choices[0].text == adapter_greedy_text(
             serving_base, adapter, PROMPT, 8
         )
     texts = {answers[n].choices[0].text for n in names}

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from bench.serving_setup import PeakRss  # server + engine process RSS, sampled
-from tests.serving.conftest import API_KEY, BASE_ID, publish_fixture_registry, start_server
+from tests.helpers.serving import API_KEY, BASE_ID, publish_fixture_registry, start_server
 
 N_ADAPTERS, N_REQUESTS, CONCURRENCY, SLOTS, CPU_TIER = 50, 200, 32, 8, 16
 

@@ -49,8 +49,8 @@ def test_mixed_batch_matches_peft(tiny_base, tiny_adapter_factory, fused):
     if fused:
         kernel = lora.ctx.fused
         lora.ctx.fused = lambda *args: calls.append(1) or kernel(*args)
-    lora.attach(1, "a", *_load(a))
-    lora.attach(2, "b", *_load(b))  # larger rank: slot 1 is zero-padded, results unchanged
+    lora.attach(1, lora.parse("a", *_load(a)))
+    lora.attach(2, lora.parse("b", *_load(b)))  # larger rank: slot 1 zero-padded, same results
     lora.set_rows([1, 2, 0, 1])
     with torch.no_grad():
         got = model(input_ids=ids).logits
@@ -102,8 +102,8 @@ def test_bf16_model_runs_the_fused_kernel(tiny_base, tiny_adapter_factory):
     calls = []
     kernel = lora.ctx.fused
     lora.ctx.fused = lambda *args: calls.append(1) or kernel(*args)
-    lora.attach(1, "a", *_load(a))
-    lora.attach(2, "b", *_load(b))
+    lora.attach(1, lora.parse("a", *_load(a)))
+    lora.attach(2, lora.parse("b", *_load(b)))
     assert all(layer.A.dtype == torch.float32 for layer in lora.layers.values())
     lora.set_rows([1, 2, 0])
     with torch.no_grad():

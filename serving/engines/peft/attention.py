@@ -1,4 +1,4 @@
-"""Attention for the batcher's padded batches: grouped-query heads kept grouped, and a float32
+"""Attention for the runner's padded batches: grouped-query heads kept grouped, and a float32
 path for bf16/fp16 models on a CPU.
 
 With an attention mask, transformers' ``sdpa`` path repeats every key/value head for a

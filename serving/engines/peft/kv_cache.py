@@ -1,13 +1,13 @@
-"""A KV cache that grows in place, for the batcher's long-lived running batch.
+"""A KV cache that grows in place, for the runner's long-lived running batch.
 
 transformers' ``DynamicLayer.update`` concatenates every step: the whole cache of every layer
 is copied to append one token, so a decode step's copying grows with the context (32 rows of 80
 tokens: about 10 MB a step on the bench model, a fifth of the step). Here each layer keeps
 its keys and values in a buffer with spare room and appends by writing into it; ``keys`` and
-``values`` stay plain views of the filled part, so the model and the batcher read them as
-before. When the batcher replaces them (a row leaves, new rows join: ``batcher._merge`` and
-``_drop``), the next update adopts the new tensors into a fresh buffer: one copy per change of
-the batch, not one per step.
+``values`` stay plain views of the filled part, so the model and the runner read them as
+plain tensors. When the runner replaces them (a row leaves, new rows join: ``Runner._merge``
+and ``drop``), the next update adopts the new tensors into a fresh buffer: one copy per change
+of the batch, not one per step.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class SlabLayer(DynamicLayer):
     def _rebuffer(
         self, key_states: torch.Tensor, value_states: torch.Tensor, current: int, incoming: int
     ) -> None:
-        """New buffers holding the current keys/values (set by the batcher, or full ones)."""
+        """New buffers holding the current keys/values (set by the runner, or full ones)."""
         room = current + incoming + max(GROW_TOKENS, (current + incoming) // 4)
         batch, heads, _, _ = key_states.shape
         keys = key_states.new_empty((batch, heads, room, key_states.shape[-1]))

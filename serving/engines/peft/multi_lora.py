@@ -29,7 +29,7 @@ _KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<role>A|
 
 @dataclass
 class _Rows:
-    """Which slot each row of the current batch uses (set by the engine before a forward), and
+    """Which slot each row of the current batch uses (set by the runner before a forward), and
     what the layers derive from it: built on first use in a step, shared by every layer."""
 
     slots: list[int] = field(default_factory=list)  # [batch] slot index, 0 = base
@@ -180,7 +180,8 @@ class MultiLora:
             ctx.device = next(iter(self.layers.values())).A.device
 
     def parse(self, name: str, config: Any, state_dict: dict[str, torch.Tensor]):
-        """``{module path: (A, B, scale)}`` or an error listing what cannot be served."""
+        """``{module path: (A, B, scale)}`` or an error listing what cannot be served: the
+        one check of an adapter against this model (``attach`` trusts its result)."""
         problems = []
         if getattr(config, "use_dora", False):
             problems.append("uses DoRA (lora_magnitude_vector): not supported by this engine")
@@ -213,12 +214,14 @@ class MultiLora:
             alpha = _match(config.alpha_pattern, module, config.lora_alpha)
             scale = alpha / math.sqrt(r) if config.use_rslora else alpha / r
             out[module] = (a, b, scale)
+        if not found:
+            problems.append("has no LoRA A/B matrices")
         if problems:
             raise IncompatibleAdapterError(f"Adapter {name!r} cannot be served", problems)
         return out
 
-    def attach(self, slot: int, name: str, config: Any, state_dict: dict[str, torch.Tensor]):
-        weights = self.parse(name, config, state_dict)
+    def attach(self, slot: int, weights: dict[str, tuple[torch.Tensor, torch.Tensor, float]]):
+        """Copy ``weights`` (what :meth:`parse` returned: checked already) into ``slot``."""
         for module in weights:
             if module not in self.layers:
                 self._wrap(module)

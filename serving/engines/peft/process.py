@@ -5,20 +5,21 @@ event loop while the model thread runs the batch, and both need the GIL: each de
 waits behind request parsing, and the bench measured the server at 0.6x of the same engine
 driven directly. vLLM splits the same way (API server process + engine core process).
 
-``ProcessEngine`` implements ``engine.Engine`` in the HTTP process: it tokenizes (it holds
-the tokenizer, for ``count_tokens`` and chat templates too) and talks over one pipe to a
-spawned child that runs an unchanged ``PeftEngine``. Messages:
+``ProcessEngine`` implements ``engines.base.Engine`` in the HTTP process: it tokenizes (its
+``PromptFrontend`` also serves ``count_tokens`` and chat templates) and talks over one pipe to
+a spawned child (``child.py``) that runs a ``PeftEngine`` on the ids it is sent. Messages:
 
 - parent -> child: ``("gen", rid, GenerationRequest)``, ``("cancel", rid)``,
   ``("call", cid, method, args)`` (load, unload), ``("stop",)``.
 - child -> parent: ``("ready", info)`` or ``("failed", error)`` once, then
-  ``("out", [(rid, chunk or error), ...], stats, loaded)``: all that one event-loop turn of
-  the child produced (a decode step's tokens for every request) in ONE message, and
-  ``("ret", cid, ok, value, stats, loaded)``, and ``("stats", stats, loaded)`` when they
-  changed while no other message went out.
+  ``("out", [(rid, chunk or error), ...], stats, loaded)``: one per model step, with that
+  step's chunks for every request, sent by the child's model thread itself;
+  ``("ret", cid, ok, value, stats, loaded)``; and ``("stats", stats, loaded)`` while idle.
 
-``stats()`` and ``loaded_adapters()`` answer from the snapshot every message carries. If the
-child dies, every waiting request fails with ``EngineError`` (503) and ``/health`` says so.
+A token thus crosses two boundaries: the pipe (child model thread -> this process's reader
+thread) and one ``call_soon_threadsafe`` per message to the event loop. ``stats()`` and
+``loaded_adapters()`` answer from the snapshot every message carries. If the child dies, every
+waiting request fails with ``EngineError`` (503) and ``/health`` says so.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-import pickle
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loradock.errors import EngineError
 from loradock.serving.engines.base import (
@@ -43,33 +43,27 @@ from loradock.serving.engines.base import (
     GenerationRequest,
 )
 from loradock.serving.engines.frontend import PromptFrontend
+from loradock.serving.engines.peft.child import child_main
+
+if TYPE_CHECKING:
+    from loradock.serving.config import PeftEngineConfig
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 600  # a big base model on a slow disk; a failed start reports at once
-STATS_INTERVAL_S = 0.25  # an idle engine's stats reach /metrics this late at most
-
-
-def portable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling, else a ``RuntimeError`` carrying its type and text."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
 class ProcessEngine:
     """A ``PeftEngine`` in a child process, behind the ``Engine`` interface."""
 
-    def __init__(self, options: dict[str, Any], base_path: str | Path, *, base_name: str):
+    def __init__(self, base_path: str | Path, options: PeftEngineConfig, *, base_name: str):
         self.base_path = Path(base_path)
         self.base_name = base_name
-        self._options = {**options, "base_name": base_name}
+        self.options = options
         self.capabilities = EngineCapabilities(
             name="peft",
             max_lora_rank=None,
-            max_loaded=options.get("max_loaded", 8),
-            max_model_len=options.get("max_model_len", 512),
+            max_loaded=options.max_loaded,
+            max_model_len=options.max_model_len,
         )
         self.frontend: PromptFrontend | None = None
         self._conn: Any = None
@@ -86,7 +80,8 @@ class ProcessEngine:
 
     @classmethod
     def from_config(cls, config: Any, base_path: str | Path) -> ProcessEngine:
-        return cls(config.peft_engine_options(), base_path, base_name=config.base_model_name)
+        """Build from a ``ServerConfig``'s PEFT options."""
+        return cls(base_path, config.peft, base_name=config.base_model_name)
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -97,7 +92,7 @@ class ProcessEngine:
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(
             target=child_main,
-            args=(child_conn, str(self.base_path), self._options),
+            args=(child_conn, str(self.base_path), self.options, self.base_name),
             name="loradock-engine",
             daemon=True,
         )
@@ -241,101 +236,3 @@ class ProcessEngine:
             if not finished and not self.dead:
                 with contextlib.suppress(OSError, ValueError, EngineError):
                     self._send(("cancel", rid))
-
-
-# ---- the child process --------------------------------------------------------------------
-def child_main(conn: Any, base_path: str, options: dict[str, Any]) -> None:
-    """Entry point of the engine process: run a ``PeftEngine`` until told to stop."""
-    import signal
-
-    # Ctrl-C in a terminal reaches the whole process group: the HTTP process stops this one
-    # in order (its lifespan sends "stop"), and if it dies the pipe closes and this one stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING)
-    asyncio.run(_serve(conn, base_path, options))
-
-
-async def _serve(conn: Any, base_path: str, options: dict[str, Any]) -> None:
-    from loradock.serving.engines.peft.engine import PeftEngine
-
-    loop = asyncio.get_running_loop()
-    engine = PeftEngine(base_path, **options)
-    try:
-        await engine.start()
-    except BaseException as exc:
-        conn.send(("failed", portable(exc)))
-        return
-    conn.send(("ready", {"pid": multiprocessing.current_process().pid}))
-    tasks: dict[int, asyncio.Task] = {}
-    outbox: list[tuple[int, Any]] = []
-    stop = asyncio.Event()
-
-    def flush() -> None:
-        items = outbox[:]
-        outbox.clear()
-        conn.send(("out", items, engine.stats(), engine.loaded_adapters()))
-
-    def post(rid: int, item: Any) -> None:
-        if not outbox:  # the first item of this loop turn: send them all at its end
-            loop.call_soon(flush)
-        outbox.append((rid, item))
-
-    async def generate(rid: int, request: GenerationRequest) -> None:
-        try:
-            async for chunk in engine.generate(request):
-                post(rid, chunk)
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:
-            post(rid, portable(exc))
-        finally:
-            tasks.pop(rid, None)
-
-    async def call(cid: int, method: str, args: tuple) -> None:
-        try:
-            value, ok = await getattr(engine, method)(*args), True
-        except Exception as exc:
-            value, ok = portable(exc), False
-        conn.send(("ret", cid, ok, value, engine.stats(), engine.loaded_adapters()))
-
-    def handle(message: tuple) -> None:
-        kind = message[0]
-        if kind == "gen":
-            tasks[message[1]] = loop.create_task(generate(message[1], message[2]))
-        elif kind == "cancel":
-            task = tasks.get(message[1])
-            if task is not None:
-                task.cancel()
-        elif kind == "call":
-            loop.create_task(call(*message[1:]))
-        elif kind == "stop":
-            stop.set()
-
-    def read() -> None:
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):  # the HTTP process is gone: stop too
-                message = ("stop",)
-            loop.call_soon_threadsafe(handle, message)
-            if message[0] == "stop":
-                return
-
-    async def report_stats() -> None:
-        # Messages carry stats, but none come once the engine is idle: without these, the
-        # last snapshot (say running=1) would stand in /metrics until the next request.
-        last = None
-        while True:
-            await asyncio.sleep(STATS_INTERVAL_S)
-            snapshot = (engine.stats(), engine.loaded_adapters())
-            if snapshot != last:
-                conn.send(("stats", *snapshot))
-                last = snapshot
-
-    threading.Thread(target=read, name="loradock-engine-input", daemon=True).start()
-    reporter = loop.create_task(report_stats())
-    await stop.wait()
-    reporter.cancel()
-    for task in list(tasks.values()):
-        task.cancel()
-    await engine.shutdown()

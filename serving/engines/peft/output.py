@@ -1,16 +1,25 @@
-"""Per-sequence decoding state: sampling, incremental detokenization and stop strings.
+"""The output stage: a step's logits -> tokens -> text -> chunks, handed to each request's sink.
 
-Each sequence in a batch carries its own sampling options and its own seeded generator,
-so a request with a ``seed`` gets the same text whatever else shares its batch.
+For every row of a step it samples the next token (each sequence with its own sampling options
+and its own seeded generator, so a request with a ``seed`` gets the same text whatever shares
+its batch), decodes it incrementally, watches for EOS, stop strings and ``max_tokens``, and
+holds back a non-streaming answer after its first token (time to first token) until its end:
+one chunk instead of one event-loop wake-up per token. The step's chunks are grouped by sink
+(``delivery.py``) and handed over once per step by the scheduler.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from loradock.serving.engines.base import SamplingParams
+from loradock.serving.engines.base import GenerationChunk, SamplingParams
+from loradock.serving.engines.peft.delivery import Outbox
+
+if TYPE_CHECKING:
+    from loradock.serving.engines.peft.sequence import Sequence
 
 
 def make_generator(seed: int | None) -> torch.Generator | None:
@@ -109,3 +118,78 @@ class TextState:
         delta = text[len(self.emitted) :]
         self.emitted = text
         return delta
+
+
+class OutputStage:
+    """Turns a step's logits into each running sequence's next chunk."""
+
+    def __init__(self, eos_ids: set[int]):
+        self.eos_ids = eos_ids
+
+    def step(
+        self, active: list[Sequence], logits: torch.Tensor, rows: list[int]
+    ) -> tuple[set[int], Outbox]:
+        """Sample one token for each of ``rows`` (``logits[i]`` is ``active[rows[i]]``'s);
+        the rows that finished (or were cancelled) and the chunks to deliver."""
+        logits = logits.float().cpu()
+        greedy = logits.argmax(dim=-1).tolist()  # one call for every greedy row
+        finished: set[int] = set()
+        outbox: Outbox = {}
+        for i, row in enumerate(rows):
+            seq = active[row]
+            if seq.cancelled:
+                finished.add(row)
+                continue
+            if seq.generated == 0:
+                seq.gen = make_generator(seq.request.sampling.seed)
+            params = seq.request.sampling
+            token = (
+                greedy[i] if params.temperature == 0 else sample_next(logits[i], params, seq.gen)
+            )
+            seq.generated += 1
+            seq.pos += 1
+            seq.last_token = token
+            chunk = self._chunk(seq, token)
+            if chunk is None:
+                continue
+            outbox.setdefault(seq.sink, []).append((seq.reply_to, chunk))
+            if chunk.finish_reason is not None:
+                finished.add(row)
+        return finished, outbox
+
+    def _chunk(self, seq: Sequence, token: int) -> GenerationChunk | None:
+        """``token``'s chunk for ``seq``, or None while a non-streaming answer is held."""
+        reason = None
+        # Sent whole, no stop strings: nothing to decode until the end (see below).
+        quiet = not seq.request.stream and seq.generated > 1 and not seq.text.stop
+        if token in self.eos_ids:
+            delta, reason = seq.text.flush(), "stop"
+        elif quiet:
+            seq.text.add_quietly(token)
+            delta = ""
+            if seq.generated >= seq.max_new:
+                delta, reason = seq.text.flush(), "length"
+        else:
+            delta = seq.text.add(token)
+            if seq.text.stopped:
+                reason = "stop"
+            elif seq.generated >= seq.max_new:
+                delta, reason = delta + seq.text.flush(), "length"
+        if not seq.request.stream and seq.generated > 1:
+            # The whole answer is all it wants: hold tokens after the first (TTFT) and send
+            # them at the end, one event-loop wake-up instead of one per token.
+            if reason is None:
+                seq.held_text += delta
+                seq.held_ids.append(token)
+                return None
+            delta, seq.held_text = seq.held_text + delta, ""
+            token_ids, seq.held_ids = [*seq.held_ids, token], []
+        else:
+            token_ids = [token]
+        return GenerationChunk(
+            text=delta,
+            token_ids=token_ids,
+            prompt_tokens=len(seq.prompt_ids),
+            completion_tokens=seq.generated,
+            finish_reason=reason,
+        )

@@ -1,0 +1,110 @@
+"""The runner: the model's forward passes over the running batch, and its KV cache.
+
+It owns the running sequences (``active``, in batch-row order), their stacked KV cache and
+their attention mask. A prefill runs new sequences' prompts together (left-padded) and stacks
+their cache under the running batch's, left-padding the shorter; a decode step feeds every
+running row its last token. Rows that finish are dropped from the cache at once, and the
+columns every remaining row pads are trimmed, so the cache never grows without end. Each
+forward routes every row through its own adapter slot (``MultiLora.set_rows``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from loradock.serving.engines.peft.kv_cache import SlabCache
+from loradock.serving.engines.peft.multi_lora import MultiLora
+from loradock.serving.engines.peft.sequence import Sequence
+
+
+class Runner:
+    """Forward passes for the scheduler (model thread only)."""
+
+    def __init__(self, model: Any, lora: MultiLora, *, pad_id: int, device: str):
+        self.model = model
+        self.lora = lora
+        self.pad_id = pad_id
+        self.device = device
+        self.active: list[Sequence] = []
+        self._past: Any = None
+        self._mask: torch.Tensor | None = None
+
+    def prefill(self, new: list[Sequence]) -> tuple[torch.Tensor, list[int]]:
+        """Run ``new``'s prompts and add them to the batch: their last logits and rows."""
+        width = max(len(s.prompt_ids) for s in new)
+        ids = torch.full((len(new), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(new), width), dtype=torch.long)
+        for row, seq in enumerate(new):
+            n = len(seq.prompt_ids)
+            ids[row, width - n :] = torch.tensor(seq.prompt_ids)
+            mask[row, width - n :] = 1
+            seq.pos = n
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, past = self._forward(ids, mask, positions, None, [s.slot for s in new])
+        if self.active:
+            past, mask = self._merge(past, mask)
+        first = len(self.active)
+        self.active = self.active + new
+        self._past, self._mask = past, mask
+        return logits, list(range(first, len(self.active)))
+
+    def decode(self) -> tuple[torch.Tensor, list[int]]:
+        """One token for every running row: the logits and rows."""
+        active = self.active
+        ids = torch.tensor([[s.last_token] for s in active], dtype=torch.long)
+        positions = torch.tensor([[s.pos] for s in active], dtype=torch.long)
+        self._mask = torch.cat([self._mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
+        logits, self._past = self._forward(
+            ids, self._mask, positions, self._past, [s.slot for s in active]
+        )
+        return logits, list(range(len(active)))
+
+    def drop(self, rows: set[int]) -> None:
+        """Remove finished rows from the batch and their cache."""
+        keep = [i for i in range(len(self.active)) if i not in rows]
+        if not keep:
+            self.reset()
+            return
+        index = torch.tensor(keep, dtype=torch.long)
+        mask = self._mask[index]
+        # Columns every remaining row pads: drop them so the cache does not grow without end.
+        used = mask.sum(dim=0).nonzero()
+        start = int(used[0].item()) if len(used) else 0
+        for layer in self._past.layers:
+            kept = index.to(layer.keys.device)
+            layer.keys = layer.keys[kept, :, start:, :]
+            layer.values = layer.values[kept, :, start:, :]
+        self._mask = mask[:, start:]
+        self.active = [self.active[i] for i in keep]
+
+    def reset(self) -> None:
+        self.active, self._past, self._mask = [], None, None
+
+    def _forward(self, ids, mask, positions, past, slots: list[int]) -> tuple[torch.Tensor, Any]:
+        self.lora.set_rows(slots)
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            past_key_values=past if past is not None else SlabCache(),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1, :], out.past_key_values
+
+    def _merge(self, past: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """Stack a freshly prefilled cache under the running one, left-padding the shorter."""
+        old_t, new_t = self._mask.shape[1], mask.shape[1]
+        width = max(old_t, new_t)
+        for old_layer, new_layer in zip(self._past.layers, past.layers, strict=True):
+            for attr in ("keys", "values"):
+                a = F.pad(getattr(old_layer, attr), (0, 0, width - old_t, 0))
+                b = F.pad(getattr(new_layer, attr), (0, 0, width - new_t, 0))
+                setattr(old_layer, attr, torch.cat([a, b], dim=0))
+        merged_mask = torch.cat(
+            [F.pad(self._mask, (width - old_t, 0)), F.pad(mask, (width - new_t, 0))], dim=0
+        )
+        return self._past, merged_mask
