@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.serving_clients import client_pids
+from loradock.serving.config import DTYPES as SERVER_DTYPES
 
 DEVICES = ("cpu", "cuda")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = tuple(d for d in SERVER_DTYPES if d != "auto")  # the bench names one for every row
 DEFAULT_DTYPES = {"cpu": "float32", "cuda": "bfloat16"}
 REPEATS = 2  # throughput figures keep the best of this many runs (noise from other processes)
 PROMPTS = [
@@ -259,7 +260,7 @@ class Server:
         from loradock.serving.server import build_engine
 
         options.setdefault("max_model_len", 256)
-        config = ServerConfig(
+        config = ServerConfig.from_options(
             base="bench/base",
             dtype=setup.dtype,
             device=setup.device,
@@ -320,12 +321,11 @@ def engine_tps(
     from loradock.serving.engines.base import AdapterSpec, GenerationRequest, SamplingParams
     from loradock.serving.server import build_engine
 
-    config = ServerConfig(
+    config = ServerConfig.from_options(
         base="bench/base",
         dtype=setup.dtype,
         device=setup.device,
         torch_threads=setup.threads,
-        max_loaded=8,
         max_batch_size=max_batch_size,
         max_model_len=256,
         engine_process=False,

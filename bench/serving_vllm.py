@@ -30,23 +30,19 @@ class VllmServer:
 
     def __init__(self, setup: BenchSetup, *, merged: Path | None = None, **options: Any):
         from loradock.serving.config import ServerConfig
-        from loradock.serving.engines.vllm.engine import VllmEngine, VllmOptions, create_engine
+        from loradock.serving.engines.vllm.engine import VllmEngine, create_engine
         from loradock.serving.http.app import create_app
         from loradock.serving.http.background import BackgroundServer
 
         options.setdefault("max_model_len", 256)
-        config = ServerConfig(
+        config = ServerConfig.from_options(
             base="bench/base", engine="vllm", dtype="float32", port=0,
             allow_any_registry_adapter=merged is None, **options,
         )  # fmt: skip
         if merged is None:
             engine = create_engine(config, setup.base.path, registry=setup.registry)
         else:
-            engine = VllmEngine(
-                merged, base_name="bench/base", merged=True,
-                options=VllmOptions(max_model_len=config.max_model_len, dtype="float32",
-                                    max_num_seqs=config.max_batch_size),
-            )  # fmt: skip
+            engine = VllmEngine(merged, base_name="bench/base", merged=True, sizes=config.peft)
         self.engine = engine
         self.app = create_app(engine, registry=setup.registry, config=config, base=setup.base)
         self._server = BackgroundServer(self.app, timeout=600)

@@ -73,5 +73,6 @@ def serve(config: ServerConfig, *, registry: Any = None) -> None:
     import uvicorn
 
     app = build_app(config, registry=registry)
-    log.info("serving %s on http://%s:%s", config.base_model_name, config.host, config.port)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+    host, port = config.http.host, config.http.port
+    log.info("serving %s on http://%s:%s", config.base_model_name, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -52,7 +52,7 @@ async def list_models(state: ServerState = Depends(state_of)) -> ModelList:
     for alias, target in sorted(config.adapters.items()):
         cards.append(ModelCard(id=alias, parent=base, root=target, loaded=alias in loaded))
         seen.add(alias)
-    if config.allow_any_registry_adapter and config.serves_adapters:
+    if config.http.allow_any_registry_adapter and config.serves_adapters:
         for row in await run_in_threadpool(_compatible_rows, state.registry, config.base):
             if row.repo_id not in seen:
                 seen.add(row.repo_id)

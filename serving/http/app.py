@@ -36,34 +36,20 @@ def create_app(
     registry: Any,
     config: ServerConfig,
     base: Any = None,
-    resolver: AdapterResolver | None = None,
 ) -> FastAPI:
     """Build the app; the engine starts when the app starts (uvicorn's lifespan).
 
     ``base`` is the served base as ``Registry.resolve_base`` returns it (or its folder):
     adapters are checked against it before they are attached.
     """
-    if resolver is None:
-        if base is None:
-            base = registry.resolve_base(config.base)
-        resolver = AdapterResolver(
-            registry,
-            base_name=config.base_model_name,
-            # `--base org/name --served-name x`: the registry name still names the base.
-            base_aliases=() if looks_like_path(config.base) else (config.base,),
-            base=base,
-            served=config.adapters,
-            allow_any=config.allow_any_registry_adapter,
-            max_lora_rank=engine.capabilities.max_lora_rank,
-            merged=config.merged or engine.capabilities.merged,
-        )
+    resolver = _resolver(engine, registry, config, base)
     state = ServerState(
         engine=engine,
         registry=registry,
         config=config,
         resolver=resolver,
         metrics=ServerMetrics(engine),
-        keys=KeyChecker(api_key=config.api_key, admin_key=config.admin_key),
+        keys=KeyChecker(api_key=config.http.api_key, admin_key=config.http.admin_key),
     )
 
     @asynccontextmanager
@@ -92,6 +78,20 @@ def create_app(
     app.include_router(openai_routes.router, dependencies=api)
     app.include_router(registry_routes.router, dependencies=api)
     return app
+
+
+def _resolver(engine: Engine, registry: Any, config: ServerConfig, base: Any) -> AdapterResolver:
+    return AdapterResolver(
+        registry,
+        base_name=config.base_model_name,
+        # `--base org/name --served-name x`: the registry name still names the base.
+        base_aliases=() if looks_like_path(config.base) else (config.base,),
+        base=registry.resolve_base(config.base) if base is None else base,
+        served=config.adapters,
+        allow_any=config.http.allow_any_registry_adapter,
+        max_lora_rank=engine.capabilities.max_lora_rank,
+        merged=config.merged or engine.capabilities.merged,
+    )
 
 
 def _add_error_handlers(app: FastAPI, state: ServerState) -> None:

@@ -2,7 +2,7 @@
 
 Request-side figures (requests, tokens, latency, time to first token) are recorded by the HTTP
 layer; engine-side figures (queue depth, adapter loads, evictions, cache hits) are read from
-the engine's optional ``stats()`` at scrape time.
+the engine's ``stats()`` at scrape time.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from loradock.serving.engines.base import Engine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -71,12 +73,11 @@ _ENGINE_METRICS: dict[str, tuple[str, str, str, dict[str, str]]] = {
 
 
 class _EngineCollector:
-    def __init__(self, engine: Any):
+    def __init__(self, engine: Engine):
         self.engine = engine
 
     def collect(self):
-        stats_fn = getattr(self.engine, "stats", None)
-        stats = stats_fn() if callable(stats_fn) else {}
+        stats = self.engine.stats()
         families: dict[str, Any] = {}
         for key, (name, doc, kind, labels) in _ENGINE_METRICS.items():
             if key not in stats:
@@ -90,7 +91,7 @@ class _EngineCollector:
 
 
 class ServerMetrics:
-    def __init__(self, engine: Any):
+    def __init__(self, engine: Engine):
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "loradock_requests",

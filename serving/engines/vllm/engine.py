@@ -6,30 +6,24 @@ vLLM batches requests for different adapters together. Merged: a model published
 ``loradock merge`` served as a plain model, no adapters.
 
 Every adapter is checked against the engine's LoRA limits before vLLM sees it
-(:mod:`loradock.serving.engines.vllm.limits`): vLLM itself would only fail inside a worker process.
-vLLM keeps at most ``max_cpu_loras`` adapters loaded; this engine evicts the least recently
-used one that no running request needs, so ``loaded_adapters()`` tells the truth.
+(:mod:`loradock.serving.engines.vllm.limits`): vLLM itself would only fail inside a worker
+process. Which adapters vLLM holds is bounded here (:mod:`.residency`), so
+``loaded_adapters()`` tells the truth.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import tempfile
-from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loradock.errors import (
-    AdapterNotFoundError,
-    IncompatibleAdapterError,
-    QueueFullError,
-    RequestError,
-)
+from loradock.errors import EngineError, IncompatibleAdapterError, QueueFullError, RequestError
 from loradock.registry.artifact import AdapterArtifact, read_adapter
+from loradock.serving.config import PeftEngineConfig, ServerConfig
 from loradock.serving.engines.base import (
     AdapterSpec,
     EngineCapabilities,
@@ -37,53 +31,59 @@ from loradock.serving.engines.base import (
     GenerationRequest,
 )
 from loradock.serving.engines.frontend import PromptFrontend
+from loradock.serving.engines.vllm.args import build_engine_args, has_cuda, sampling_params
 from loradock.serving.engines.vllm.limits import (
     LoraLimits,
     derive_lora_limits,
     servable_modules,
     vllm_adapter_problems,
 )
-from loradock.serving.engines.vllm.null_adapter import NULL_ADAPTER_NAME, write_null_adapter
-from loradock.serving.engines.vllm.options import CPU_KV_CACHE_BYTES, NULL_LORA_ID, VllmOptions
+from loradock.serving.engines.vllm.null_adapter import (
+    NULL_ADAPTER_NAME,
+    NULL_LORA_ID,
+    write_null_adapter,
+)
+from loradock.serving.engines.vllm.options import VllmConfig
+from loradock.serving.engines.vllm.residency import LoraResidency
 
 log = logging.getLogger(__name__)
 
 
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 class VllmEngine:
-    """vLLM's ``AsyncLLM`` serving a base model with LoRA adapters, or a merged model."""
+    """vLLM's ``AsyncLLM`` serving a base model with LoRA adapters, or a merged model.
+
+    ``sizes`` are the engine sizes both engines share (``ServerConfig.peft``: ``max_model_len``,
+    ``dtype``, ``max_batch_size`` as vLLM's ``max_num_seqs``, ``max_queue``, and ``max_loaded``
+    / ``max_cpu_adapters`` from which the LoRA limits are derived); ``options`` the vLLM-only
+    ones (``ServerConfig.vllm``).
+    """
 
     def __init__(
         self,
         model_path: str | Path,
         *,
         base_name: str | None = None,
-        options: VllmOptions | None = None,
+        sizes: PeftEngineConfig | None = None,
+        options: VllmConfig | None = None,
         adapters: Sequence[AdapterSpec] = (),
         registry_ranks: Sequence[int | None] = (),
         merged: bool = False,
-        max_loaded: int = 8,
-        max_cpu_adapters: int = 64,
     ) -> None:
         from loradock.modeling import load_tokenizer
 
         self.model_path = Path(model_path)
         self.base_name = base_name or str(model_path)
-        self.options = options or VllmOptions()
+        self.sizes = sizes or PeftEngineConfig()
+        self.options = options or VllmConfig()
         self.merged = merged
         self.tokenizer = load_tokenizer(self.model_path)
-        self.frontend = PromptFrontend(self.tokenizer, self.options.max_model_len)
+        self.frontend = PromptFrontend(self.tokenizer, self.sizes.max_model_len)
         self.limits: LoraLimits | None = None
         if not merged:
             self.limits = derive_lora_limits(
                 [a.rank for a in adapters] + list(registry_ranks),
-                max_loaded=max_loaded,
-                max_cpu_adapters=max_cpu_adapters,
+                max_loaded=self.sizes.max_loaded,
+                max_cpu_adapters=self.sizes.max_cpu_adapters,
                 max_lora_rank=self.options.max_lora_rank,
                 max_loras=self.options.max_loras,
                 max_cpu_loras=self.options.max_cpu_loras,
@@ -92,26 +92,27 @@ class VllmEngine:
             name="vllm",
             max_lora_rank=self.limits.max_lora_rank if self.limits else None,
             max_loaded=self.limits.max_cpu_loras if self.limits else 0,
-            max_model_len=self.options.max_model_len,
+            max_model_len=self.sizes.max_model_len,
             merged=merged,
+        )
+        self.residency = LoraResidency(
+            capacity=self.limits.max_cpu_loras if self.limits else 0, base_name=self.base_name
         )
         self._preload = list(adapters)
         self._servable = servable_modules(self.model_path)
         self._llm: Any = None
         self._null_lora: Any = None
         self._null_dir: str | None = None
-        self._names: OrderedDict[str, AdapterSpec] = OrderedDict()  # LRU: oldest first
-        self._resident: OrderedDict[str, Any] = OrderedDict()  # sha -> LoRARequest, LRU
-        self._ids: dict[str, int] = {}  # sha -> lora_int_id, stable for the engine's life
-        self._inflight: Counter[str] = Counter()  # sha -> running requests
+        self._stopped: str | None = None
         self._checked: dict[str, AdapterArtifact] = {}
-        self._counts: Counter[str] = Counter()  # for stats(): loads, evictions, hits
         self._running = 0
-        self._waiting = 0  # requests waiting for an adapter slot
-        self._lock = asyncio.Lock()
-        self._slot_freed = asyncio.Condition(self._lock)
+        self._max_running = 0
+        self._check_preloaded()
+
+    def _check_preloaded(self) -> None:
+        """Fail before the slow engine start, with every problem of every adapter."""
         problems = []
-        for spec in self._preload:  # fail before the slow engine start, all at once
+        for spec in self._preload:
             try:
                 self.check_adapter(spec)
             except IncompatibleAdapterError as exc:
@@ -123,48 +124,20 @@ class VllmEngine:
 
     def engine_args(self) -> Any:
         """The ``AsyncEngineArgs`` this engine starts vLLM with (public: docs and tests)."""
-        from vllm.engine.arg_utils import AsyncEngineArgs
-
-        opts = self.options
-        cuda = _has_cuda()
-        kwargs: dict[str, Any] = {
-            "model": str(self.model_path),
-            "tokenizer": str(self.model_path),
-            "served_model_name": self.base_name,
-            "max_model_len": opts.max_model_len,
-            "dtype": opts.dtype,
-            "tensor_parallel_size": opts.tensor_parallel_size,
-            "enforce_eager": (not cuda) if opts.enforce_eager is None else opts.enforce_eager,
-            "seed": opts.seed,
-            "disable_log_stats": True,
-        }
-        if opts.max_num_seqs:
-            kwargs["max_num_seqs"] = opts.max_num_seqs
-        if opts.gpu_memory_utilization is not None:
-            kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
-        if opts.kv_cache_memory_bytes is not None:
-            kwargs["kv_cache_memory_bytes"] = opts.kv_cache_memory_bytes
-        elif opts.gpu_memory_utilization is None and not cuda:
-            kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
-        if self.limits is not None:
-            extra = 1 if self.uses_null_adapter() else 0  # the null adapter's own slot
-            loras = self.limits.max_loras + extra
-            kwargs.update(
-                enable_lora=True,
-                max_lora_rank=self.limits.max_lora_rank,
-                max_loras=loras,
-                # This engine bounds what is loaded itself (max_cpu_loras); vLLM's cache gets
-                # a batch of slack so its own LRU never evicts an adapter of the running
-                # batch (its worker then dies with a KeyError in convert_mapping: measured).
-                max_cpu_loras=self.limits.max_cpu_loras + extra + loras,
-            )
-        return AsyncEngineArgs(**kwargs)
+        return build_engine_args(
+            self.model_path,
+            served_name=self.base_name,
+            sizes=self.sizes,
+            options=self.options,
+            limits=self.limits,
+            null_adapter=self.uses_null_adapter(),
+        )
 
     def uses_null_adapter(self) -> bool:
         if self.limits is None:
             return False
         flag = self.options.null_adapter_for_base
-        return (not _has_cuda()) if flag is None else flag
+        return (not has_cuda()) if flag is None else flag
 
     async def start(self) -> None:
         if self._llm is not None:
@@ -174,6 +147,8 @@ class VllmEngine:
         # Starting spawns the engine-core and worker processes and loads the weights
         # (seconds to a minute); nothing else runs on this loop before it is up.
         self._llm = AsyncLLM.from_engine_args(self.engine_args())
+        self._stopped = None
+        self.residency.bind(self._llm)
         if self.uses_null_adapter():
             await self._add_null_adapter()
         for spec in self._preload:
@@ -187,7 +162,7 @@ class VllmEngine:
         request = LoRARequest(NULL_ADAPTER_NAME, NULL_LORA_ID, str(path))
         # Not pinned: vLLM 0.32 with a pinned adapter in the GPU slots crashes its worker on
         # a batch that fills the other slots (KeyError in convert_mapping, measured). The
-        # cache slack above keeps it loaded, and vLLM reloads it from disk if ever evicted.
+        # cache slack in engine_args keeps it loaded, and vLLM reloads it if ever evicted.
         await self._llm.add_lora(request)
         self._null_lora = request
 
@@ -196,9 +171,15 @@ class VllmEngine:
         self._null_lora = None
         if llm is not None:
             llm.shutdown()
+            self._stopped = "stopped"
         if self._null_dir:
             shutil.rmtree(self._null_dir, ignore_errors=True)
             self._null_dir = None
+
+    def health(self) -> str | None:
+        if self._llm is not None and self._llm.errored:
+            return "vLLM's engine core has stopped (see the server log): restart the server"
+        return self._stopped
 
     # -- adapters --------------------------------------------------------------------------
 
@@ -229,172 +210,89 @@ class VllmEngine:
         return artifact
 
     def lora_int_id(self, sha: str) -> int:
-        """One id per adapter commit for the engine's life: vLLM caches weights by id."""
-        if sha not in self._ids:
-            self._ids[sha] = len(self._ids) + 1
-        return self._ids[sha]
+        return self.residency.lora_int_id(sha)
 
     async def load(self, adapter: AdapterSpec) -> None:
         self.check_adapter(adapter)
         self._require_started()
-        async with self._slot_freed:
-            await self._ensure_resident(adapter)
-            self._names[adapter.name] = adapter
-            self._names.move_to_end(adapter.name)
-
-    async def _ensure_resident(self, adapter: AdapterSpec) -> Any:
-        from vllm.lora.request import LoRARequest
-
-        request = self._resident.get(adapter.sha)
-        if request is not None:
-            self._resident.move_to_end(adapter.sha)
-            self._counts["slot_hits"] += 1
-            return request
-        assert self.limits is not None
-        # Never hold more than max_cpu_loras: past it vLLM evicts an adapter a running request
-        # still needs and its worker dies (KeyError in convert_mapping, measured). When every
-        # resident adapter is busy, wait for one to finish instead.
-        while len(self._resident) >= self.limits.max_cpu_loras:
-            idle = next((s for s in self._resident if not self._inflight[s]), None)
-            if idle is None:
-                self._waiting += 1
-                try:
-                    await self._slot_freed.wait()
-                finally:
-                    self._waiting -= 1
-                continue
-            await self._evict(idle)
-        request = LoRARequest(
-            lora_name=f"{adapter.repo_id}@{adapter.sha}",
-            lora_int_id=self.lora_int_id(adapter.sha),
-            lora_path=str(adapter.path),
-            base_model_name=self.base_name,
-        )
-        try:
-            await self._llm.add_lora(request)
-        except Exception as exc:  # vLLM's own loader refused it: keep the server up
-            raise IncompatibleAdapterError(
-                f"vLLM could not load adapter {adapter.name!r}", [f"{type(exc).__name__}: {exc}"]
-            ) from exc
-        self._resident[adapter.sha] = request
-        self._counts["disk_loads"] += 1
-        return request
-
-    async def _evict(self, sha: str) -> None:
-        request = self._resident.pop(sha)
-        self._counts["evictions"] += 1
-        for name in [n for n, s in self._names.items() if s.sha == sha]:
-            del self._names[name]
-        await self._llm.remove_lora(request.lora_int_id)
+        await self.residency.load(adapter)
 
     async def unload(self, name: str) -> None:
-        async with self._lock:
-            spec = self._names.pop(name, None)
-            if spec is None:
-                loaded = ", ".join(self._names) or "none"
-                raise AdapterNotFoundError(
-                    f"Adapter {name!r} is not loaded on this server (loaded: {loaded})."
-                )
-            still_named = any(s.sha == spec.sha for s in self._names.values())
-            if not still_named and not self._inflight[spec.sha] and spec.sha in self._resident:
-                request = self._resident.pop(spec.sha)
-                await self._llm.remove_lora(request.lora_int_id)
+        await self.residency.unload(name)
 
     def loaded_adapters(self) -> list[str]:
-        return list(self._names)
+        return self.residency.loaded()
 
     def stats(self) -> dict[str, float]:
-        """Figures for /metrics (the optional ``stats()`` extension of the Engine protocol).
+        """Figures for /metrics.
 
         vLLM schedules and batches internally; what this engine sees is the number of streams
         running, the requests waiting for an adapter slot, and the adapters it loaded into vLLM
         (vLLM holds them in one tier, so slots and CPU memory read the same).
         """
+        counts, resident = self.residency.counts, self.residency.resident_count()
         return {
-            "queue_depth": self._waiting
-            + max(0, self._running - (self.options.max_num_seqs or self._running)),
+            "queue_depth": self.residency.waiting
+            + max(0, self._running - self.sizes.max_batch_size),
             "running": self._running,
-            "adapters_attached": len(self._resident),
-            "adapters_in_cpu": len(self._resident),
-            "adapter_disk_loads": self._counts["disk_loads"],
-            "adapter_attaches": self._counts["disk_loads"],
-            "adapter_evictions": self._counts["evictions"],
-            "adapter_cpu_evictions": self._counts["evictions"],
-            "adapter_slot_hits": self._counts["slot_hits"],
-            "batch_max_batch_seen": self._counts["max_running"],
+            "adapters_attached": resident,
+            "adapters_in_cpu": resident,
+            "adapter_disk_loads": counts["disk_loads"],
+            "adapter_attaches": counts["disk_loads"],
+            "adapter_evictions": counts["evictions"],
+            "adapter_cpu_evictions": counts["evictions"],
+            "adapter_slot_hits": counts["slot_hits"],
+            "batch_max_batch_seen": self._max_running,
         }
 
-    # -- text ------------------------------------------------------------------------------
+    # -- generation ------------------------------------------------------------------------
 
     def count_tokens(self, text: str) -> int:
         return self.frontend.count_tokens(text)
-
-    def health(self) -> str | None:
-        return None
-
-    # -- generation ------------------------------------------------------------------------
 
     def _require_started(self) -> None:
         if self._llm is None:
             raise RuntimeError("VllmEngine.start() must be awaited before use")
 
-    def _sampling_params(self, request: GenerationRequest) -> Any:
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
-        s = request.sampling
-        return SamplingParams(
-            max_tokens=s.max_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            stop=list(s.stop) or None,
-            seed=s.seed,
-            output_kind=RequestOutputKind.DELTA,  # stream only what is new
-        )
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    def _admit(self, request: GenerationRequest) -> tuple[list[int], Any]:
+        """The prompt's ids and vLLM's sampling parameters, or the up-front error (400, 429)."""
         from vllm.exceptions import VLLMValidationError
 
-        self._require_started()
         ids = self.frontend.encode(request)
         if not ids:
             raise RequestError("The prompt is empty: send at least one token of text.")
-        queue = self.options.max_queue
-        if queue is not None and self._running >= (self.options.max_num_seqs or 1) + queue:
+        queue = self.sizes.max_queue
+        if self._running >= self.sizes.max_batch_size + queue:
             # The same bound as the PEFT engine: vLLM itself would queue without limit.
             raise QueueFullError(
                 f"The server's queue is full ({queue} requests waiting): "
                 "retry after a short wait, or raise --max-queue."
             )
-        sampling = request.sampling
-        room = self.options.max_model_len - len(ids)
-        if sampling.max_tokens > room:
-            sampling = replace(sampling, max_tokens=room)  # as the PEFT engine: stop at context
+        room = self.sizes.max_model_len - len(ids)
+        max_tokens = min(request.sampling.max_tokens, room)  # as the PEFT engine: stop at context
         try:
-            params = self._sampling_params(replace(request, sampling=sampling))
+            return ids, sampling_params(replace(request.sampling, max_tokens=max_tokens))
         except (ValueError, VLLMValidationError) as exc:
             raise RequestError(f"vLLM refused the request: {exc}") from exc
 
-        lora = self._null_lora  # None unless base requests need it (vllm_null_adapter.py)
-        sha = None
-        if request.adapter is not None:
-            self.check_adapter(request.adapter)
-            async with self._slot_freed:
-                lora = await self._ensure_resident(request.adapter)
-                sha = request.adapter.sha
-                self._inflight[sha] += 1
-                self._names[request.adapter.name] = request.adapter
-                self._names.move_to_end(request.adapter.name)
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        from vllm.exceptions import VLLMValidationError
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        self._require_started()
+        ids, params = self._admit(request)
+        lora = self._null_lora  # None unless base requests need it (null_adapter.py)
+        adapter = request.adapter
+        if adapter is not None:
+            self.check_adapter(adapter)
+            lora = await self.residency.acquire(adapter)
         self._running += 1
-        self._counts["max_running"] = max(self._counts["max_running"], self._running)
+        self._max_running = max(self._max_running, self._running)
         try:
-            completion = 0
             stream = self._llm.generate(
-                {"prompt_token_ids": list(ids)},
-                params,
-                request.request_id,
-                lora_request=lora,
+                {"prompt_token_ids": ids}, params, request.request_id, lora_request=lora
             )
+            completion = 0
             async for out in stream:
                 piece = out.outputs[0]
                 completion += len(piece.token_ids)
@@ -408,56 +306,34 @@ class VllmEngine:
                 )
         except (ValueError, VLLMValidationError) as exc:  # vLLM's own request checks
             raise RequestError(f"vLLM refused the request: {exc}") from exc
+        except EngineDeadError as exc:
+            raise EngineError(f"The model engine stopped ({exc}): restart the server.") from exc
         finally:
             self._running -= 1
-            if sha is not None:
-                self._inflight[sha] -= 1
-                if not self._inflight[sha]:
-                    # A task, not an await: this also runs when the stream is abandoned.
-                    asyncio.get_running_loop().create_task(self._notify_slot_freed())
-
-    async def _notify_slot_freed(self) -> None:
-        async with self._slot_freed:
-            self._slot_freed.notify_all()
+            if adapter is not None:
+                self.residency.release(adapter.sha)
 
 
-def create_engine(config: Any, base_path: str | Path, *, registry: Any = None) -> VllmEngine:
+def create_engine(
+    config: ServerConfig, base_path: str | Path, *, registry: Any = None
+) -> VllmEngine:
     """The engine ``loradock serve --engine vllm`` runs (``serving.server.build_engine``).
 
-    ``config`` is a ``ServerConfig``; ``base_path`` the resolved base (or merged) model folder.
-    vLLM-only options are optional attributes of the config (absent: derived or vLLM's
-    default): ``merged`` (serve merged weights, no adapters), ``max_lora_rank``, ``max_loras``,
-    ``max_cpu_loras``, ``tensor_parallel_size``, ``gpu_memory_utilization``,
-    ``kv_cache_memory_bytes``. With ``registry``, the LoRA limits are derived from the ranks of
-    the adapters the server may serve: those ``config.adapters`` names and, when any registry
-    adapter may be served, every registry adapter for this base.
+    ``base_path`` is the resolved base (or merged) model folder. With ``registry``, the LoRA
+    limits are derived from the ranks of the adapters the server may serve: the
+    ``config.adapters`` ones and, when any registry adapter may be served, every registry
+    adapter for this base.
     """
-    opt = lambda name, default=None: getattr(config, name, default)  # noqa: E731
-    options = VllmOptions.from_server_config(config)
-    base_name = opt("base_model_name") or config.base
-    if opt("merged"):
-        return VllmEngine(base_path, base_name=base_name, options=options, merged=True)
+    parts = {"sizes": config.peft, "options": config.vllm, "base_name": config.base_model_name}
+    if config.merged:
+        return VllmEngine(base_path, merged=True, **parts)
     ranks: list[int | None] = []
     if registry is not None:
-        for target in (opt("adapters") or {}).values():
+        for target in config.adapters.values():
             ranks.append(registry.resolve(target).artifact.max_rank)
-        if opt("allow_any_registry_adapter", True):
-            base_id = str(config.base).split("@", 1)[0]
+        if config.http.allow_any_registry_adapter:
+            base_id = config.base.split("@", 1)[0]
             # Every adapter for the base, not a page of them: one rank above the limit would
             # be refused for the server's life.
-            rows = registry.compatible(base_id, limit=None)
-            ranks += [getattr(r, "rank", None) for r in rows]
-    return VllmEngine(
-        base_path,
-        base_name=base_name,
-        options=options,
-        registry_ranks=ranks,
-        max_loaded=opt("max_loaded", 8),
-        max_cpu_adapters=opt("max_cpu_adapters", 64),
-    )
-
-
-def build_vllm_engine(config: Any, registry: Any) -> VllmEngine:
-    """``create_engine`` with the base (or ``config.merged`` model) resolved through the registry."""
-    base = registry.resolve_base(config.base)
-    return create_engine(config, base.path, registry=registry)
+            ranks += [row.rank for row in registry.compatible(base_id, limit=None)]
+    return VllmEngine(base_path, registry_ranks=ranks, **parts)

@@ -19,6 +19,7 @@ from pathlib import Path
 from loradock.registry.artifact import read_safetensors_header
 
 NULL_ADAPTER_NAME = "__loradock_base__"
+NULL_LORA_ID = 2**30  # far above the ids handed out per adapter commit
 _PREFERRED = ("q_proj", "query_key_value", "c_attn", "qkv_proj", "Wqkv")
 
 
