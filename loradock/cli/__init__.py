@@ -37,12 +37,7 @@ _PARTS: list[tuple[str, str | None]] = [
 
 def _mount() -> None:
     for module_name, group in _PARTS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # that part's CLI is not written yet
-                continue
-            raise
+        module = importlib.import_module(module_name)
         sub = module.app
         if group is None:
             for command in sub.registered_commands:
