@@ -91,7 +91,7 @@ class DataConfig:
             problems.append(f"data.task={self.task!r} is not a shipped task ({', '.join(TASKS)})")
         if self.task is None and self.train is None and self.hub_id is None:
             problems.append("data: give a shipped `task`, a `train` file or a Hub `hub_id`")
-        if self.hub_id is not None and not HUB_DATASET_RE.match(str(self.hub_id)):
+        if self.hub_id is not None and not HUB_DATASET_RE.fullmatch(str(self.hub_id)):
             problems.append(f"data.hub_id={self.hub_id!r} is not a Hub data set id (org/name)")
         if self.format not in DATA_FORMATS:
             problems.append(f"data.format={self.format!r} is not one of {', '.join(DATA_FORMATS)}")
@@ -354,7 +354,7 @@ class JobConfig:
         problems = []
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             problems.append(f"seed={self.seed!r} must be an integer")
-        if not re.match(r"^[A-Za-z0-9][\w.-]*$", str(self.name)):
+        if not re.fullmatch(r"^[A-Za-z0-9][\w.-]*$", str(self.name)):
             problems.append(f"name={self.name!r}: use letters, digits, '.', '-' or '_'")
         _raise("job config", problems)
 

@@ -1,171 +1,133 @@
-"""Merge a published adapter into a full-precision copy of its base and publish the result.
+"""Merge published adapters and publish the result: merged full weights or a new adapter.
 
-The merged weights are checked against the unmerged adapter on a fixed probe batch before
-anything is published: if their logits disagree beyond the dtype's tolerance, nothing is.
+``merge(config)`` resolves the sources and checks them together (one base, ranks the method
+can combine) before any weights load. One source is merged as it is; several are first
+combined into one adapter (``merge_sources.combine_adapters``). With ``into="merge"`` the
+adapter is merged into a float32 copy of the base, written in the base's dtype (or
+``config.dtype``) and checked against the unmerged adapter (``merge_check``): if the merged
+model does not answer as the adapter does, nothing is published. The card records every
+source's ``repo@sha``, the method, weights and density, and the check's figures.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loradock.errors import ArtifactError
-
-# Max |merged - unmerged| logit allowed per dtype: merging rounds W + BA once into the
-# dtype, so a 16-bit model differs by a few ulps of its largest logits (measured on
-# SmolLM2-135M: see docs/training.md).
-LOGIT_TOLERANCE = {"float32": 1e-3, "float16": 0.1, "bfloat16": 0.5}
-PROBE_PROMPTS = (
-    "Rewrite the date below in ISO format (YYYY-MM-DD).\nDate: 3rd of March 2024",
-    "Extract the person's name, the city and the year.\nRecord: In 2001, Uma Bauer moved to Madrid.",
-    "What is the capital of France?",
-)
+from loradock.errors import ArtifactError, ConfigError
+from loradock.training.merge_card import merge_card
+from loradock.training.merge_check import MergeCheck, compare_models, probe_prompts
+from loradock.training.merge_config import MergeConfig
+from loradock.training.merge_sources import base_of, combine_adapters, source_problems
 
 
-@dataclass(frozen=True)
-class MergeCheck:
-    """How far the merged model's logits are from the unmerged adapter's on the probe batch."""
-
-    dtype: str
-    max_abs_diff: float
-    tolerance: float
-    argmax_agreement: float
-
-    @property
-    def ok(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
-
-
-def probe_batch(tokenizer) -> dict[str, Any]:
-    """The probe prompts through the chat template, right-padded, as tensors."""
-    import torch
-
-    rows = []
-    for prompt in PROBE_PROMPTS:
-        enc = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+def stored_dtype(base_path: Path) -> str:
+    """The dtype a model folder's weights are stored in (its config.json says)."""
+    raw = json.loads((Path(base_path) / "config.json").read_text())
+    if raw.get("quantization_config"):
+        raise ArtifactError(
+            f"Base model {str(base_path)!r} is quantized; merge needs a full-precision base."
         )
-        rows.append(list(enc["input_ids"] if hasattr(enc, "keys") else enc))
-    width = max(map(len, rows))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return {
-        "input_ids": torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
-        "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
-    }
+    return str(raw.get("dtype") or raw.get("torch_dtype") or "float32")
 
 
-def _logits(model, batch) -> Any:
+def merge_folder(
+    adapter_path: Path,
+    base_path: Path,
+    out: Path,
+    *,
+    dtype: str = "auto",
+    tasks: tuple[str | None, ...] = (),
+    probe_rows: int = 16,
+    max_new_tokens: int = 32,
+) -> MergeCheck:
+    """Merge ``adapter_path`` into the base in float32, write it to ``out`` in ``dtype``
+    (``auto``: the base's), after checking it answers as the unmerged adapter does."""
     import torch
-
-    with torch.no_grad():
-        out = model(**{k: v.to(next(model.parameters()).device) for k, v in batch.items()})
-    mask = batch["attention_mask"].bool()
-    return out.logits.float().cpu()[mask]
-
-
-def merge_folder(adapter_path: Path, base_path: Path, out: Path) -> MergeCheck:
-    """Merge ``adapter_path`` into the base (its stored dtype, never quantized) into ``out``."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from loradock.modeling import load_tokenizer
 
-    raw = json.loads((base_path / "config.json").read_text())
-    if raw.get("quantization_config"):
-        raise ArtifactError(
-            f"Base model {str(base_path)!r} is quantized; merge needs a full-precision base."
-        )
-    base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype="auto")
-    dtype = str(base.dtype).removeprefix("torch.")
+    out_dtype = stored_dtype(base_path) if dtype == "auto" else dtype
+    # Merging in the base's 16-bit dtype rounds B @ A before adding it, then rounds again:
+    # in float32 only the final sum is rounded, once, into the output dtype.
+    base32 = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base32, str(adapter_path)).merge_and_unload()
+    merged = merged.to(getattr(torch, out_dtype)).eval()
+    # The reference is the adapter as served unmerged: the base in the output dtype + LoRA.
+    base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=getattr(torch, out_dtype))
+    reference = PeftModel.from_pretrained(base, str(adapter_path)).eval()
     tokenizer = load_tokenizer(base_path)
-    batch = probe_batch(tokenizer)
-    model = PeftModel.from_pretrained(base, str(adapter_path))
-    model.eval()
-    unmerged = _logits(model, batch)
-    merged_model = model.merge_and_unload()
-    merged = _logits(merged_model, batch)
-    check = MergeCheck(
-        dtype=dtype,
-        max_abs_diff=float((merged - unmerged).abs().max()),
-        tolerance=LOGIT_TOLERANCE.get(dtype, 1e-3),
-        argmax_agreement=float((merged.argmax(-1) == unmerged.argmax(-1)).float().mean()),
+    prompts, probe = probe_prompts(tasks, probe_rows)
+    check = compare_models(
+        reference,
+        merged,
+        tokenizer,
+        prompts,
+        dtype=out_dtype,
+        probe=probe,
+        max_new_tokens=max_new_tokens,
     )
     if not check.ok:
         raise ArtifactError(
-            f"Merged logits differ from the unmerged adapter's by {check.max_abs_diff:.4g} "
-            f"(tolerance for {dtype}: {check.tolerance}); nothing was published."
+            f"The merged model does not answer as the unmerged adapter does: {check.summary()}; "
+            "nothing was published."
         )
-    merged_model.save_pretrained(str(out))
+    merged.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return check
 
 
-def merge_adapter(name: str, *, repo_id: str | None = None, registry: Any = None):
-    """Resolve ``org/name[@rev]``, merge it into its base, check, publish as ``repo_id``.
-
-    ``repo_id`` defaults to ``<adapter repo>-merged``. Returns the registry's
-    ``PublishedAdapter`` (``kind == "merge"``); the card says ``base_model_relation: merge``.
-    """
-    from loradock.registry.card import build_adapter_card
-
+def merge(config: MergeConfig, *, registry: Any = None):
+    """Resolve, check, combine/merge and publish as ``config.target_repo``; returns the
+    registry's ``PublishedAdapter`` (``kind`` "merge", or "adapter" for ``into="adapter"``)."""
     if registry is None:
         from loradock.registry.api import Registry
 
         registry = Registry.open()
-    adapter = registry.resolve(name)
-    card = adapter.card
-    base_name = adapter.artifact.base_model if card is None else card.base_model
-    if not base_name:
-        raise ArtifactError(f"Adapter {name!r} does not name its base model; cannot merge.")
-    base_rev = card.base_revision if card is not None else None
-    base = registry.resolve_base(f"{base_name}@{base_rev}" if base_rev else base_name)
-    target = repo_id or f"{adapter.repo_id}-merged"
+    adapters = [registry.resolve(name) for name in config.sources]
+    problems = source_problems(config, adapters)
+    if problems:
+        raise ConfigError("These adapters cannot be merged", problems)
+    # The sources name one base (checked); a source that pins its revision pins it for all.
+    base = registry.resolve_base(max((base_of(a) for a in adapters), key=lambda b: "@" in b))
+    tasks = tuple(a.card.task if a.card else None for a in adapters)
     with tempfile.TemporaryDirectory(prefix="loradock-merge-") as tmp:
+        adapter_path = adapters[0].path
+        if config.several:
+            adapter_path = combine_adapters(
+                base.path, [a.path for a in adapters], config, Path(tmp) / "combined"
+            )
+        if config.into == "adapter":
+            card = merge_card(config, adapters, base, check=None)
+            return registry.publish(
+                adapter_path,
+                config.target_repo,
+                card=card,
+                commit_message=_message(config, adapters),
+            )
         out = Path(tmp) / "merged"
-        check = merge_folder(adapter.path, base.path, out)
-        merged_card = build_adapter_card(
-            base_model=base.repo_id or base_name,
-            base_revision=base.sha or base_rev,
-            task=card.task if card else None,
-            datasets=card.datasets if card else (),
-            tags=["loradock", "merged", "vllm"],
-            eval_results=card.eval_results if card else (),
-            training={
-                "merged_from": {"repo_id": adapter.repo_id, "revision": adapter.sha},
-                "merge_check": {
-                    "dtype": check.dtype,
-                    "max_abs_logit_diff": check.max_abs_diff,
-                    "tolerance": check.tolerance,
-                    "argmax_agreement": check.argmax_agreement,
-                },
-                "adapter_training": dict(card.training) if card else {},
-            },
-            body=_merge_body(target, adapter.repo_id, adapter.sha, base_name, check),
-            relation="merge",
-        )
-        return registry.publish_base(
+        check = merge_folder(
+            adapter_path,
+            base.path,
             out,
-            target,
-            card=merged_card,
-            commit_message=f"Merge {adapter.repo_id}@{adapter.sha[:12]} into {base_name}",
+            dtype=config.dtype,
+            tasks=tasks,
+            probe_rows=config.probe_rows,
+            max_new_tokens=config.max_new_tokens,
+        )
+        card = merge_card(config, adapters, base, check=check)
+        return registry.publish_base(
+            out, config.target_repo, card=card, commit_message=_message(config, adapters)
         )
 
 
-def _merge_body(target: str, adapter: str, sha: str, base: str, check: MergeCheck) -> str:
-    return "\n".join(
-        [
-            f"# {target}",
-            "",
-            f"`{base}` with the LoRA adapter `{adapter}@{sha}` merged into its weights "
-            f"(`merge_and_unload`, {check.dtype}). Serve it like any model (vLLM ready): no "
-            "adapter needed at run time.",
-            "",
-            f"Checked before publishing: max |merged - unmerged| logit = {check.max_abs_diff:.3g} "
-            f"(tolerance {check.tolerance}); greedy next-token agreement "
-            f"{check.argmax_agreement:.1%} on the probe batch.",
-            "",
-        ]
-    )
+def _message(config: MergeConfig, adapters) -> str:
+    names = ", ".join(f"{a.repo_id}@{a.sha[:12]}" for a in adapters)
+    if not config.several:
+        return f"Merge {names} into its base"
+    into = "an adapter" if config.into == "adapter" else "the base"
+    return f"Combine {names} ({config.method}) into {into}"

@@ -1,13 +1,20 @@
-"""``loradock train JOB.yaml`` and ``loradock merge REPO[@rev]`` (thin: parse, call, print)."""
+"""``loradock train JOB.yaml`` and ``loradock merge REPO[@rev]...`` (thin: parse, call, print).
+
+``merge``'s options are made from ``MergeConfig``'s fields (``loradock/cli/_options.py``):
+their defaults and help text live in ``training/merge_config.py``.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from loradock.cli._common import console, print_json, print_table
+from loradock.cli._options import with_options
+from loradock.training.merge_config import MergeConfig
 
 app = typer.Typer()
 
@@ -65,26 +72,46 @@ def train(
         console.print(f"published [bold]{result.repo_id}@{result.sha}[/]")
 
 
-@app.command()
-def merge(
-    name: str = typer.Argument(..., help="The adapter: org/name[@revision or alias]."),
-    repo_id: str | None = typer.Option(
-        None, "--repo-id", help="Where to publish the merged model."
+def merge_command(
+    sources: list[str] = typer.Argument(
+        ..., help="The adapters (org/name, org/name@sha or @alias), one or several of one base."
+    ),
+    weights: str | None = typer.Option(
+        None, "--weights", help="One weight per adapter, comma-separated (default: equal, sum 1)"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    **options: Any,
 ) -> None:
-    """Merge an adapter into a full-precision copy of its base, check, publish (vLLM-ready)."""
-    from loradock.training.merge import merge_adapter
+    """Merge adapters into their base (or into one adapter), check, publish (vLLM-ready)."""
+    from loradock.training.merge import merge
 
-    published = merge_adapter(name, repo_id=repo_id)
-    check = published.card.training.get("merge_check", {})
+    published = merge(MergeConfig.from_options(sources, weights, **options))
+    training = published.card.training
+    check = training.get("merge_check")
     if as_json:
-        print_json(
-            {"repo_id": published.repo_id, "sha": published.sha, "kind": published.kind, **check}
-        )
+        info = {"repo_id": published.repo_id, "sha": published.sha, "kind": published.kind}
+        print_json({**info, "merge": training.get("merge"), "check": check})
         return
     console.print(
-        f"merged [bold]{name}[/] -> [bold]{published.repo_id}@{published.sha}[/] "
-        f"(max |logit diff| {check.get('max_abs_logit_diff', float('nan')):.3g}, "
-        f"dtype {check.get('dtype')})"
+        f"merged [bold]{', '.join(sources)}[/] -> [bold]{published.repo_id}@{published.sha}[/] "
+        f"({published.kind})"
     )
+    if check:
+        print_table(
+            f"merged against unmerged ({check['dtype']}, {check['probe']})",
+            ["figure", "measured", "needed"],
+            [
+                (
+                    f"greedy tokens agree, adapter decided (> {check['tie_nats']:g} nats)",
+                    f"{check['decided_agreement']:.2%} of {check['decided_tokens']}",
+                    f">= {check['min_token_agreement']:.1%}",
+                ),
+                ("greedy tokens agree, all", f"{check['token_agreement']:.2%}", ""),
+                ("mean KL (nats/token)", f"{check['mean_kl']:.3g}", f"<= {check['max_mean_kl']:g}"),
+                ("max KL", f"{check['max_kl']:.3g}", ""),
+                ("whole answers identical", f"{check['answer_agreement']:.0%}", ""),
+            ],
+        )
+
+
+app.command("merge")(with_options(merge_command, MergeConfig))

@@ -28,7 +28,10 @@ def test_train_then_merge_the_shipped_tiny_job(tmp_path, tiny_registry_base, reg
     assert merged.exit_code == 0, merged.output
     info = json.loads(merged.stdout)
     assert info["repo_id"] == "local/tiny-dates-lora-merged" and info["kind"] == "merge"
-    assert info["max_abs_logit_diff"] <= info["tolerance"]
+    check = info["check"]
+    assert check["decided_agreement"] >= check["min_token_agreement"] and check["probe"].startswith(
+        "dates"
+    )
 
 
 def test_a_bad_job_is_a_config_error_before_anything_runs(tmp_path):
