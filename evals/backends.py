@@ -11,22 +11,22 @@ import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 from loradock.errors import ConfigError, EvalError
 from loradock.evals.results import EvalTarget
-from loradock.evals.taskdir import TaskSpec
+
+if TYPE_CHECKING:
+    from loradock.evals.catalog import TaskInfo
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("hf", "endpoint", "vllm")
 
 
 class Backend(Protocol):
     name: str
 
-    def check_tasks(self, specs: Sequence[TaskSpec]) -> None: ...
+    def check_tasks(self, specs: Sequence[TaskInfo]) -> None: ...
 
     def model_for(self, target: EvalTarget) -> AbstractContextManager[tuple[Any, bool]]:
         """Yield ``(lm, apply_chat_template)`` for ``target``."""
@@ -52,7 +52,7 @@ class InProcessBackend:
         self._peft = None
         self._slots: dict[str, str] = {}  # adapter label -> PEFT adapter name
 
-    def check_tasks(self, specs: Sequence[TaskSpec]) -> None:
+    def check_tasks(self, specs: Sequence[TaskInfo]) -> None:
         return None  # a local model answers every request type
 
     def _load(self) -> None:
@@ -146,7 +146,7 @@ class EndpointBackend:
     def __post_init__(self) -> None:
         self.url = normalise_endpoint(self.url)
 
-    def check_tasks(self, specs: Sequence[TaskSpec]) -> None:
+    def check_tasks(self, specs: Sequence[TaskInfo]) -> None:
         refused = [s.name for s in specs if not s.generative]
         if refused:
             raise EvalError(
@@ -260,7 +260,7 @@ class VllmBackend:
         self._lm = None
         self._ids: dict[str, int] = {}
 
-    def check_tasks(self, specs: Sequence[TaskSpec]) -> None:
+    def check_tasks(self, specs: Sequence[TaskInfo]) -> None:
         from loradock.modeling import pick_device
 
         scored = [s.name for s in specs if not s.generative]

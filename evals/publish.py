@@ -43,6 +43,9 @@ def to_eval_metrics(result: TargetResult) -> list[Any]:
             value=m.value,
             stderr=m.stderr,
             dataset_revision=m.dataset_revision,
+            task_version=m.task_version,
+            task_hash=m.task_hash,
+            num_fewshot=m.num_fewshot,
         )
         for m in result.metrics
     ]

@@ -1,8 +1,11 @@
 """The eval report: Markdown and HTML, a plot per task, lm-eval's raw JSON kept beside them.
 
-Per task, the base and each adapter side by side with stderr and the delta against the base;
-the general-capability and perplexity tasks carry the forgetting check: an adapter whose
-general accuracy drops (or whose perplexity rises) beyond the threshold is flagged.
+Per task, the base and each adapter side by side with stderr and the delta against the base,
+under the task's lm-eval version, n-shot and config hash (targets measured on different ones
+are marked, never silently compared). The general-capability tasks (``--forgetting``, or the
+shipped general and perplexity tasks) carry the forgetting check: an adapter worse than the
+base by more than ``--forgetting-sigmas`` combined standard errors is flagged; a metric without
+a stderr (perplexity) is flagged beyond a relative ``--forgetting-threshold``.
 """
 
 from __future__ import annotations
@@ -11,33 +14,15 @@ import html
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loradock.evals.forgetting import forgetting_checks, version_mismatches
 from loradock.evals.results import MetricResult, TargetResult
 
 if TYPE_CHECKING:
+    from loradock.evals.catalog import TaskInfo
     from loradock.evals.run import EvalRun
-
-FORGETTING_KINDS = ("general", "perplexity")
-# The perplexity metric the forgetting check reads (scale-free, unlike word perplexity).
-PERPLEXITY_METRIC = "bits_per_byte"
-
-
-@dataclass(frozen=True)
-class ForgettingCheck:
-    """One adapter on one general-capability metric, against the base."""
-
-    adapter: str
-    task: str
-    metric: str
-    base_value: float
-    value: float
-    delta: float  # adapter - base, in the metric's own units
-    relative: float | None  # delta / base, where the base is not zero
-    flagged: bool
-
 
 # Punctuation that Markdown (CommonMark and Python-Markdown alike) would read as markup.
 _MD_PUNCT = re.compile(r"([\\`*_{}\[\]()#+\-.!|])")
@@ -63,39 +48,6 @@ def _code(value: object, *, in_table: bool = False) -> str:
 
 def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "target"
-
-
-def forgetting_checks(run: EvalRun) -> list[ForgettingCheck]:
-    """Accuracy drops beyond the threshold (absolute) and perplexity rises beyond it (relative)."""
-    threshold = run.options.forgetting_threshold
-    checks: list[ForgettingCheck] = []
-    base = run.base.by_key()
-    for adapter in run.adapters:
-        for m in adapter.metrics:
-            ref = base.get(m.key)
-            if ref is None or m.kind not in FORGETTING_KINDS:
-                continue
-            if m.kind == "perplexity" and m.metric != PERPLEXITY_METRIC:
-                continue
-            delta = m.value - ref.value
-            relative = delta / ref.value if ref.value else None
-            if m.kind == "perplexity":
-                flagged = relative is not None and relative > threshold
-            else:
-                flagged = m.higher_is_better is not False and delta < -threshold
-            checks.append(
-                ForgettingCheck(
-                    adapter=adapter.target.label,
-                    task=m.task,
-                    metric=m.metric,
-                    base_value=ref.value,
-                    value=m.value,
-                    delta=delta,
-                    relative=relative,
-                    flagged=flagged,
-                )
-            )
-    return checks
 
 
 def _fmt(value: float | None) -> str:
@@ -158,6 +110,38 @@ def _plot_task(task: str, results: Sequence[TargetResult], out: Path) -> Path:
     return out
 
 
+def _task_line(run: EvalRun, task: str, spec: TaskInfo) -> str:
+    m = next((m for m in run.base.metrics if m.task == task), None)
+    version = m.task_version if m and m.task_version is not None else "?"
+    shots = m.num_fewshot if m and m.num_fewshot is not None else "?"
+    kind = "group" if getattr(spec, "is_group", False) else spec.kind
+    return (
+        f"Data set {_code(spec.dataset)} ({_text(kind)}); version {_code(version)}, "
+        f"{_text(shots)}-shot; task hash {_code(run.task_hashes.get(task, '')[:12])}."
+    )
+
+
+def _forgetting_lines(run: EvalRun) -> list[str]:
+    checks = forgetting_checks(run)
+    lines = ["## Forgetting check", ""]
+    if not checks:
+        lines += ["No general-capability task was run with an adapter, so nothing was checked.", ""]
+    else:
+        lines += [
+            "| adapter | task | metric | base | adapter | delta | limit | flag |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for c in checks:
+            flag = "**FORGETTING**" if c.flagged else "ok"
+            lines.append(
+                f"| {_code(c.adapter, in_table=True)} | {_text(c.task)} | {_text(c.metric)} "
+                f"| {_fmt(c.base_value)} | {_fmt(c.value)} "
+                f"| {c.delta:+.4g} | {_text(c.limit)} | {flag} |"
+            )
+        lines.append("")
+    return lines
+
+
 def render_markdown(run: EvalRun, plots: dict[str, str], raw_files: dict[str, str]) -> str:
     lines = ["# loradock eval report", ""]
     o = run.options
@@ -167,35 +151,20 @@ def render_markdown(run: EvalRun, plots: dict[str, str], raw_files: dict[str, st
         *[f"- Adapter: {_code(a.target.label)} (sha {_code(a.target.sha)})" for a in run.adapters],
         f"- Backend: {_code(o.backend)}; tasks: {', '.join(_code(s.name) for s in run.tasks)}; "
         f"limit: {o.limit if o.limit is not None else 'none (full test sets)'}",
-        "- Harness: lm-evaluation-harness `simple_evaluate`, greedy decoding, "
-        f"forgetting threshold {o.forgetting_threshold:g}",
+        "- Harness: lm-evaluation-harness `simple_evaluate`; forgetting flagged beyond "
+        f"{o.forgetting_sigmas:g} combined stderr (else {o.forgetting_threshold:.0%} relative)",
         "",
     ]
-    checks = forgetting_checks(run)
-    lines += ["## Forgetting check", ""]
-    if not checks:
-        lines += ["No general-capability task was run with an adapter, so nothing was checked.", ""]
-    else:
-        lines += [
-            "| adapter | task | metric | base | adapter | delta | flag |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for c in checks:
-            flag = "**FORGETTING**" if c.flagged else "ok"
-            lines.append(
-                f"| {_code(c.adapter, in_table=True)} | {_text(c.task)} | {_text(c.metric)} "
-                f"| {_fmt(c.base_value)} | {_fmt(c.value)} "
-                f"| {c.delta:+.4g} | {flag} |"
-            )
-        lines.append("")
+    lines += _forgetting_lines(run)
+    mismatches = version_mismatches(run)
     for spec in run.tasks:
-        lines += [
-            f"## {_text(spec.name)}",
-            "",
-            f"Data set {_code(spec.dataset)} ({_text(spec.kind)}); "
-            f"task hash {_code(run.task_hashes.get(spec.name, '')[:12])}.",
-            "",
-        ]
+        lines += [f"## {_text(spec.name)}", "", _task_line(run, spec.name, spec), ""]
+        if spec.name in mismatches:
+            lines += [
+                "**Not comparable:** measured on another task version, config or n-shot than "
+                f"the base: {', '.join(_code(label) for label in mismatches[spec.name])}.",
+                "",
+            ]
         labels = [_code(r.target.label, in_table=True) for r in run.results]
         header = "| metric | " + " | ".join(labels) + " |"
         lines += [header, "|---" * (len(run.results) + 1) + "|"]
@@ -298,6 +267,7 @@ def summary(run: EvalRun) -> dict:
         "backend": run.options.backend,
         "tasks": [s.name for s in run.tasks],
         "task_hashes": run.task_hashes,
+        "not_comparable": version_mismatches(run),
         "targets": [
             {
                 "label": r.target.label,
@@ -305,7 +275,13 @@ def summary(run: EvalRun) -> dict:
                 "repo_id": r.target.repo_id,
                 "sha": r.target.sha,
                 "metrics": {
-                    m.key: {"value": m.value, "stderr": m.stderr, "n": m.n_samples}
+                    m.key: {
+                        "value": m.value,
+                        "stderr": m.stderr,
+                        "n": m.n_samples,
+                        "version": m.task_version,
+                        "n_shot": m.num_fewshot,
+                    }
                     for m in r.metrics
                 },
             }

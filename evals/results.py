@@ -8,13 +8,15 @@ that the report plots and that become ``EvalMetric`` entries in a card.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from loradock.evals.taskdir import TaskSpec
+if TYPE_CHECKING:
+    from loradock.evals.catalog import TaskInfo
 
 TargetKind = Literal["base", "adapter"]
 # lm-eval's default filter name; other filters are reported as "<metric>@<filter>".
@@ -54,6 +56,11 @@ class MetricResult:
     dataset_revision: str | None
     kind: str  # the task's kind: "task", "general" or "perplexity"
     n_samples: int | None = None
+    # What makes two measurements comparable: lm-eval's task version, a hash of the task
+    # configs as run (prompts, n-shot, generation arguments) and its data, and the n-shot.
+    task_version: str | None = None
+    task_hash: str | None = None
+    num_fewshot: int | None = None
 
     @property
     def key(self) -> str:
@@ -84,12 +91,6 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def dataset_revision(spec: TaskSpec) -> str:
-    """A short content hash of the task's test data: which version of the data was measured."""
-    path = spec.data_files.get(spec.config.get("test_split", "test"))
-    return file_sha256(path)[:12] if path and path.is_file() else "unknown"
-
-
 def _number(value: Any) -> float | None:
     try:
         number = float(value)
@@ -98,18 +99,41 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def task_identity(raw: Mapping[str, Any], info: TaskInfo) -> tuple[str | None, str, int | None]:
+    """``(version, hash, n-shot)`` of one reported task (a group: over its leaf tasks)."""
+    from lm_eval.utils import handle_non_serializable
+
+    configs = raw.get("configs") or {}
+    digest = hashlib.sha256(info.data_hash.encode())
+    for leaf in sorted(info.leaves):
+        config = dict(configs.get(leaf) or {})
+        # Where the files lie is no part of the measurement: their content is in data_hash.
+        kwargs = dict(config.get("dataset_kwargs") or {})
+        kwargs.pop("data_files", None)
+        config["dataset_kwargs"] = kwargs
+        text = json.dumps(config, sort_keys=True, default=handle_non_serializable)
+        digest.update(text.encode())
+    version = (raw.get("versions") or {}).get(info.name)
+    shots = {(raw.get("n-shot") or {}).get(leaf) for leaf in info.leaves}
+    n_shot = shots.pop() if len(shots) == 1 else None
+    return (
+        None if version is None else str(version),
+        digest.hexdigest(),
+        n_shot if isinstance(n_shot, int) else None,
+    )
+
+
 def metrics_from_lm_eval(
-    raw: Mapping[str, Any], specs: Mapping[str, TaskSpec]
+    raw: Mapping[str, Any], infos: Mapping[str, TaskInfo]
 ) -> list[MetricResult]:
-    """Flatten ``raw["results"]`` into records, in the order the tasks were asked for."""
+    """Flatten ``raw["results"]`` of the reported tasks into records, in the order asked."""
     out: list[MetricResult] = []
+    results = raw.get("results") or {}
     higher = raw.get("higher_is_better") or {}
     n_samples = raw.get("n-samples") or {}
-    for task, values in (raw.get("results") or {}).items():
-        spec = specs.get(task)
-        if spec is None:
-            continue
-        revision = dataset_revision(spec)
+    for name, info in infos.items():
+        values = results.get(name) or {}
+        version, task_hash, n_shot = task_identity(raw, info)
         for key, value in values.items():
             if "," not in key or "_stderr," in key:
                 continue
@@ -117,18 +141,25 @@ def metrics_from_lm_eval(
             number = _number(value)
             if number is None:
                 continue
-            name = metric if filt == DEFAULT_FILTER else f"{metric}@{filt}"
             out.append(
                 MetricResult(
-                    task=task,
-                    metric=name,
+                    task=name,
+                    metric=metric if filt == DEFAULT_FILTER else f"{metric}@{filt}",
                     value=number,
                     stderr=_number(values.get(f"{metric}_stderr,{filt}")),
-                    higher_is_better=(higher.get(task) or {}).get(metric),
-                    dataset=spec.dataset,
-                    dataset_revision=revision,
-                    kind=spec.kind,
-                    n_samples=(n_samples.get(task) or {}).get("effective"),
+                    higher_is_better=(higher.get(name) or {}).get(metric),
+                    dataset=info.dataset,
+                    dataset_revision=info.data_hash[:12],
+                    kind=info.kind,
+                    n_samples=_effective(n_samples, info.leaves),
+                    task_version=version,
+                    task_hash=task_hash,
+                    num_fewshot=n_shot,
                 )
             )
     return out
+
+
+def _effective(n_samples: Mapping[str, Any], leaves: tuple[str, ...]) -> int | None:
+    counts = [(n_samples.get(leaf) or {}).get("effective") for leaf in leaves]
+    return sum(counts) if counts and all(isinstance(c, int) for c in counts) else None

@@ -2,16 +2,17 @@
 
 The YAMLs in ``evals/tasks/`` name their data relative to their own folder, so they work
 from a source checkout and from an installed wheel alike (``evals/`` and ``training/`` are
-siblings in both). lm-eval resolves ``data_files`` against the working directory, so each run
-copies the chosen YAMLs (and ``utils.py``, which their ``!function`` entries name) into a
-temporary include folder with every data path made absolute and checked first.
+siblings in both): ``utils.local_dataset`` (their ``custom_dataset``) reads them relative to
+its own folder, so plain ``lm_eval --include_path evals/tasks`` works from any directory. Each
+loradock run copies the chosen YAMLs (and ``utils.py``) into a temporary include folder with
+every data path made absolute and checked first (and ``--data-dir`` applied).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,19 +142,6 @@ def load_task_specs(
             )
         specs[spec.name] = spec
     return specs
-
-
-def select_tasks(specs: Mapping[str, TaskSpec], names: Sequence[str] | None) -> list[TaskSpec]:
-    """The tasks asked for (all when ``names`` is empty), unknown names reported at once."""
-    if not names:
-        return list(specs.values())
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        raise EvalError(
-            f"Unknown task(s) {', '.join(repr(n) for n in unknown)}: "
-            f"choose from {', '.join(sorted(specs))}."
-        )
-    return [specs[n] for n in dict.fromkeys(names)]
 
 
 def _count_rows(path: Path) -> int:

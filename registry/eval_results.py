@@ -32,6 +32,11 @@ class EvalMetric:
     stderr: float | None = None
     source: str = LM_EVAL_SOURCE
     dataset_revision: str | None = None
+    # lm-eval's task version, a hash of the task config as run and its n-shot: two results
+    # compare only when all three match (kept in model-index's metric args).
+    task_version: str | None = None
+    task_hash: str | None = None
+    num_fewshot: int | None = None
 
     def __post_init__(self) -> None:
         # Ints and numpy scalars become plain floats so YAML round trips compare equal.
@@ -69,7 +74,12 @@ def metric_problems(m: Any) -> list[str]:
     return m.problems()
 
 
+# EvalMetric fields stored in model-index's ``metric_args`` (beside ``stderr``).
+METRIC_ARGS = ("stderr", "task_version", "task_hash", "num_fewshot")
+
+
 def to_eval_result(m: EvalMetric) -> EvalResult:
+    args = {k: getattr(m, k) for k in METRIC_ARGS if getattr(m, k) is not None}
     return EvalResult(
         task_type=MODEL_INDEX_TASK_TYPE,
         task_name=m.task,
@@ -78,23 +88,27 @@ def to_eval_result(m: EvalMetric) -> EvalResult:
         dataset_revision=m.dataset_revision,
         metric_type=m.metric,
         metric_value=m.value,
-        metric_args={"stderr": m.stderr} if m.stderr is not None else None,
+        metric_args=args or None,
         source_name=m.source,
         source_url=LM_EVAL_URL if m.source == LM_EVAL_SOURCE else f"urn:loradock:{m.source}",
     )
 
 
 def from_eval_result(r: EvalResult) -> EvalMetric:
-    stderr = (r.metric_args or {}).get("stderr") if isinstance(r.metric_args, dict) else None
+    args = r.metric_args if isinstance(r.metric_args, dict) else {}
+    version, shots = args.get("task_version"), args.get("num_fewshot")
     try:
         return EvalMetric(
             task=r.task_name or r.task_type,
             dataset=r.dataset_type or r.dataset_name,
             metric=r.metric_type,
             value=r.metric_value,
-            stderr=stderr,
+            stderr=args.get("stderr"),
             source=r.source_name or LM_EVAL_SOURCE,
             dataset_revision=r.dataset_revision,
+            task_version=None if version is None else str(version),
+            task_hash=args.get("task_hash"),
+            num_fewshot=shots if isinstance(shots, int) and not isinstance(shots, bool) else None,
         )
     except CardError as exc:
         raise CardError(f"Malformed model-index entry: {exc}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from loradock.task_metrics import (
@@ -18,6 +19,28 @@ from loradock.task_metrics import (
     extraction_field_accuracy,
     parse_record,
 )
+
+# datasets' builder for each data file suffix the shipped tasks use.
+BUILDERS = {".jsonl": "json", ".json": "json", ".txt": "text"}
+
+
+def local_dataset(
+    data_files: dict[str, str], sample_by: str | None = None, **_metadata: Any
+) -> Any:
+    """The task's data, read with paths relative to this folder (absolute ones kept).
+
+    lm-eval calls this (``custom_dataset``) with the YAML's ``metadata`` and ``dataset_kwargs``
+    as keywords; only the data keys matter here.
+    """
+    import datasets
+
+    here = Path(__file__).parent
+    files = {split: str((here / path).resolve()) for split, path in data_files.items()}
+    suffixes = {Path(f).suffix for f in files.values()}
+    if len(suffixes) != 1 or next(iter(suffixes)) not in BUILDERS:
+        raise ValueError(f"data_files {files} must share one suffix of {sorted(BUILDERS)}")
+    kwargs = {"sample_by": sample_by} if sample_by else {}
+    return datasets.load_dataset(BUILDERS[suffixes.pop()], data_files=files, **kwargs)
 
 
 def _iso(value: Any) -> str:

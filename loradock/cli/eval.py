@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from loradock.cli._common import console, print_json, print_table
+from loradock.cli._options import with_options
 from loradock.errors import ConfigError
+from loradock.evals.options import EvalOptions
 
 app = typer.Typer()
 
@@ -34,7 +36,6 @@ def parse_tasks(values: list[str] | None) -> tuple[str, ...]:
     return tuple(t.strip() for v in values or () for t in v.split(",") if t.strip())
 
 
-@app.command("eval")
 def eval_command(
     targets: Annotated[
         list[str] | None,
@@ -44,7 +45,22 @@ def eval_command(
     ] = None,
     tasks: Annotated[
         list[str] | None,
-        typer.Option("--tasks", help="Comma-separated tasks (default: all shipped tasks)"),
+        typer.Option(
+            "--tasks",
+            help="Comma-separated lm-eval tasks, groups or tags (default: the shipped tasks)",
+        ),
+    ] = None,
+    include_path: Annotated[
+        list[Path] | None,
+        typer.Option("--include-path", help="A folder of task YAMLs, as lm-eval's (repeatable)"),
+    ] = None,
+    forgetting: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--forgetting",
+            help="Tasks or groups checked for forgetting, run too (e.g. mmlu,arc_easy; "
+            "default: the shipped general tasks run)",
+        ),
     ] = None,
     limit: Annotated[
         str | None, typer.Option("--limit", help="Rows per task (or a fraction <= 1)")
@@ -52,70 +68,23 @@ def eval_command(
     report: Annotated[
         Path | None, typer.Option("--report", help="Folder for report.md/.html, plots, raw JSON")
     ] = None,
-    backend: Annotated[str, typer.Option("--backend", help="hf, endpoint or vllm")] = "hf",
-    endpoint: Annotated[
-        str | None, typer.Option("--endpoint", help="A running loradock server's URL")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", envvar="LORADOCK_API_KEY", help="Endpoint key")
-    ] = None,
-    served_base_name: Annotated[
-        str | None, typer.Option("--served-base-name", help="The endpoint's name for the base")
-    ] = None,
-    base: Annotated[
-        str | None,
-        typer.Option(
-            "--base", help="Pin the base: org/name@rev or a folder (default: from the cards)"
-        ),
-    ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Task data folder (<task>/test.jsonl)")
-    ] = None,
     publish: Annotated[
         bool,
         typer.Option("--publish", help="Write results into each adapter's card (new revision)"),
     ] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="auto, float32, bfloat16")] = None,
-    device: Annotated[str | None, typer.Option("--device")] = None,
-    forgetting_threshold: Annotated[
-        float,
-        typer.Option("--forgetting-threshold", help="General-capability drop that is flagged"),
-    ] = 0.05,
-    judge_endpoint: Annotated[
-        str | None,
-        typer.Option("--judge-endpoint", help="OpenAI-compatible judge (off by default)"),
-    ] = None,
-    judge_model: Annotated[str | None, typer.Option("--judge-model")] = None,
-    judge_api_key: Annotated[
-        str | None, typer.Option("--judge-api-key", envvar="LORADOCK_JUDGE_API_KEY")
-    ] = None,
-    judge_prompts: Annotated[Path | None, typer.Option("--judge-prompts")] = None,
-    judge_limit: Annotated[int | None, typer.Option("--judge-limit")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary only")] = False,
+    **fields: Any,
 ) -> None:
     """Evaluate a base model and its adapters with lm-evaluation-harness, in one report."""
-    from loradock.evals.report import forgetting_checks, summary
-    from loradock.evals.run import EvalOptions, evaluate
+    from loradock.evals.report import summary
+    from loradock.evals.run import evaluate
 
     options = EvalOptions(
         tasks=parse_tasks(tasks),
+        include_paths=tuple(include_path or ()),
+        forgetting=parse_tasks(forgetting),
         limit=parse_limit(limit),
-        backend=backend,
-        endpoint=endpoint,
-        api_key=api_key,
-        endpoint_base_name=served_base_name,
-        base=base,
-        data_dir=data_dir,
-        batch_size=batch_size,
-        dtype=dtype,
-        device=device,
-        forgetting_threshold=forgetting_threshold,
-        judge_endpoint=judge_endpoint,
-        judge_model=judge_model,
-        judge_api_key=judge_api_key,
-        judge_prompts=judge_prompts,
-        judge_limit=judge_limit,
+        **fields,
     )
     run = evaluate(targets or [], report_dir=report, publish=publish, options=options)
     if json_out:
@@ -123,6 +92,13 @@ def eval_command(
         out["published"] = run.published
         print_json(out)
         return
+    _print_run(run)
+
+
+def _print_run(run: Any) -> None:
+    """The results table, forgetting flags, judge verdicts and published revisions."""
+    from loradock.evals.forgetting import forgetting_checks
+
     rows = [
         (
             r.target.label,
@@ -152,3 +128,6 @@ def eval_command(
         console.print(f"published results for {pub.repo_id}: new revision {pub.sha}")
     if run.report_dir:
         console.print(f"report: {run.report_files['html']}")
+
+
+app.command("eval")(with_options(eval_command, EvalOptions))

@@ -8,7 +8,7 @@ import pytest
 from loradock.errors import EvalError
 from tests.helpers.evals import BASE_ID, publish_tiny
 
-API_KEY = "sk-eval-test"
+API_KEY = "sk-eval-test-0123456789"
 TASKS = ["dates", "extraction"]
 
 
@@ -51,7 +51,14 @@ def test_endpoint_and_in_process_agree(served, task_data):
 
     url, registry, published = served
     targets = [published["dates"], published["extraction"]]
-    common = dict(tasks=TASKS, limit=3, registry=registry, data_dir=task_data, bootstrap_iters=0)
+    common = dict(
+        tasks=TASKS,
+        limit=3,
+        registry=registry,
+        data_dir=task_data,
+        bootstrap_iters=0,
+        log_samples=True,
+    )
     remote = evaluate(targets, endpoint=url, api_key=API_KEY, **common)
     local = evaluate(targets, backend="hf", dtype="float32", batch_size=1, **common)
 

@@ -153,15 +153,18 @@ def test_malformed_task_yaml(setup, task_data, tmp_path, text, quoted):
     assert quoted in str(info.value) and "dates.yaml" in str(info.value)
 
 
-def test_cli_prints_the_error_without_traceback(setup, task_data):
+def test_cli_prints_the_error_without_traceback(setup, module_home):
+    import os
     import subprocess
     import sys
 
+    env = {**os.environ, "LORADOCK_HOME": str(module_home / "loradock")}  # the setup registry
     out = subprocess.run(
         [sys.executable, "-m", "loradock.cli", "eval", "acme/tiny-dates", "--tasks", "trivia"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
+        env=env,
     )
     assert out.returncode == 1
     assert "error:" in out.stderr and "'trivia'" in out.stderr and "Traceback" not in out.stderr

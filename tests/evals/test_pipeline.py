@@ -74,6 +74,9 @@ def test_eval_publish_round_trip(cli_run):
         entry = next(m for m in head.card.eval_results if m.key == "dates/exact_match")
         assert entry.source == "lm-evaluation-harness" and entry.dataset == "loradock/dates"
         assert entry.dataset_revision  # which version of the data was measured
+        # What makes results comparable survives the card: version, config hash, n-shot.
+        assert (entry.task_version, entry.num_fewshot) == ("1.0", 0)
+        assert entry.task_hash == summary["task_hashes"]["dates"]
         assert "model-index" in (head.path / "README.md").read_text()
 
         # card -> registry index: search ranks by what was measured.

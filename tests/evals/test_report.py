@@ -50,23 +50,24 @@ def _run(adapter_metrics: dict[str, list[MetricResult]], threshold=0.05) -> Eval
 
 
 @pytest.mark.parametrize(
-    ("acc", "bpb", "flag_acc", "flag_bpb"),
+    ("acc", "acc_stderr", "bpb", "flag_acc", "flag_bpb"),
     [
-        (0.60, 1.00, False, False),  # unchanged
-        (0.58, 1.04, False, False),  # within the threshold
-        (0.50, 1.00, True, False),  # general accuracy dropped 10 points
-        (0.70, 1.10, False, True),  # perplexity up 10% (relative)
-        (0.40, 1.50, True, True),
+        (0.60, 0.01, 1.00, False, False),  # unchanged
+        (0.58, 0.01, 1.04, False, False),  # within 2 combined stderr / 5% relative
+        (0.50, 0.01, 1.00, True, False),  # accuracy down 10 points, stderr 1 point
+        (0.50, 0.08, 1.00, False, False),  # the same drop, inside a noisy measurement
+        (0.70, 0.01, 1.10, False, True),  # perplexity (no stderr) up 10% relative
+        (0.40, 0.01, 1.50, True, True),
     ],
 )
-def test_forgetting_is_flagged_beyond_the_threshold(acc, bpb, flag_acc, flag_bpb):
-    from loradock.evals.report import forgetting_checks
+def test_forgetting_is_flagged_beyond_the_stderr(acc, acc_stderr, bpb, flag_acc, flag_bpb):
+    from loradock.evals.forgetting import forgetting_checks
 
     run = _run(
         {
             "acme/a@1111111": [
                 _m("dates", "exact_match", 0.9, "task"),
-                _m("general_mc", "acc", acc, "general"),
+                _m("general_mc", "acc", acc, "general", stderr=acc_stderr),
                 _m("heldout_ppl", "bits_per_byte", bpb, "perplexity", None, False),
                 _m("heldout_ppl", "word_perplexity", 99.0, "perplexity", None, False),
             ]
@@ -76,6 +77,32 @@ def test_forgetting_is_flagged_beyond_the_threshold(acc, bpb, flag_acc, flag_bpb
     assert set(checks) == {"acc", "bits_per_byte"}  # task metrics are gains, not forgetting
     assert checks["acc"].flagged is flag_acc and checks["bits_per_byte"].flagged is flag_bpb
     assert checks["acc"].delta == pytest.approx(acc - 0.60)
+    assert "stderr" in checks["acc"].limit and "no stderr" in checks["bits_per_byte"].limit
+
+
+@pytest.mark.parametrize(
+    ("version", "task_hash", "shots", "marked"),
+    [
+        ("1.0", "h", 0, False),
+        ("2.0", "h", 0, True),
+        ("1.0", "other", 0, True),
+        ("1.0", "h", 5, True),
+    ],
+    ids=["same", "version", "config", "n-shot"],
+)
+def test_targets_on_another_task_version_are_marked(version, task_hash, shots, marked):
+    from loradock.evals.forgetting import version_mismatches
+    from loradock.evals.report import render_markdown
+
+    def m(v, h, n):
+        return dataclasses.replace(
+            _m("dates", "exact_match", 0.5, "task"), task_version=v, task_hash=h, num_fewshot=n
+        )
+
+    run = _run({"acme/a@1111111": [m(version, task_hash, shots)]})
+    run.results[0].metrics[0] = m("1.0", "h", 0)
+    assert version_mismatches(run) == ({"dates": ["acme/a@1111111"]} if marked else {})
+    assert ("Not comparable" in render_markdown(run, {}, {})) is marked
 
 
 def test_report_files_and_flags(tmp_path):

@@ -11,12 +11,7 @@ import pytest
 import yaml
 
 from loradock.errors import DataError, EvalError
-from loradock.evals.taskdir import (
-    SHIPPED_TASKS_DIR,
-    load_task_specs,
-    materialize,
-    select_tasks,
-)
+from loradock.evals.taskdir import SHIPPED_TASKS_DIR, load_task_specs, materialize
 from loradock.training.tasks import get_task
 
 DATA = Path(SHIPPED_TASKS_DIR).parent / "data"
@@ -57,7 +52,7 @@ def test_general_mc_is_large_balanced_and_well_formed():
 
 def test_materialize_writes_absolute_checked_paths(tmp_path, task_data):
     specs = load_task_specs(data_dir=task_data)
-    out = materialize(select_tasks(specs, ["dates", "heldout_ppl"]), tmp_path / "inc")
+    out = materialize([specs["dates"], specs["heldout_ppl"]], tmp_path / "inc")
     written = yaml.safe_load(
         (out / "dates.yaml").read_text().replace("!function", "")
     )  # tags are lm-eval's; the path is what matters here
@@ -164,11 +159,6 @@ def test_bad_task_folders_give_clear_errors(tmp_path, yaml_text, rows, error, qu
     assert quoted in str(info.value)
 
 
-def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(EvalError, match=r"'nope'.*choose from .*dates"):
-        select_tasks(load_task_specs(), ["dates", "nope"])
-
-
 class OracleLM:
     """An lm-eval model that knows every answer: each shipped task must then score 1.0.
 
@@ -201,7 +191,8 @@ def test_an_oracle_scores_one_on_every_shipped_task(tmp_path):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    specs = select_tasks(load_task_specs(), ["dates", "extraction", "general_mc"])
+    shipped = load_task_specs()
+    specs = [shipped[n] for n in ("dates", "extraction", "general_mc")]
     answers, choices = {}, {}
     for spec in specs:
         for line in spec.data_files["test"].read_text().splitlines()[:15]:
@@ -222,3 +213,34 @@ def test_an_oracle_scores_one_on_every_shipped_task(tmp_path):
     assert results["extraction"]["exact_match,none"] == 1.0
     assert results["extraction"]["field_accuracy,none"] == 1.0
     assert results["general_mc"]["acc,none"] == 1.0
+
+
+@pytest.mark.slow  # two lm_eval processes, each indexing lm-eval's built-in tasks
+@pytest.mark.parametrize("cwd", ["repo", "/"])
+def test_shipped_yamls_run_under_plain_lm_eval_from_any_directory(tmp_path, tiny_base, cwd):
+    """Data paths are relative to the YAMLs' folder, not to where lm-eval is started."""
+    import subprocess
+    import sys
+
+    folder = Path(SHIPPED_TASKS_DIR).resolve()
+    out = tmp_path / "out"
+    args = [
+        "--model", "hf",
+        "--model_args", f"pretrained={tiny_base},dtype=float32",
+        "--device", "cpu",
+        "--include_path", str(folder),
+        "--tasks", "dates,heldout_ppl",
+        "--limit", "2",
+        "--output_path", str(out),
+    ]  # fmt: skip
+    lm_eval = Path(sys.executable).parent / "lm_eval"
+    where = folder.parents[1] if cwd == "repo" else Path(cwd)
+    done = subprocess.run(
+        [str(lm_eval), *args], cwd=where, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (results_file,) = out.rglob("results_*.json")
+    results = json.loads(results_file.read_text())
+    assert results["n-samples"]["dates"]["effective"] == 2
+    assert results["n-samples"]["heldout_ppl"]["effective"] == 2
+    assert results["results"]["heldout_ppl"]["bits_per_byte,none"] > 0

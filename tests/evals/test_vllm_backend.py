@@ -42,6 +42,7 @@ def test_vllm_backend_generates_for_base_and_adapter(module_home, tmp_path_facto
         registry=registry,
         data_dir=task_data,
         bootstrap_iters=0,
+        log_samples=True,
     )
     answers = {
         r.target.kind: [s["filtered_resps"][0] for s in r.samples["extraction"]]
