@@ -1,11 +1,13 @@
 """loradock Space: reviewers compare a base model and its LoRA adapters side by side.
 
 Four tabs: Compare (2-4 models, one prompt, streamed outputs with latency and token
-counts), Leaderboard (eval metrics from the registry beside the general-capability
-columns and arena ratings), Browse (cards, lineage, revisions and aliases) and Arena
-(blind A/B votes stored in SQLite). Everything comes from a loradock endpoint over HTTP
-(``LORADOCK_ENDPOINT``, ``LORADOCK_API_KEY``; endpoints.py says which key goes where),
-so this folder deploys on its own.
+counts, each answer's departures from the base's highlighted), Leaderboard (eval metrics
+from the registry, the base model's own row and each adapter's change against it, arena
+ratings with intervals, CSV), Browse (cards with their images, lineage, revisions and
+aliases) and Arena (blind A/B votes on sampled answers, stored in SQLite and copied to a
+dataset repo). Everything comes from a loradock endpoint over HTTP (``LORADOCK_ENDPOINT``,
+``LORADOCK_API_KEY``; endpoints.py says which key goes where), so this folder deploys on
+its own.
 
 Run: ``python app.py [--endpoint URL] [--host H] [--port P]`` or ``loradock space run``.
 """
@@ -13,60 +15,72 @@ Run: ``python app.py [--endpoint URL] [--host H] [--port P]`` or ``loradock spac
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 if __package__:
-    from .arena import Arena, Vote, pick_pair, session_vote_limit
-    from .client import AdapterRow, EndpointError, LoradockClient
+    from .arena import Arena, session_vote_limit
+    from .arena_tab import ArenaTab
+    from .browse_tab import BrowseTab
+    from .client import EndpointError, LoradockClient
+    from .compare_view import changed_share, expected_answer, load_examples, word_diff
     from .endpoints import Connection, EndpointPolicy
-    from .layout import MAX_PANELS, build_blocks
-    from .markup import md_code, md_text, toast_text
+    from .layout import CSS, MAX_PANELS, build_blocks
+    from .markup import md_code, md_text
+    from .notices import warn
+    from .records import AdapterRow
     from .streams import stream_side_by_side
     from .tables import (
         default_metric,
+        leaderboard_csv,
         leaderboard_frame,
-        lineage_markdown,
-        load_examples,
         plot_frame,
-        revisions_frame,
         sort_frame,
         sortable_columns,
+        styled,
     )
+    from .vote_log import open_vote_log
 else:  # run as a Space (``python app.py``): the sibling modules are plain top-level modules
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from arena import Arena, Vote, pick_pair, session_vote_limit  # type: ignore[no-redef]
-    from client import AdapterRow, EndpointError, LoradockClient  # type: ignore[no-redef]
+    from arena import Arena, session_vote_limit  # type: ignore[no-redef]
+    from arena_tab import ArenaTab  # type: ignore[no-redef]
+    from browse_tab import BrowseTab  # type: ignore[no-redef]
+    from client import EndpointError, LoradockClient  # type: ignore[no-redef]
+    from compare_view import (  # type: ignore[no-redef]
+        changed_share,
+        expected_answer,
+        load_examples,
+        word_diff,
+    )
     from endpoints import Connection, EndpointPolicy  # type: ignore[no-redef]
-    from layout import MAX_PANELS, build_blocks  # type: ignore[no-redef]
-    from markup import md_code, md_text, toast_text  # type: ignore[no-redef]
+    from layout import CSS, MAX_PANELS, build_blocks  # type: ignore[no-redef]
+    from markup import md_code, md_text  # type: ignore[no-redef]
+    from notices import warn  # type: ignore[no-redef]
+    from records import AdapterRow  # type: ignore[no-redef]
     from streams import stream_side_by_side  # type: ignore[no-redef]
     from tables import (  # type: ignore[no-redef]
         default_metric,
+        leaderboard_csv,
         leaderboard_frame,
-        lineage_markdown,
-        load_examples,
         plot_frame,
-        revisions_frame,
         sort_frame,
         sortable_columns,
+        styled,
     )
+    from vote_log import open_vote_log  # type: ignore[no-redef]
+
 
 ALL_TASKS = "(all tasks)"
 
 
-def warn(message: str) -> str:
-    """Raise ``message`` as a toast and return it as a status line, both inert."""
-    gr.Warning(toast_text(message))
-    return f"⚠️ {md_text(message)}"
-
-
-class SpaceApp:
+class SpaceApp(ArenaTab, BrowseTab):
     """The handlers behind the page; ``layout.build_blocks`` lays them out."""
 
     def __init__(
@@ -77,6 +91,8 @@ class SpaceApp:
         trusted_endpoints: list[str] | None = None,
         lock_endpoint: bool | None = None,
         arena_db: str | Path | None = None,
+        arena_dataset: str | None = None,
+        arena_votes_dir: str | Path | None = None,
         votes_per_session: int | None = None,
         rng: random.Random | None = None,
     ):
@@ -89,9 +105,10 @@ class SpaceApp:
         )
         self.endpoint = self.policy.endpoint
         self.votes_per_session = session_vote_limit(votes_per_session)
-        self.arena = Arena(arena_db)
+        self.arena = Arena(arena_db, log=open_vote_log(arena_dataset, arena_votes_dir))
         self.examples = load_examples()
         self.rng = rng or random.Random()
+        self.csv_dir = Path(tempfile.mkdtemp(prefix="loradock-leaderboard-"))
 
     def connect(self, endpoint: str, api_key: str) -> tuple[Connection, LoradockClient]:
         """What the visitor typed, as a connection the policy allows (or an EndpointError)."""
@@ -102,7 +119,8 @@ class SpaceApp:
         return self.connect(endpoint, api_key)[1]
 
     # -- registry lists ---------------------------------------------------------------
-    async def _rows(self, client: LoradockClient, base: str, task: str) -> list[AdapterRow]:
+    async def _rows(self, client: LoradockClient, base: str, task: str | None) -> list[AdapterRow]:
+        """The adapters of ``base`` (for ``task``; all of them for none or ALL_TASKS)."""
         task_filter = None if task in ("", ALL_TASKS, None) else task
         rows = await client.list_adapters(base=base or None, task=task_filter)
         return [r for r in rows if r.kind != "base"]
@@ -128,7 +146,8 @@ class SpaceApp:
         ]
         adapters = [r.repo_id for r in rows]
         examples = self.examples.get(task, []) if task != ALL_TASKS else []
-        examples = examples or [p for prompts in self.examples.values() for p in prompts]
+        examples = examples or [e for items in self.examples.values() for e in items]
+        examples = [e.prompt for e in examples]
         status = f"Connected: {len(adapters)} adapter(s) for {md_code(base)}" + (
             f", task {md_code(task)}." if task != ALL_TASKS else "."
         )
@@ -142,8 +161,17 @@ class SpaceApp:
         )
 
     # -- Compare ----------------------------------------------------------------------
-    async def compare(self, endpoint, api_key, selected, prompt, max_tokens):
-        """Stream every selected model's answer into its own panel."""
+    def expected(self, prompt: str | None) -> str:
+        """The expected answer of a shipped example prompt, else nothing."""
+        answer = expected_answer(self.examples, prompt)
+        return "" if answer is None else f"**Expected answer:** {md_code(answer)}"
+
+    def pick_example(self, prompt: str | None) -> tuple[str, str]:
+        return prompt or "", self.expected(prompt)
+
+    async def compare(self, endpoint, api_key, base, selected, prompt, max_tokens):
+        """Stream every selected model's answer into its own panel; once all are done,
+        mark where each answer departs from the base model's."""
         selected = list(selected or [])
         problem = None
         if not 2 <= len(selected) <= MAX_PANELS:
@@ -151,7 +179,7 @@ class SpaceApp:
         elif not (prompt or "").strip():
             problem = "Type a prompt (or pick an example) first."
         if problem:
-            yield [gr.update()] * (3 * MAX_PANELS) + [warn(problem)]
+            yield [gr.update()] * (4 * MAX_PANELS + 1) + [warn(problem)]
             return
         try:
             client = self.client(endpoint, api_key)
@@ -165,14 +193,15 @@ class SpaceApp:
                     updates.append(gr.update(value=p.text, label=p.model) if p else gr.update())
                 for i in range(MAX_PANELS):
                     updates.append(_footer(panels[i]) if i < len(panels) else "")
-                failed = [p for p in panels if p.error]
                 done = all(p.done for p in panels)
+                updates += _diffs(panels, base, done)
+                failed = [p for p in panels if p.error]
                 status = "Generating…" if not done else "Done."
                 if failed and done:
                     status = warn(" | ".join(p.error or "" for p in failed))
-                yield [*updates, status]
+                yield [*updates, self.expected(prompt), status]
         except EndpointError as exc:
-            yield [gr.update()] * (3 * MAX_PANELS) + [warn(str(exc))]
+            yield [gr.update()] * (4 * MAX_PANELS + 1) + [warn(str(exc))]
 
     # -- Leaderboard ------------------------------------------------------------------
     async def leaderboard(self, endpoint, api_key, base, task, sort_by, descending, metric):
@@ -180,7 +209,7 @@ class SpaceApp:
         try:
             connection, client = self.connect(endpoint, api_key)
             trusted = connection.trusted
-            rows = await self._rows(client, base or "", task or ALL_TASKS)
+            rows = await self._rows(client, base or "", task)
             # The base model's own eval row is the yardstick its adapters are read against.
             # (A server that ignores ``kind`` answers adapter rows, which the filter drops.)
             everything = await client.list_adapters(kind="base")
@@ -197,6 +226,7 @@ class SpaceApp:
         sort_by = sort_by if sort_by in columns else metric
         frame = sort_frame(frame, sort_by, bool(descending))
         votes = sum(s.games for s in standings) // 2
+        csv = _csv_file(frame, self.csv_dir)
         caption = f"{len(frame)} model(s) · sorted by {md_code(sort_by)} · " + (
             f"{votes} arena vote(s)" + (f" for {md_code(base)}" if base else "")
             if trusted
@@ -204,105 +234,47 @@ class SpaceApp:
         )
         return (
             caption,
-            frame,
+            styled(frame),
             gr.update(value=plot_frame(frame, metric), y_title=metric),
             gr.update(choices=columns, value=sort_by),
             gr.update(choices=[c for c in columns if c != "model"], value=metric),
+            csv,
             message or gr.update(),
         )
-
-    # -- Browse -----------------------------------------------------------------------
-    async def browse(self, endpoint, api_key, repo_id, base, task, *, announce: bool = True):
-        """The card, lineage and revisions of one adapter.
-
-        Failures are written where the card would be; ``announce`` also raises them to the
-        status line, which only a reviewer's own pick should do (not a background reload).
-        """
-        if not repo_id:
-            return "Pick an adapter.", "", None, gr.update()
-        try:
-            client = self.client(endpoint, api_key)
-            card = await client.adapter_card(repo_id)
-            rows = await self._rows(client, base or "", task or ALL_TASKS)
-        except EndpointError as exc:
-            status = warn(str(exc)) if announce else gr.update()
-            return f"⚠️ {md_text(exc)}", "", None, status
-        row = next((r for r in rows if r.repo_id == repo_id), None)
-        # The card itself is shown as the card (Gradio sanitises its HTML); every value
-        # lifted out of it into lineage tables is escaped there.
-        body = card.markdown or "_This adapter has no model card._"
-        # The status line keeps what the reviewer did last; a card loading is no news.
-        return body, lineage_markdown(row, card), revisions_frame(row, card), gr.update()
-
-    async def browse_quietly(self, endpoint, api_key, repo_id, base, task):
-        return await self.browse(endpoint, api_key, repo_id, base, task, announce=False)
-
-    # -- Arena ------------------------------------------------------------------------
-    async def battle(self, endpoint, api_key, base, task, prompt, max_tokens):
-        """Two random models (base included), names hidden until the vote."""
-        hidden = "Names are hidden until you vote."
-        try:
-            if not (prompt or "").strip():
-                raise ValueError("Type a prompt for the arena first.")
-            connection, client = self.connect(endpoint, api_key)
-            if not connection.trusted:
-                raise ValueError(
-                    "The arena runs on the Space's configured endpoint only (its votes are "
-                    "shared): clear the endpoint box to battle, or use Compare here."
-                )
-            rows = await self._rows(client, base or "", task or ALL_TASKS)
-            # Only what the endpoint serves right now: a battle with a dead side is no battle.
-            served = {m.id for m in await client.list_models()}
-            candidates = [base, *(r.repo_id for r in rows if r.repo_id in served)]
-            a, b = pick_pair(candidates, self.rng)
-        except (EndpointError, ValueError) as exc:
-            yield "", "", "", "", hidden, None, warn(str(exc))
-            return
-        pending = {"a": a, "b": b, "prompt": prompt, "base": base, "ok": False}
-        async for pa, pb in stream_side_by_side(client, [a, b], prompt, max_tokens=max_tokens):
-            done = pa.done and pb.done
-            failed = [p.error for p in (pa, pb) if p.error]
-            pending["ok"] = done and not failed
-            status = "Generating…" if not done else "Vote: which answer is better?"
-            if failed and done:
-                # Errors name the model, so the battle is void: no vote on a broken pair.
-                status = warn("This battle failed and cannot be voted on: " + " | ".join(failed))
-            yield (
-                pa.text,
-                pb.text,
-                "" if pa.error else pa.stats.summary(),
-                "" if pb.error else pb.stats.summary(),
-                hidden,
-                dict(pending) if pending["ok"] else None,
-                status,
-            )
-
-    async def vote(
-        self, outcome, pending, votes_cast, endpoint, api_key, base, task, sort_by, desc, metric
-    ):
-        """Record a vote on the finished battle; returns the reveal, the board and the count."""
-        votes_cast = int(votes_cast or 0)
-        reveal, status = gr.update(), None
-        if not pending:
-            status = warn("Start a battle and let both answers finish before voting.")
-        elif votes_cast >= self.votes_per_session:
-            status = warn(
-                f"Vote limit reached: one session may cast {self.votes_per_session} votes "
-                "(LORADOCK_ARENA_VOTES_PER_SESSION). Thank you for reviewing!"
-            )
-        else:
-            a, b = pending["a"], pending["b"]
-            self.arena.record(Vote(a, b, outcome, pending["prompt"], pending["base"]))
-            votes_cast += 1
-            verdict = {"a": "A wins", "b": "B wins", "tie": "a tie"}[outcome]
-            reveal = f"You voted **{verdict}**. A was {md_code(a)}, B was {md_code(b)}."
-            status = "Vote recorded. Start another battle!"
-        board = await self.leaderboard(endpoint, api_key, base, task, sort_by, desc, metric)
-        return (reveal, None, *board[:5], status, votes_cast)
 
 
 def _footer(panel: Any) -> str:
     return f"⚠️ {md_text(panel.error)}" if panel.error else panel.footer()
+
+
+def _diffs(panels: list[Any], base: str | None, done: bool) -> list[Any]:
+    """Each panel's highlighted departures from the base's answer, once all are done."""
+    reference = next((p for p in panels if p.model == base and not p.error), None)
+    updates = []
+    for i in range(MAX_PANELS):
+        p = panels[i] if i < len(panels) else None
+        show = done and reference is not None and p is not None and p is not reference
+        show = show and not p.error
+        if not show:
+            updates.append(gr.update(value=None, visible=False))
+            continue
+        pieces = word_diff(reference.text, p.text)
+        label = f"Against {reference.model}'s answer: {changed_share(pieces):.0%} differs"
+        updates.append(gr.update(value=pieces, visible=True, label=label))
+    return updates
+
+
+def _csv_file(frame: Any, folder: Path) -> str:
+    """The table as a CSV file the download button serves (Gradio copies it to its cache).
+
+    Named by its content, so concurrent sessions never overwrite each other's file and
+    the folder holds one file per distinct table, not one per click.
+    """
+    text = leaderboard_csv(frame)
+    path = folder / f"leaderboard-{hashlib.sha256(text.encode()).hexdigest()[:16]}.csv"
+    if not path.exists():
+        path.write_text(text, encoding="utf-8")
+    return str(path)
 
 
 def build_app(
@@ -312,6 +284,8 @@ def build_app(
     trusted_endpoints: list[str] | None = None,
     lock_endpoint: bool | None = None,
     arena_db: str | Path | None = None,
+    arena_dataset: str | None = None,
+    arena_votes_dir: str | Path | None = None,
     votes_per_session: int | None = None,
 ) -> gr.Blocks:
     """The whole Space as a ``gr.Blocks`` (not launched); None reads the environment."""
@@ -321,6 +295,8 @@ def build_app(
         trusted_endpoints=trusted_endpoints,
         lock_endpoint=lock_endpoint,
         arena_db=arena_db,
+        arena_dataset=arena_dataset,
+        arena_votes_dir=arena_votes_dir,
         votes_per_session=votes_per_session,
     )
     return build_blocks(space)
@@ -336,7 +312,9 @@ def main(argv: list[str] | None = None) -> None:
         app = build_app(endpoint=args.endpoint)
     except (ValueError, EndpointError) as exc:  # a setting that cannot work: say which
         parser.exit(2, f"loradock Space: {exc}\n")
-    app.queue(default_concurrency_limit=8).launch(server_name=args.host, server_port=args.port)
+    app.queue(default_concurrency_limit=8).launch(
+        server_name=args.host, server_port=args.port, css=CSS
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The Space's only way to reach loradock: a small HTTP client for a loradock endpoint.
 
-The Space deploys on its own (``requirements.txt`` holds gradio and httpx only), so this
-module imports nothing from loradock: it speaks the OpenAI-compatible routes
+The Space deploys on its own (from its own ``requirements.txt``), so this module
+imports nothing from loradock: it speaks the OpenAI-compatible routes
 (``/v1/models``, ``/v1/chat/completions`` with SSE streaming) and the server's read-only
-registry routes (``/v1/registry/adapters``, ``/v1/registry/adapters/{org}/{name}/card``).
+registry routes (``/v1/registry/adapters``, ``/v1/registry/adapters/{org}/{name}/card``
+and ``.../files/{path}`` for the files a card links).
 Every failure becomes an :class:`EndpointError` whose message a reviewer can act on.
 """
 
@@ -12,15 +13,33 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import yaml
+
+try:
+    from .records import (
+        AdapterCardView,
+        AdapterRow,
+        GenerationStats,
+        ServedModel,
+        lineage_from_meta,
+        split_card,
+    )
+except ImportError:  # run as a Space: app.py's folder is on sys.path, not the package
+    from records import (  # type: ignore[no-redef]
+        AdapterCardView,
+        AdapterRow,
+        GenerationStats,
+        ServedModel,
+        lineage_from_meta,
+        split_card,
+    )
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 MAX_ROWS = 500  # the server's cap on one registry listing
+MAX_CARD_FILE = 5 * 2**20  # a card image is inlined into the page: keep it small
 
 
 class EndpointError(Exception):
@@ -40,142 +59,12 @@ class ModelGoneError(EndpointError):
     """The endpoint no longer serves that model or adapter (HTTP 404)."""
 
 
-@dataclass(frozen=True)
-class ServedModel:
-    """One entry of ``/v1/models``: a base model (``parent`` None) or an adapter on it."""
-
-    id: str
-    parent: str | None = None
-
-
-@dataclass(frozen=True)
-class AdapterRow:
-    """One registry index row (the registry's ``AdapterRecord``) from ``/v1/registry/adapters``."""
-
-    repo_id: str
-    kind: str = "adapter"  # "adapter", "base" or "merge"
-    base_model: str | None = None
-    base_revision: str | None = None
-    tasks: tuple[str, ...] = ()
-    sha: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)  # "task/metric" -> value
-    aliases: dict[str, str] = field(default_factory=dict)  # alias -> sha ("" when unknown)
-    revisions: tuple[str, ...] = ()
-    datasets: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)  # rank, peft_type, license, ...
-
-    @classmethod
-    def from_json(cls, row: dict[str, Any]) -> AdapterRow:
-        tasks = row.get("tasks")
-        if tasks is None:
-            tasks = [row["task"]] if row.get("task") else []
-        known = {"repo_id", "id", "kind", "base_model", "base_revision", "task", "tasks", "sha"}
-        known |= {"metrics", "aliases", "revisions", "datasets", "tags"}
-        return cls(
-            repo_id=str(row.get("repo_id") or row.get("id") or ""),
-            kind=str(row.get("kind") or "adapter"),
-            base_model=row.get("base_model"),
-            base_revision=row.get("base_revision"),
-            tasks=tuple(str(t) for t in tasks),
-            sha=row.get("sha"),
-            metrics={str(k): float(v) for k, v in _metrics_of(row.get("metrics")).items()},
-            aliases=_aliases_of(row.get("aliases"), row.get("sha")),
-            revisions=tuple(_revision_sha(r) for r in row.get("revisions") or ()),
-            datasets=tuple(str(d) for d in row.get("datasets") or ()),
-            tags=tuple(str(t) for t in row.get("tags") or ()),
-            extra={k: v for k, v in row.items() if k not in known},
-        )
-
-
-@dataclass(frozen=True)
-class AdapterCardView:
-    """An adapter's card as the server renders it: markdown plus lineage facts."""
-
-    repo_id: str
-    markdown: str
-    lineage: dict[str, Any] = field(default_factory=dict)
-    sha: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)  # the card's YAML front matter
-
-
-def split_card(text: str) -> tuple[dict[str, Any], str]:
-    """(YAML front matter, markdown body) of a Hub README; bad YAML keeps the text whole."""
-    if not text.startswith("---"):
-        return {}, text
-    head, sep, body = text[3:].partition("\n---")
-    if not sep:
-        return {}, text
-    try:
-        meta = yaml.safe_load(head) or {}
-    except yaml.YAMLError:
-        return {}, text
-    if not isinstance(meta, dict):
-        return {}, text
-    return meta, body.partition("\n")[2].lstrip("\n")
-
-
-def lineage_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """The lineage facts a loradock card carries in its YAML (see registry/card.py)."""
-    lineage: dict[str, Any] = {}
-    for key, name in (
-        ("base_model", "base_model"),
-        ("base_model_revision", "base_revision"),
-        ("base_model_relation", "relation"),
-        ("datasets", "datasets"),
-        ("license", "license"),
-    ):
-        if meta.get(key):
-            lineage[name] = meta[key]
-    training = meta.get("loradock")
-    if isinstance(training, dict) and training:
-        lineage["training"] = training
-    return lineage
-
-
-@dataclass
-class GenerationStats:
-    """What one streamed generation cost, shown under its output."""
-
-    model: str
-    prompt_tokens: int | None = None
-    completion_tokens: int = 0
-    first_token_s: float | None = None
-    total_s: float = 0.0
-    finish_reason: str | None = None
-
-    def summary(self) -> str:
-        ttft = "n/a" if self.first_token_s is None else f"{self.first_token_s:.2f}s"
-        rate = self.completion_tokens / self.total_s if self.total_s > 0 else 0.0
-        prompt = "?" if self.prompt_tokens is None else str(self.prompt_tokens)
-        return (
-            f"{self.completion_tokens} tokens · prompt {prompt} · first token {ttft} · "
-            f"total {self.total_s:.2f}s · {rate:.1f} tok/s"
-        )
-
-
-def _metrics_of(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return {k: v for k, v in value.items() if isinstance(v, (int, float))}
-    if isinstance(value, list):  # [{"task":..., "metric":..., "value":...}]
-        out = {}
-        for item in value:
-            if isinstance(item, dict) and isinstance(item.get("value"), (int, float)):
-                out[f"{item.get('task')}/{item.get('metric')}"] = item["value"]
-        return out
-    return {}
-
-
-def _aliases_of(value: Any, sha: str | None) -> dict[str, str]:
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):  # a bare list of names points at the row's revision
-        return {str(a): str(sha or "") for a in value}
-    return {}
-
-
-def _revision_sha(value: Any) -> str:
-    return str(value.get("sha", "")) if isinstance(value, dict) else str(value)
+def _repo_parts(repo_id: str) -> tuple[str, str]:
+    """(org, name) of ``repo_id``, each quoted for a URL path."""
+    if repo_id.count("/") != 1 or any(not part for part in repo_id.split("/")):
+        raise EndpointError(f"Adapter name {repo_id!r} is not of the form 'org/name'.")
+    org, name = repo_id.split("/")
+    return quote(org, safe=""), quote(name, safe="")
 
 
 def _error_message(response: httpx.Response) -> tuple[str, str | None]:
@@ -295,9 +184,7 @@ class LoradockClient:
         return [AdapterRow.from_json(r) for r in rows if isinstance(r, dict)]
 
     async def adapter_card(self, repo_id: str) -> AdapterCardView:
-        if repo_id.count("/") != 1 or any(not part for part in repo_id.split("/")):
-            raise EndpointError(f"Adapter name {repo_id!r} is not of the form 'org/name'.")
-        org, name = (quote(part, safe="") for part in repo_id.split("/"))
+        org, name = _repo_parts(repo_id)
         path = f"/v1/registry/adapters/{org}/{name}/card"
         body = await self._get_json(path, f"Reading the card of {repo_id}")
         if not isinstance(body, dict):
@@ -316,6 +203,34 @@ class LoradockClient:
             metadata=meta,
         )
 
+    async def card_file(
+        self, repo_id: str, path: str, *, revision: str | None = None
+    ) -> tuple[bytes, str]:
+        """(content, media type) of a file the card links (``training_loss.png``), read
+        through ``/v1/registry/adapters/{org}/{name}/files/{path}?revision=``."""
+        if ".." in path.split("/") or path.startswith("/") or "://" in path:
+            raise EndpointError(f"Card file {path!r} is not a file of the repo.")
+        org, name = _repo_parts(repo_id)
+        route = f"/v1/registry/adapters/{org}/{name}/files/{quote(path)}"
+        params = {"revision": revision} if revision else None
+        what = f"Reading {path} of {repo_id}"
+        try:
+            async with self._client() as http:
+                response = await http.get(route, params=params)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc, what) from None
+        if response.status_code == 404:  # not a model gone: a file, or a route, missing
+            raise EndpointError(
+                f"{what}: the endpoint has no such file at this revision, or does not serve "
+                "card files (HTTP 404)",
+                status=404,
+            )
+        self._raise_for(response, what)
+        if len(response.content) > MAX_CARD_FILE:
+            raise EndpointError(f"{what}: {len(response.content)} bytes is over the page's limit")
+        media = response.headers.get("content-type", "").split(";")[0].strip()
+        return response.content, media or "application/octet-stream"
+
     async def stream_chat(
         self,
         model: str,
@@ -323,11 +238,15 @@ class LoradockClient:
         *,
         max_tokens: int = 128,
         temperature: float = 0.0,
+        seed: int | None = None,
         stats: GenerationStats | None = None,
     ) -> AsyncIterator[str]:
-        """Yield text deltas of one chat completion; fills ``stats`` as it goes."""
+        """Yield text deltas of one chat completion; fills ``stats`` as it goes.
+
+        ``seed`` makes a sampled answer (``temperature`` > 0) reproducible.
+        """
         stats = stats if stats is not None else GenerationStats(model=model)
-        payload = {
+        payload: dict[str, Any] = {
             "model": model,
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": max_tokens,
@@ -335,6 +254,8 @@ class LoradockClient:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if seed is not None:
+            payload["seed"] = seed
         what = f"Generating with {model}"
         start = time.perf_counter()
         try:

@@ -12,6 +12,16 @@ from typing import Any
 import gradio as gr
 
 MAX_PANELS = 4  # Compare shows 2 to 4 models side by side
+# Passed to ``launch(css=CSS)``. Table headers wrap between words only: "extraction/field_accuracy" stays one line
+# instead of one letter per line in a narrow column.
+CSS = """
+#lb-table th, #lb-table th * { word-break: normal !important; overflow-wrap: normal !important; }
+#lb-table th { min-width: 7rem; }
+#browse-card img { max-width: 100%; }
+#browse-lineage th, #browse-lineage td:first-child { white-space: nowrap; }
+#browse-lineage code { word-break: break-all; }
+"""
+DIFF_COLOURS = {"added": "#bbf7d0", "removed": "#fecaca"}
 
 
 def build_blocks(space: Any) -> gr.Blocks:
@@ -51,11 +61,12 @@ def build_blocks(space: Any) -> gr.Blocks:
                 )
                 example = gr.Dropdown(label="Example prompt", elem_id="compare-example")
                 prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt")
+                expected = gr.Markdown(elem_id="compare-expected")
                 max_tokens = gr.Slider(
                     8, 512, value=64, step=8, label="Max new tokens", elem_id="max-tokens"
                 )
                 run = gr.Button("Generate", variant="primary", elem_id="compare-run")
-                cols, outs, stats = [], [], []
+                cols, outs, stats, diffs = [], [], [], []
                 with gr.Row():
                     for i in range(MAX_PANELS):
                         with gr.Column(visible=False, elem_id=f"compare-col-{i}") as col:
@@ -68,6 +79,16 @@ def build_blocks(space: Any) -> gr.Blocks:
                                 )
                             )
                             stats.append(gr.Markdown(elem_id=f"compare-stats-{i}"))
+                            diffs.append(
+                                gr.HighlightedText(
+                                    label="Against the base model's answer",
+                                    color_map=DIFF_COLOURS,
+                                    combine_adjacent=True,
+                                    show_legend=True,
+                                    visible=False,
+                                    elem_id=f"compare-diff-{i}",
+                                )
+                            )
                         cols.append(col)
             with gr.Tab("Leaderboard", elem_id="tab-leaderboard"):
                 with gr.Row():
@@ -75,8 +96,14 @@ def build_blocks(space: Any) -> gr.Blocks:
                     descending = gr.Checkbox(value=True, label="Descending")
                     metric = gr.Dropdown(label="Plot metric", elem_id="lb-metric")
                     lb_refresh = gr.Button("Refresh leaderboard", elem_id="lb-refresh")
+                    csv = gr.DownloadButton("Download CSV", elem_id="lb-csv")
                 caption = gr.Markdown(elem_id="lb-caption")
-                table = gr.Dataframe(interactive=False, elem_id="lb-table", wrap=True)
+                gr.Markdown(
+                    "`<metric> vs base`: the adapter minus the base model's own result; "
+                    "green is better than the base, red worse (on a general-capability "
+                    "metric, forgetting). `arena_95ci`: the rating's bootstrap 95% interval."
+                )
+                table = gr.Dataframe(interactive=False, elem_id="lb-table", wrap=False)
                 plot = gr.BarPlot(
                     x="model", y="value", y_lim=[0, None], elem_id="lb-plot", height=300
                 )
@@ -92,6 +119,15 @@ def build_blocks(space: Any) -> gr.Blocks:
                             interactive=False,
                             elem_id="browse-revisions",
                         )
+                        with gr.Row():
+                            rev_left = gr.Dropdown(label="Left revision", elem_id="browse-rev-a")
+                            rev_right = gr.Dropdown(label="Right revision", elem_id="browse-rev-b")
+                        rev_metrics = gr.Dataframe(
+                            label="Metrics of the two revisions",
+                            interactive=False,
+                            elem_id="browse-rev-metrics",
+                        )
+                        card_state = gr.State(None)
             with gr.Tab("Arena", elem_id="tab-arena"):
                 gr.Markdown(
                     "Two models answer the same prompt; their names stay hidden until you vote."
@@ -116,9 +152,10 @@ def build_blocks(space: Any) -> gr.Blocks:
         conn = [endpoint, api_key]
         pickers = [base, task, models, adapter, example, status]
         board_in = [*conn, base, task, sort_by, descending, metric]
-        board_out = [caption, table, plot, sort_by, metric, status]
+        board_out = [caption, table, plot, sort_by, metric, csv, status]
         browse_in = [*conn, adapter, base, task]
-        browse_out = [card, lineage, revisions, status]
+        browse_out = [card, lineage, revisions, rev_left, rev_right, rev_metrics, card_state]
+        browse_out.append(status)
 
         def chain(event):
             return event.then(space.leaderboard, board_in, board_out).then(
@@ -129,21 +166,24 @@ def build_blocks(space: Any) -> gr.Blocks:
         chain(refresh.click(space.refresh, [*conn, base, task], pickers))
         chain(base.input(space.refresh, [*conn, base, task], pickers))
         chain(task.input(space.refresh, [*conn, base, task], pickers))
-        example.input(lambda text: text, example, prompt)
+        example.input(space.pick_example, example, [prompt, expected])
+        prompt.input(space.expected, prompt, expected)
         run.click(
             space.compare,
-            [*conn, models, prompt, max_tokens],
-            [*cols, *outs, *stats, status],
+            [*conn, base, models, prompt, max_tokens],
+            [*cols, *outs, *stats, *diffs, expected, status],
         )
         for control in (lb_refresh.click, sort_by.input, descending.input, metric.input):
             control(space.leaderboard, board_in, board_out)
         adapter.input(space.browse, browse_in, browse_out)
+        for pick in (rev_left.input, rev_right.input):
+            pick(space.compare_revisions, [card_state, rev_left, rev_right], rev_metrics)
         fight.click(
             space.battle,
             [*conn, base, task, arena_prompt, max_tokens],
             [out_a, out_b, stats_a, stats_b, reveal, pending, status],
         )
-        vote_out = [reveal, pending, caption, table, plot, sort_by, metric, status, votes_cast]
+        vote_out = [reveal, *board_out, votes_cast]
         for button, outcome in ((vote_a, "a"), (vote_b, "b"), (vote_tie, "tie")):
 
             async def on_vote(*args, outcome=outcome):

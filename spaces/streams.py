@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 try:
-    from .client import EndpointError, GenerationStats, LoradockClient
+    from .client import EndpointError, LoradockClient
+    from .records import GenerationStats
 except ImportError:  # run as a Space: app.py's folder is on sys.path, not the package
-    from client import EndpointError, GenerationStats, LoradockClient  # type: ignore[no-redef]
+    from client import EndpointError, LoradockClient  # type: ignore[no-redef]
+    from records import GenerationStats  # type: ignore[no-redef]
 
 
 @dataclass
@@ -45,8 +47,12 @@ async def stream_side_by_side(
     *,
     max_tokens: int = 128,
     temperature: float = 0.0,
+    seed: int | None = None,
 ) -> AsyncIterator[list[Panel]]:
-    """Yield the list of panels after each burst of progress, ending when all are done."""
+    """Yield the list of panels after each burst of progress, ending when all are done.
+
+    Greedy by default (Compare); the arena samples with ``temperature`` and a ``seed``.
+    """
     panels = [Panel(model=m) for m in models]
     changed: asyncio.Queue[int] = asyncio.Queue()
 
@@ -58,6 +64,7 @@ async def stream_side_by_side(
                 prompt,
                 max_tokens=max_tokens,
                 temperature=temperature,
+                seed=seed,
                 stats=panel.stats,
             ):
                 panel.text += delta

@@ -1,48 +1,42 @@
-"""What the tabs display, computed from registry rows and arena standings (no Gradio here).
+"""What the Leaderboard shows, computed from registry rows and arena standings (no Gradio).
 
 Kept apart from the layout so the numbers a reviewer sees are unit-testable: the
-leaderboard's columns (task metric first, then general-capability metrics, then arena
-Elo and win rate), its sorting, and the Browse tab's lineage summary.
+columns (each task's metrics together, then general-capability metrics, each followed by
+its change against the base model's own row, then the arena's Bradley-Terry rating with
+its 95% interval), the colours of those changes, sorting, the plot data and the CSV.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 try:
-    from .arena import Standing
-    from .client import AdapterCardView, AdapterRow
-    from .markup import md_code, md_text
+    from .ratings import Standing
+    from .records import AdapterRow
 except ImportError:  # run as a Space: app.py's folder is on sys.path, not the package
-    from arena import Standing  # type: ignore[no-redef]
-    from client import AdapterCardView, AdapterRow  # type: ignore[no-redef]
-    from markup import md_code, md_text  # type: ignore[no-redef]
+    from ratings import Standing  # type: ignore[no-redef]
+    from records import AdapterRow  # type: ignore[no-redef]
 
-EXAMPLES_PATH = Path(__file__).with_name("examples.json")
-ARENA_COLUMNS = ["arena_elo", "arena_win_rate", "arena_games"]
+ARENA_COLUMNS = ["arena_rating", "arena_95ci", "arena_win_rate", "arena_games"]
 DELTA_SUFFIX = " vs base"
-
-
-def load_examples(path: Path = EXAMPLES_PATH) -> dict[str, list[str]]:
-    """Example prompts per task (the Space cannot read training files once deployed)."""
-    with path.open(encoding="utf-8") as f:
-        data = json.load(f)
-    return {str(task): [str(p) for p in prompts] for task, prompts in data.items()}
+INFO_COLUMNS = ("kind", "base_model", "tasks", "arena_95ci")
+BETTER, WORSE = "color: #15803d; font-weight: 600", "color: #b91c1c; font-weight: 600"
+# Metrics where a smaller value is the better one; a rise there is forgetting.
+_LOWER_IS_BETTER = ("perplexity", "loss", "error", "wer", "cer")
 
 
 def metric_columns(rows: Iterable[AdapterRow], task: str | None) -> tuple[list[str], list[str]]:
     """(task metric keys, other metric keys): the chosen task's metrics go first.
 
     Metrics of a task no row was trained for are general-capability checks (forgetting,
-    perplexity), so they sit beside the task metric.
+    perplexity), so they sit beside the task metric. Keys sort by task, so each task's
+    metrics stay together under its name.
     """
     rows = list(rows)
-    trained = {t for r in rows for t in r.tasks}
+    trained = {t for r in rows if r.kind != "base" for t in r.tasks}
     keys = sorted({k for r in rows for k in r.metrics})
     if task:
         first = [k for k in keys if k.split("/", 1)[0] == task]
@@ -51,6 +45,11 @@ def metric_columns(rows: Iterable[AdapterRow], task: str | None) -> tuple[list[s
     general = [k for k in keys if k.split("/", 1)[0] not in trained and k not in first]
     rest = [k for k in keys if k not in first and k not in general]
     return first, general + rest
+
+
+def lower_is_better(metric: str) -> bool:
+    name = metric.removesuffix(DELTA_SUFFIX).rsplit("/", 1)[-1].lower()
+    return any(word in name for word in _LOWER_IS_BETTER)
 
 
 def leaderboard_frame(
@@ -65,39 +64,39 @@ def leaderboard_frame(
     """One row per model: the rows given, plus any model that only played in the arena.
 
     ``base_model`` names the base being compared, so its arena record reads as "base";
-    when its own eval row is among ``rows``, each general-capability metric gets a
-    "<metric> vs base" column beside it: a negative value there is forgetting.
+    when its own eval row is among ``rows``, each metric it has gets a "<metric> vs base"
+    column beside it: the adapter's value minus the base's.
     """
     task_cols, other_cols = metric_columns(rows, task)
     base_row = next((r for r in rows if r.kind == "base" and r.repo_id == base_model), None)
-    deltas = {k: k + DELTA_SUFFIX for k in other_cols if base_row and k in base_row.metrics}
+    base_metrics = base_row.metrics if base_row else {}
+    metrics = task_cols + other_cols
+    deltas = {k: k + DELTA_SUFFIX for k in metrics if k in base_metrics}
     by_model = {s.model: s for s in standings}
     records: list[dict[str, Any]] = []
-    seen = set()
     for row in rows:
-        seen.add(row.repo_id)
         record: dict[str, Any] = {
             "model": row.repo_id,
             "kind": row.kind,
             "base_model": row.base_model or "",
             "tasks": ", ".join(row.tasks),
         }
-        for key in task_cols + other_cols:
+        for key in metrics:
             value = row.metrics.get(key)
             record[key] = None if value is None else round(value, 4)  # 0.30000000000000004
-            if key in deltas and base_row is not None:
-                record[deltas[key]] = (
-                    None if value is None else round(value - base_row.metrics[key], 4)
-                )
+            if key in deltas:
+                change = None if value is None else round(value - base_metrics[key], 4)
+                record[deltas[key]] = change
         records.append(_with_arena(record, by_model.get(row.repo_id)))
+    seen = {r.repo_id for r in rows}
     for standing in standings:  # the base model, or adapters no longer in the index
         if standing.model not in seen:
             kind = "base" if standing.model == base_model else "arena only"
             record = {"model": standing.model, "kind": kind, "base_model": "", "tasks": ""}
-            record.update({key: None for key in task_cols + other_cols})
+            record.update({key: None for key in metrics})
             records.append(_with_arena(record, standing))
-    general = [c for key in other_cols for c in (key, deltas.get(key)) if c]
-    columns = ["model", "kind", "base_model", "tasks", *task_cols, *general, *ARENA_COLUMNS]
+    grouped = [c for key in metrics for c in (key, deltas.get(key)) if c]
+    columns = ["model", "kind", "base_model", "tasks", *grouped, *ARENA_COLUMNS]
     return sort_frame(pd.DataFrame.from_records(records, columns=columns), sort_by, descending)
 
 
@@ -111,14 +110,44 @@ def sort_frame(frame: pd.DataFrame, sort_by: str | None, descending: bool = True
 
 
 def _with_arena(record: dict[str, Any], standing: Standing | None) -> dict[str, Any]:
-    record["arena_elo"] = round(standing.elo, 1) if standing else None
+    record["arena_rating"] = round(standing.rating, 1) if standing else None
+    record["arena_95ci"] = standing.interval() if standing else ""
     record["arena_win_rate"] = round(standing.win_rate, 3) if standing else None
     record["arena_games"] = standing.games if standing else 0
     return record
 
 
+def delta_style(column: str, value: Any) -> str:
+    """The colour of one "vs base" cell: green where the adapter beats the base, red where
+    it falls behind (forgetting), none where equal or unknown."""
+    if not column.endswith(DELTA_SUFFIX) or value is None or pd.isna(value) or value == 0:
+        return ""
+    better = value < 0 if lower_is_better(column) else value > 0
+    return BETTER if better else WORSE
+
+
+def styled(frame: pd.DataFrame) -> Any:
+    """The frame with its "vs base" cells coloured (a pandas Styler, as gr.Dataframe takes)."""
+    styler = frame.style
+    for column in (c for c in frame.columns if c.endswith(DELTA_SUFFIX)):
+        styler = styler.map(lambda v, c=column: delta_style(c, v), subset=[column])
+    return styler.format(_shown)
+
+
+def _shown(value: Any) -> str:
+    """A cell as text: numbers without trailing zeros (0.3, not 0.300000), blanks for unknown."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def leaderboard_csv(frame: pd.DataFrame) -> str:
+    """The table as CSV text, the columns as shown, empty cells for unknown values."""
+    return frame.to_csv(index=False, lineterminator="\n")
+
+
 def sortable_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in ("kind", "base_model", "tasks")]
+    return [c for c in frame.columns if c not in INFO_COLUMNS]
 
 
 def plot_frame(frame: pd.DataFrame, metric: str | None) -> pd.DataFrame:
@@ -131,74 +160,9 @@ def plot_frame(frame: pd.DataFrame, metric: str | None) -> pd.DataFrame:
 
 
 def default_metric(frame: pd.DataFrame, task: str | None) -> str:
-    """The task's first metric when there is one, else arena Elo."""
+    """The task's first metric when there is one, else the arena rating."""
     for col in frame.columns:
-        if task and col.startswith(f"{task}/"):
+        if task and col.startswith(f"{task}/") and not col.endswith(DELTA_SUFFIX):
             return col
-    metrics = [c for c in frame.columns if "/" in c]
-    return metrics[0] if metrics else "arena_elo"
-
-
-def lineage_markdown(row: AdapterRow | None, card: AdapterCardView) -> str:
-    """Where the adapter comes from: base + revision, data sets, training config.
-
-    Every value comes from a card or an index row, so each is escaped (see markup.py).
-    """
-    lineage = dict(card.lineage)
-    base = lineage.get("base_model") or (row.base_model if row else None) or "unknown"
-    base_rev = lineage.get("base_revision") or (row.base_revision if row else None)
-    datasets = lineage.get("datasets") or (list(row.datasets) if row else [])
-    if isinstance(datasets, str):  # one data set written as a bare string
-        datasets = [datasets]
-    sha = card.sha or (row.sha if row else None) or "?"
-    blocks = [
-        f"**Adapter:** {md_code(card.repo_id)} at {md_code(sha)}",
-        f"**Base model:** {md_code(base)}"
-        + (f" @ {md_code(base_rev)}" if base_rev else " (revision not pinned)"),
-        "**Data sets:** "
-        + (", ".join(md_code(d) for d in datasets) if datasets else "not recorded"),
-    ]
-    if row and row.tasks:
-        blocks.append("**Tasks:** " + ", ".join(md_text(t) for t in row.tasks))
-    training = lineage.get("training")
-    if isinstance(training, dict) and training:
-        blocks.append(_table("Training config", training))
-    shown = {"base_model", "base_revision", "datasets", "training", "revisions", "aliases"}
-    others = {k: v for k, v in lineage.items() if k not in shown}
-    if others:
-        blocks.append(_table("Other lineage", others))
-    return "\n\n".join(blocks)
-
-
-def _table(title: str, values: dict[str, Any]) -> str:
-    rows = [
-        f"| {md_text(_short(k))} | {md_code(_short(v), in_table=True)} |" for k, v in values.items()
-    ]
-    return f"**{title}**\n\n| key | value |\n|---|---|\n" + "\n".join(rows)
-
-
-def revisions_frame(row: AdapterRow | None, card: AdapterCardView) -> pd.DataFrame:
-    """Each known revision with the aliases pointing at it (newest first as the server lists)."""
-    lineage = card.lineage
-    revisions = [
-        str(r.get("sha", r)) if isinstance(r, dict) else str(r)
-        for r in lineage.get("revisions") or ()
-    ]
-    aliases = lineage.get("aliases") or (row.aliases if row else {})
-    if isinstance(aliases, list):
-        aliases = {str(a): (row.sha if row else "") or "" for a in aliases}
-    if not revisions and row:
-        revisions = list(row.revisions) or ([row.sha] if row.sha else [])
-    records = []
-    for sha in revisions:
-        names = [a for a, target in aliases.items() if target and target == sha]
-        records.append({"revision": sha, "aliases": ", ".join(sorted(names))})
-    for alias, target in aliases.items():  # aliases whose target the list did not include
-        if not target or target not in revisions:
-            records.append({"revision": target or "(unknown)", "aliases": alias})
-    return pd.DataFrame.from_records(records, columns=["revision", "aliases"])
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    metrics = [c for c in frame.columns if "/" in c and not c.endswith(DELTA_SUFFIX)]
+    return metrics[0] if metrics else "arena_rating"

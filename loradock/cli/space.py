@@ -27,6 +27,23 @@ def run_command(
         Path | None,
         typer.Option("--arena-db", envvar="LORADOCK_ARENA_DB", help="SQLite file for votes"),
     ] = None,
+    arena_dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--arena-dataset",
+            envvar="LORADOCK_ARENA_DATASET",
+            help="Hub dataset repo (ORG/NAME) the votes are also committed to, so a rebuilt "
+            "Space keeps them (HF_ENDPOINT, HF_TOKEN)",
+        ),
+    ] = None,
+    arena_votes_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--arena-votes-dir",
+            envvar="LORADOCK_ARENA_VOTES_DIR",
+            help="Folder the votes are also written to (instead of a dataset repo)",
+        ),
+    ] = None,
     trusted_endpoint: Annotated[
         list[str] | None,
         typer.Option(
@@ -57,6 +74,7 @@ def run_command(
     """Serve the Space on HOST:PORT, talking to a loradock endpoint over HTTP."""
     from loradock.spaces.app import build_app
     from loradock.spaces.client import EndpointError
+    from loradock.spaces.layout import CSS
 
     try:
         demo = build_app(
@@ -65,11 +83,13 @@ def run_command(
             trusted_endpoints=trusted_endpoint or None,
             lock_endpoint=lock_endpoint,
             arena_db=arena_db,
+            arena_dataset=arena_dataset,
+            arena_votes_dir=arena_votes_dir,
             votes_per_session=votes_per_session,
         )
     except (ValueError, EndpointError) as exc:
         raise ConfigError("The Space cannot start with these settings", [str(exc)]) from None
-    demo.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port)
+    demo.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port, css=CSS)
 
 
 @app.command("deploy")

@@ -368,6 +368,10 @@ def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 
     async def resolve_space(request: Request, ns: str, name: str, revision: str, path: str):
         return _resolve(request, "spaces", f"{ns}/{name}", revision, path)
 
+    @app.api_route("/datasets/{ns}/{name}/resolve/{revision}/{path:path}", methods=["GET", "HEAD"])
+    async def resolve_dataset(request: Request, ns: str, name: str, revision: str, path: str):
+        return _resolve(request, "datasets", f"{ns}/{name}", revision, path)
+
     @app.api_route("/{ns}/{name}/resolve/{revision}/{path:path}", methods=["GET", "HEAD"])
     async def resolve(request: Request, ns: str, name: str, revision: str, path: str):
         return _resolve(request, "models", f"{ns}/{name}", revision, path)

@@ -24,6 +24,14 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 TIMEOUT_MS = 30_000
+TABLE_JS = """(id) => {
+  const root = document.getElementById(id);
+  const head = [...root.querySelectorAll('thead th')].map(th => th.innerText.trim());
+  // Body rows are virtual: divs with grid roles, only those scrolled into view rendered.
+  const rows = [...root.querySelectorAll('div[role=row]')].map(row =>
+    [...row.querySelectorAll('[role=gridcell]')].map(cell => cell.innerText.trim()));
+  return {head, rows};
+}"""
 
 if not Path(CHROMIUM).exists():
     pytest.skip(
@@ -37,9 +45,11 @@ pytest.importorskip("gradio", reason="gradio not installed")
 @contextmanager
 def launched(demo) -> Iterator[str]:
     """Serve a built Space (``build_app(...)``) on a free port; yields its URL."""
+    from loradock.spaces.layout import CSS
+
     port = free_port()
     demo.queue().launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS
     )
     try:
         yield f"http://127.0.0.1:{port}/"
@@ -47,17 +57,37 @@ def launched(demo) -> Iterator[str]:
         demo.close()
 
 
+def open_page(browser, url: str, *, connected: str = "Connected"):
+    """A new page of ``browser`` on ``url``, once the status line reads ``connected``."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    sync_api.expect(page.locator("#status")).to_contain_text(connected, timeout=TIMEOUT_MS)
+    return page
+
+
 @contextmanager
 def browser_page(url: str, *, connected: str = "Connected") -> Iterator:
-    """A Chromium page on ``url``, once the status line reads ``connected``."""
+    """A Chromium page on ``url``, once the status line reads ``connected``.
+
+    One per test module: Playwright's sync API runs one at a time in a process, so a
+    test that needs another page opens it with ``open_page(page.context.browser, url)``.
+    """
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(url)
-            sync_api.expect(page.locator("#status")).to_contain_text(connected, timeout=TIMEOUT_MS)
-            yield page
+            yield open_page(browser, url, connected=connected)
         finally:
             browser.close()
+
+
+def settle(page) -> None:
+    """Wait until no output shows Gradio's "processing" overlay (for a clean screenshot)."""
+    sync_api.expect(page.get_by_text("processing |")).to_have_count(0)
+
+
+def table(page, elem_id: str) -> list[dict[str, str]]:
+    """The rows of a gr.Dataframe as the page shows them, keyed by header."""
+    data = page.evaluate(TABLE_JS, elem_id)
+    return [dict(zip(data["head"], row, strict=False)) for row in data["rows"]]

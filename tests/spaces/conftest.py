@@ -25,10 +25,16 @@ REAL_ADAPTERS = [
 
 
 @pytest.fixture(scope="module")
-def standin_url():
-    """A stand-in endpoint (no API key) for the module's tests."""
-    with run_server(create_standin(token_delay=0.01)) as url:
-        yield url
+def standin():
+    """A stand-in endpoint (no API key) for the module's tests: (FastAPI app, URL)."""
+    app = create_standin(token_delay=0.01)
+    with run_server(app) as url:
+        yield app, url
+
+
+@pytest.fixture(scope="module")
+def standin_url(standin):
+    return standin[1]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 BASE = "tiny/base"
 ADAPTERS = {
@@ -35,13 +35,52 @@ ADAPTERS = {
     "acme/gone": {"tasks": ["dates"], "metrics": {"dates/exact_match": 0.1}},
 }
 SHA = "a" * 40
+OLD_SHA = "c" * 40
 BASE_METRICS = {"dates/exact_match": 0.05, "general_mc/acc": 0.45}
+LOSS_PLOT = "training_loss.png"
+# The card's ``loradock:`` block as training/job.py writes it (a local output_dir included).
+JOB_YAML = "name: dates-r8\nseed: 42\noutput_dir: /home/alice/runs/dates-r8\nlora:\n  r: 8\n"
+TRAINING = {
+    "job": {"name": "dates-r8", "seed": 42, "output_dir": "/home/alice/runs/dates-r8"},
+    "job_yaml": JOB_YAML,
+    "hyperparameters": {"lora": {"r": 8, "lora_alpha": 16}, "learning_rate": 0.0002},
+    "seed": 42,
+    "dataset": {"name": "loradock/dates", "format": "instruction", "sha256": "d" * 64},
+    "base_model": {"id": BASE, "revision": "b" * 40},
+    "libraries": {"torch": "2.5.1", "peft": "0.13.2", "transformers": "4.46.0"},
+    "loss_plot": LOSS_PLOT,
+}
 
 
-def canned_answer(model: str, prompt: str) -> str:
-    """Input-dependent: the model's short name, then the prompt's words reversed."""
+def png_bytes(width: int = 240, height: int = 120) -> bytes:
+    """A valid greyscale PNG of a falling curve on white: the card's stand-in loss plot."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    curve = [5 + int((height - 10) * (1 - 0.8 * 2.0 ** (-x / 30))) for x in range(width)]
+    rows = []
+    for y in range(height):
+        pixels = bytes(0 if abs(y - curve[x]) <= 1 else 255 for x in range(width))
+        rows.append(b"\x00" + pixels)  # filter byte 0, then one grey byte per pixel
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+        + chunk(b"IEND", b"")
+    )
+
+
+def canned_answer(model: str, prompt: str, seed: int | None = None) -> str:
+    """Input-dependent: the model's short name, then the prompt's words reversed; a
+    sampled request (a seed) ends with its seed, so it never equals the greedy answer."""
     words = prompt.split()[::-1][:12]
-    return f"[{model.split('/')[-1]}] " + " ".join(words)
+    sampled = [] if seed is None else [f"#{seed}"]
+    return f"[{model.split('/')[-1]}] " + " ".join(words + sampled)
 
 
 def _row(repo_id: str) -> dict:
@@ -71,6 +110,7 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
 
 def create_standin(*, api_key: str | None = None, token_delay: float = 0.0) -> FastAPI:
     app = FastAPI()
+    app.state.chats = []  # every chat request's body, for tests to inspect
     served = {BASE} | {a for a in ADAPTERS if a != "acme/gone"}
 
     @app.middleware("http")
@@ -111,26 +151,40 @@ def create_standin(*, api_key: str | None = None, token_delay: float = 0.0) -> F
             f"base_model_revision: {row['base_revision']}\n"
             "base_model_relation: adapter\n"
             f"datasets:\n- {row['datasets'][0]}\n"
-            "loradock:\n  r: 8\n  lora_alpha: 16\n  learning_rate: 0.0002\n"
+            f"loradock: {json.dumps(TRAINING)}\n"
             "---\n\n"
-            f"# {repo_id}\n\nA LoRA adapter of `{BASE}` for {row['tasks'][0]}.\n"
+            f"# {repo_id}\n\nA LoRA adapter of `{BASE}` for {row['tasks'][0]}.\n\n"
+            f"![training loss]({LOSS_PLOT})\n"
         )
+        older = {k: round(v - 0.1, 4) for k, v in row["metrics"].items()}
         return {
             "repo_id": repo_id,
             "sha": SHA,
             "card": card,
-            "revisions": [dict(row, sha=SHA), dict(row, sha="c" * 40, is_latest=False)],
+            "revisions": [
+                dict(row, sha=SHA),
+                dict(row, sha=OLD_SHA, is_latest=False, metrics=older),
+            ],
             "aliases": {"prod": SHA} if row["aliases"] else {},
         }
+
+    # The card's own files by revision: the route the Space asks the server for.
+    @app.get("/v1/registry/adapters/{org}/{name}/files/{path:path}")
+    async def card_file(org: str, name: str, path: str, revision: str | None = None):
+        if f"{org}/{name}" not in ADAPTERS or path != LOSS_PLOT or revision not in (None, SHA):
+            return _error(404, f"No file {path!r} at {revision!r}", "not_found")
+        return Response(png_bytes(), media_type="image/png")
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await request.json()
+        app.state.chats.append(body)
         model = body.get("model")
         if model not in served:
             return _error(404, f"The model {model!r} does not exist", "model_not_found")
         prompt = body["messages"][-1]["content"]
-        tokens = canned_answer(model, prompt).split(" ")[: int(body.get("max_tokens", 16))]
+        seed = body.get("seed") if body.get("temperature", 1.0) > 0 else None
+        tokens = canned_answer(model, prompt, seed).split(" ")[: int(body.get("max_tokens", 16))]
         if not body.get("stream"):
             text = " ".join(tokens)
             return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}

@@ -1,77 +1,25 @@
-"""Arena: Elo arithmetic, win rates, durable votes, blind pairing."""
+"""Arena store: durable votes, one vote per battle, seeded battles, the copy that
+outlives the local disk (a folder, or a dataset repo on a Hub-API server)."""
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 
 import pytest
 
 from loradock.spaces.arena import (
-    INITIAL_ELO,
     Arena,
+    DuplicateVoteError,
     Vote,
     default_db_path,
-    elo_update,
-    expected_score,
+    new_battle,
     pick_pair,
-    standings,
 )
+from loradock.spaces.vote_log import FolderVoteLog, HubVoteLog, open_vote_log, push_minutes
 
-
-def test_expected_score_is_a_half_between_equals_and_symmetric():
-    assert expected_score(1000, 1000) == pytest.approx(0.5)
-    assert expected_score(1400, 1000) == pytest.approx(10 / 11)  # 400 points: odds of 10 to 1
-    assert expected_score(1200, 1000) + expected_score(1000, 1200) == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize(
-    ("ra", "rb", "outcome", "new_a", "new_b"),
-    [
-        (1000, 1000, "a", 1016.0, 984.0),
-        (1000, 1000, "b", 984.0, 1016.0),
-        (1000, 1000, "tie", 1000.0, 1000.0),
-        (1400, 1000, "a", 1400 + 32 / 11, 1000 - 32 / 11),  # the favourite gains little
-        (1400, 1000, "b", 1400 - 320 / 11, 1000 + 320 / 11),  # an upset moves a lot
-        (1400, 1000, "tie", 1400 - 32 * (10 / 11 - 0.5), 1000 + 32 * (10 / 11 - 0.5)),
-    ],
-)
-def test_elo_update_matches_the_formula(ra, rb, outcome, new_a, new_b):
-    a, b = elo_update(ra, rb, outcome)
-    assert a == pytest.approx(new_a)
-    assert b == pytest.approx(new_b)
-    assert a + b == pytest.approx(ra + rb)  # rating points are conserved
-
-
-@pytest.mark.parametrize("outcome", ["A", "left", "", "draw"])
-def test_elo_update_rejects_unknown_outcomes(outcome):
-    with pytest.raises(ValueError, match=repr(outcome)):
-        elo_update(1000, 1000, outcome)
-
-
-def test_standings_replay_votes_in_order_with_win_rates():
-    votes = [
-        Vote("x", "y", "a"),
-        Vote("x", "z", "a"),
-        Vote("y", "z", "tie"),
-        Vote("z", "x", "a"),
-    ]
-    table = {s.model: s for s in standings(votes)}
-    assert (table["x"].wins, table["x"].losses, table["x"].ties, table["x"].games) == (2, 1, 0, 3)
-    assert table["x"].win_rate == pytest.approx(2 / 3)
-    assert table["y"].win_rate == pytest.approx(0.25)  # one loss, one tie
-    assert table["z"].win_rate == pytest.approx(0.5)  # loss, tie, win
-    # Replaying by hand gives the same ratings.
-    r = {"x": INITIAL_ELO, "y": INITIAL_ELO, "z": INITIAL_ELO}
-    for v in votes:
-        r[v.model_a], r[v.model_b] = elo_update(r[v.model_a], r[v.model_b], v.outcome)
-    for model, rating in r.items():
-        assert table[model].elo == pytest.approx(rating)
-    assert [s.model for s in standings(votes)] == sorted(r, key=lambda m: -r[m])
-
-
-def test_no_games_means_no_win_rate():
-    assert standings([]) == []
+pytest_plugins = ["hubserver.fixtures"]
 
 
 def test_votes_survive_reopening_the_database(tmp_path):
@@ -91,10 +39,44 @@ def test_votes_survive_reopening_the_database(tmp_path):
     assert len(reopened.votes(base_model="base")) == 2
     by_model = {s.model: s for s in reopened.standings(base_model="base")}
     assert set(by_model) == {"acme/a", "acme/b", "base"}
-    assert by_model["acme/a"].elo == pytest.approx(1016.0)
-    # Plain sqlite3 sees the same rows: the file is the record.
-    with sqlite3.connect(path) as db:
+    assert by_model["acme/a"].rating > by_model["base"].rating  # a won, b tied base
+    with sqlite3.connect(path) as db:  # plain sqlite3 sees the same rows: the file is the record
         assert db.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == 3
+
+
+def test_one_vote_per_battle(tmp_path):
+    arena = Arena(tmp_path / "arena.sqlite")
+    battle = new_battle(["base", "acme/a"], "p", "base", random.Random(0))
+    arena.record(Vote.on(battle, "a"))
+    with pytest.raises(DuplicateVoteError, match="already has its vote"):
+        arena.record(Vote.on(battle, "b"))
+    assert [v.outcome for v in arena.votes()] == ["a"]
+    other = new_battle(["base", "acme/a"], "p", "base", random.Random(0))
+    assert other.id != battle.id  # ids are fresh even from the same rng
+    arena.record(Vote.on(other, "b"))
+    assert len(arena.votes()) == 2
+
+
+def test_battles_draw_their_seed_from_the_rng():
+    seeds = {new_battle(["x", "y"], "p", None, random.Random(n)).seed for n in range(20)}
+    assert len(seeds) == 20
+    assert new_battle(["x", "y"], "p", None, random.Random(5)).seed == (
+        new_battle(["x", "y"], "p", None, random.Random(5)).seed
+    )
+
+
+def test_a_database_from_before_battle_ids_gains_them(tmp_path):
+    path = tmp_path / "arena.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE votes (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,"
+            " model_a TEXT NOT NULL, model_b TEXT NOT NULL, outcome TEXT NOT NULL,"
+            " prompt TEXT NOT NULL DEFAULT '', base_model TEXT)"
+        )
+        db.execute("INSERT INTO votes VALUES (1, 't', 'x', 'y', 'a', '', 'b')")
+    arena = Arena(path)
+    arena.record(Vote("x", "y", "b", battle_id="B1", seed=3))
+    assert [(v.battle_id, v.seed) for v in arena.votes()] == [(None, None), ("B1", 3)]
 
 
 @pytest.mark.parametrize(
@@ -111,6 +93,73 @@ def test_bad_votes_are_refused_and_nothing_is_stored(tmp_path, vote, message):
     with pytest.raises(ValueError, match=message):
         arena.record(vote)
     assert arena.votes() == []
+
+
+def test_a_fresh_disk_reads_the_votes_back_from_the_folder(tmp_path):
+    log_dir = tmp_path / "shared-votes"
+    first = Arena(tmp_path / "disk1" / "arena.sqlite", log=FolderVoteLog(log_dir))
+    for n, outcome in enumerate(("a", "tie")):
+        first.record(Vote("acme/a", "base", outcome, "p", "base", battle_id=f"B{n}", seed=n))
+    second = Arena(tmp_path / "disk2" / "arena.sqlite", log=FolderVoteLog(log_dir))
+    assert second.restored == 2
+    assert [(v.battle_id, v.outcome, v.seed) for v in second.votes()] == [
+        ("B0", "a", 0),
+        ("B1", "tie", 1),
+    ]
+    second.record(Vote("acme/a", "base", "b", battle_id="B2"))
+    assert len(list(log_dir.glob("*.jsonl"))) == 2  # one file per process: no overwriting
+    third = Arena(tmp_path / "disk2" / "arena.sqlite", log=FolderVoteLog(log_dir))
+    assert third.restored == 0 and len(third.votes()) == 3  # read twice, stored once
+
+
+def test_a_torn_line_in_the_log_is_skipped(tmp_path):
+    (tmp_path / "log").mkdir()
+    good = {"model_a": "x", "model_b": "y", "outcome": "a", "battle_id": "B1"}
+    (tmp_path / "log" / "old.jsonl").write_text(json.dumps(good) + '\n{"model_a": "x", "mo')
+    arena = Arena(tmp_path / "arena.sqlite", log=FolderVoteLog(tmp_path / "log"))
+    assert arena.restored == 1
+
+
+def test_votes_reach_a_dataset_repo_and_come_back_on_a_fresh_disk(tmp_path, hub_server):
+    log = HubVoteLog(
+        "acme/arena-votes", endpoint=hub_server.url, token=hub_server.token, staging=tmp_path / "s1"
+    )
+    first = Arena(tmp_path / "disk1" / "arena.sqlite", log=log)
+    first.record(Vote("acme/a", "base", "a", "p", "base", battle_id="B1", seed=9))
+    log.push_now()
+    log.scheduler.stop()
+    fresh = HubVoteLog(
+        "acme/arena-votes", endpoint=hub_server.url, token=hub_server.token, staging=tmp_path / "s2"
+    )
+    second = Arena(tmp_path / "disk2" / "arena.sqlite", log=fresh)
+    fresh.scheduler.stop()
+    assert second.restored == 1
+    assert [(v.model_a, v.outcome, v.battle_id, v.seed) for v in second.votes()] == [
+        ("acme/a", "a", "B1", 9)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LORADOCK_ARENA_DATASET": "no-slash"}, "'org/name'"),
+        ({"LORADOCK_ARENA_DATASET": "a/b", "LORADOCK_ARENA_VOTES_DIR": "/x"}, "not both"),
+        ({"LORADOCK_ARENA_PUSH_MINUTES": "0", "LORADOCK_ARENA_DATASET": "a/b"}, "positive"),
+    ],
+)
+def test_vote_log_settings_that_cannot_work_are_refused(monkeypatch, env, message):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match=message):
+        open_vote_log()
+
+
+def test_no_vote_log_unless_configured(monkeypatch, tmp_path):
+    monkeypatch.delenv("LORADOCK_ARENA_DATASET", raising=False)
+    monkeypatch.delenv("LORADOCK_ARENA_VOTES_DIR", raising=False)
+    assert open_vote_log() is None
+    assert isinstance(open_vote_log(folder=tmp_path), FolderVoteLog)
+    assert push_minutes("0.5") == 0.5
 
 
 def test_db_path_comes_from_the_environment(tmp_path, monkeypatch):

@@ -2,8 +2,9 @@
 
 The Space talks to a real ``loradock serve`` (PEFT engine, tiny random model, local
 registry). A reviewer's path: pick models, submit a prompt, see each streamed output; hit
-an adapter that is gone and read the message; vote in the arena and see the leaderboard
-change; read a card. Screenshots land in artifacts/screenshots/ (gitignored).
+an adapter that is gone and read the message; read the base row and the changes against
+it; vote in the arena (one vote per battle) and see Bradley-Terry ratings with intervals;
+read a card. Screenshots land in artifacts/screenshots/ (gitignored).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from browser import SCREENSHOTS, browser_page, launched, sync_api
+from browser import SCREENSHOTS, browser_page, launched, settle, sync_api, table
 from space_standin import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -91,27 +92,30 @@ def test_a_gone_adapter_reads_as_a_message_not_a_traceback(page, real_endpoint):
     page.screenshot(path=str(SCREENSHOTS / "compare-error.png"), full_page=True)
 
 
-def _leaderboard_text(page, votes: int) -> str:
+def _leaderboard(page, votes: int) -> dict[str, dict[str, str]]:
     _open_tab(page, "Leaderboard")
     page.locator("#lb-refresh").click()
     sync_api.expect(page.locator("#lb-caption")).to_contain_text(f"{votes} arena vote(s)")
-    table = page.locator("#lb-table")
-    sync_api.expect(table).to_contain_text("acme/dates-a")
-    page.wait_for_timeout(500)  # let the table and plot finish rendering for the screenshot
-    return table.inner_text()
+    sync_api.expect(page.locator("#lb-table")).to_contain_text("acme/dates-a")
+    settle(page)
+    return {row["model"]: row for row in table(page, "lb-table")}
 
 
-def test_arena_votes_change_the_leaderboard(page):
+def test_arena_votes_move_bradley_terry_ratings_with_intervals(page):
     _pick(page, "task", "dates")  # the arena draws from this task's adapters and the base
     sync_api.expect(page.locator("#status")).to_contain_text("task dates")
-    before = _leaderboard_text(page, votes=0)
+    before = _leaderboard(page, votes=0)
     assert "acme/extract-a" not in before  # filtered by task
-    assert "0.3" in before and "0.45" in before  # dates-b's task metric and general_mc/acc
-    assert "1016" not in before  # no votes yet
+    # The base row carries the base's own eval result; each adapter's change against it.
+    assert before["tiny/base"]["kind"] == "base"
+    assert before["tiny/base"]["general_mc/acc"] == "0.55"
+    assert before["acme/dates-b"]["general_mc/acc"] == "0.45"
+    assert before["acme/dates-b"]["general_mc/acc vs base"] == "-0.1"
+    assert all(row["arena_rating"] == "" for row in before.values())  # no votes yet
 
     _open_tab(page, "Arena")
     _textarea(page, "arena-prompt").fill("March 3, 24")
-    reveals = []
+    battles = []
     for round_ in range(3):
         page.locator("#arena-run").click()
         sync_api.expect(page.locator("#status")).to_contain_text(
@@ -123,26 +127,23 @@ def test_arena_votes_change_the_leaderboard(page):
             page.screenshot(path=str(SCREENSHOTS / "arena-blind.png"), full_page=True)
         page.locator("#vote-a").click()
         sync_api.expect(page.locator("#arena-reveal")).to_contain_text("A was")
-        reveals.append(page.locator("#arena-reveal").inner_text())
+        reveal = page.locator("#arena-reveal").inner_text()
+        battles.append(re.search(r"A was ([\w/.-]+), B was ([\w/.-]+?)\.?$", reveal).groups())
     sync_api.expect(page.locator("#status")).to_contain_text("Vote recorded")
-    page.screenshot(path=str(SCREENSHOTS / "arena-voted.png"), full_page=True)
-
     # Voting again on the same battle is refused: one vote per battle.
     page.locator("#vote-b").click()
-    sync_api.expect(page.locator("#status")).to_contain_text("Start a battle")
+    sync_api.expect(page.locator("#status")).to_contain_text("already has its vote")
+    page.screenshot(path=str(SCREENSHOTS / "arena-voted.png"), full_page=True)
 
-    after = _leaderboard_text(page, votes=3)
-    assert after != before
-    first_winner = re.search(r"A was ([\w/.-]+)", reveals[0]).group(1)
-    assert first_winner in after
-    # Each model's Elo is the replay of the three revealed battles (A won each). The pairs are
-    # random, so the figures are computed here, not fixed: a cycle of wins leaves all near 1000.
-    from loradock.spaces.arena import Vote, standings
+    after = _leaderboard(page, votes=3)
+    # Bradley-Terry over the three revealed battles (A won each), whatever their order.
+    from loradock.spaces.ratings import Game, standings
 
-    battles = [re.search(r"A was ([\w/.-]+), B was ([\w/.-]+)", r).groups() for r in reveals]
-    for standing in standings(Vote(a, b.rstrip("."), "a") for a, b in battles):
-        shown = f"{standing.elo:.1f}".removesuffix(".0")  # the table shows 1032.0 as 1032
-        assert re.search(rf"(?m)^{re.escape(shown)}$", after), (standing, after)
+    for standing in standings([Game(a, b, "a") for a, b in battles]):
+        row = after[standing.model]
+        assert row["arena_rating"] == f"{round(standing.rating, 1):g}", (standing, row)
+        assert row["arena_95ci"] == standing.interval()
+        assert row["arena_games"] == str(standing.games)
     page.locator("#lb-plot").scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / "leaderboard.png"), full_page=True)
 

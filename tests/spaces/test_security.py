@@ -17,10 +17,10 @@ from space_standin import BASE
 
 from loradock.spaces.app import SpaceApp
 from loradock.spaces.arena import session_vote_limit
+from loradock.spaces.browse import lineage_markdown
 from loradock.spaces.client import AdapterCardView, AdapterRow, EndpointError
 from loradock.spaces.endpoints import EndpointPolicy, canonical_endpoint
 from loradock.spaces.markup import md_code, md_text
-from loradock.spaces.tables import lineage_markdown
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a page
 
@@ -254,11 +254,11 @@ def test_a_fake_endpoint_puts_no_names_on_the_shared_arena(space):
             space.leaderboard(captured.url, "visitor-key", "evil/base", None, None, True, None)
         )
         assert "configured endpoint" in caption
-        assert FAKE_ADAPTER in set(table["model"])  # its registry rows, without arena figures
-        assert table["arena_games"].sum() == 0
+        assert FAKE_ADAPTER in set(table.data["model"])  # its rows, without arena figures
+        assert table.data["arena_games"].sum() == 0
     # A vote needs a finished battle, and battles run on the configured endpoint only.
     pending = _battle(space, "")[5]
-    assert {pending["a"], pending["b"]} <= {BASE, "acme/dates-r8", "acme/dates-r16"}
+    assert {pending.model_a, pending.model_b} <= {BASE, "acme/dates-r8", "acme/dates-r16"}
     asyncio.run(space.vote("a", pending, 0, "", "", BASE, "dates", None, True, None))
     assert {n for v in space.arena.votes() for n in (v.model_a, v.model_b)} <= {
         BASE,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import pytest
-from space_standin import BASE, canned_answer, free_port
+from space_standin import BASE, OLD_SHA, SHA, canned_answer, free_port, png_bytes
 
 from loradock.spaces.client import (
     AdapterRow,
@@ -61,6 +62,29 @@ def test_streams_a_chat_completion_with_stats(standin_url):
 def test_max_tokens_reaches_the_endpoint(standin_url):
     text, stats = run(collect(LoradockClient(standin_url), BASE, "a b c d e f", max_tokens=2))
     assert text == "[base] f" and stats.completion_tokens == 2
+
+
+@pytest.mark.parametrize(
+    ("repo", "path", "revision", "phrase"),
+    [
+        ("acme/dates-r8", "training_loss.png", None, None),
+        ("acme/dates-r8", "training_loss.png", SHA, None),  # by the card's revision
+        ("acme/dates-r8", "training_loss.png", OLD_SHA, "no such file at this revision"),
+        ("acme/dates-r8", "other.png", SHA, "no such file"),
+        ("acme/dates-r8", "../secret.png", None, "not a file of the repo"),
+        ("acme/dates-r8", "/etc/passwd", None, "not a file of the repo"),
+        ("acme/dates-r8", "http://evil.example/x.png", None, "not a file of the repo"),
+        ("no-slash", "training_loss.png", None, "not of the form 'org/name'"),
+    ],
+)
+def test_reads_a_file_the_card_links(standin_url, repo, path, revision, phrase):
+    client = LoradockClient(standin_url)
+    if phrase is None:
+        data, media = run(client.card_file(repo, path, revision=revision))
+        assert (data, media) == (png_bytes(), "image/png")
+        return
+    with pytest.raises(EndpointError, match=re.escape(phrase)):
+        run(client.card_file(repo, path, revision=revision))
 
 
 def test_api_key_is_sent_as_bearer(keyed_standin_url):

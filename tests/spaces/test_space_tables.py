@@ -1,23 +1,28 @@
-"""What the Leaderboard and Browse tabs compute from registry rows and arena standings."""
+"""What the Leaderboard computes from registry rows and arena standings: columns, the
+base row and the changes against it, their colours, sorting, plot data and CSV."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import re
 
 import pytest
-from rendered import rendered_html
 
-from loradock.spaces.arena import Standing
-from loradock.spaces.client import AdapterCardView, AdapterRow
+from loradock.spaces.client import AdapterRow
+from loradock.spaces.ratings import Standing
 from loradock.spaces.tables import (
+    BETTER,
+    WORSE,
     default_metric,
+    delta_style,
+    leaderboard_csv,
     leaderboard_frame,
-    lineage_markdown,
-    load_examples,
     metric_columns,
     plot_frame,
-    revisions_frame,
     sort_frame,
+    styled,
 )
 
 ROWS = [
@@ -27,9 +32,12 @@ ROWS = [
     ),
     AdapterRow("o/x8", tasks=("extraction",), metrics={"extraction/exact_match": 0.5}),
 ]
+BASE_ROW = AdapterRow(
+    "base", kind="base", metrics={"general_mc/acc": 0.45, "dates/exact_match": 0.05}
+)
 STANDINGS = [
-    Standing("o/d16", elo=1016.0, games=1, wins=1, losses=0, ties=0),
-    Standing("base", elo=984.0, games=1, wins=0, losses=1, ties=0),
+    Standing("o/d16", 1040.0, 990.0, 1090.0, games=1, wins=1, losses=0, ties=0),
+    Standing("base", 960.0, 910.0, 1010.0, games=1, wins=0, losses=1, ties=0),
 ]
 
 
@@ -41,16 +49,69 @@ def test_task_metric_comes_first_then_general_capability():
     assert first == ["dates/exact_match", "extraction/exact_match"] and rest == ["general_mc/acc"]
 
 
-def test_leaderboard_joins_metrics_and_arena_results():
+def test_leaderboard_joins_metrics_and_arena_ratings_with_intervals():
     frame = leaderboard_frame(ROWS, STANDINGS, task="dates", base_model="base")
     assert list(frame.columns)[4:6] == ["dates/exact_match", "general_mc/acc"]
-    assert list(frame.columns)[-3:] == ["arena_elo", "arena_win_rate", "arena_games"]
+    assert list(frame.columns)[-4:] == [
+        "arena_rating",
+        "arena_95ci",
+        "arena_win_rate",
+        "arena_games",
+    ]
     by_model = frame.set_index("model")
-    assert by_model.loc["o/d16", "arena_elo"] == 1016.0
+    assert by_model.loc["o/d16", "arena_rating"] == 1040.0
+    assert by_model.loc["o/d16", "arena_95ci"] == "990 to 1090"
     assert by_model.loc["o/d16", "arena_win_rate"] == 1.0
-    assert by_model.loc["o/d8", "arena_games"] == 0
+    assert by_model.loc["o/d8", "arena_games"] == 0 and by_model.loc["o/d8", "arena_95ci"] == ""
     assert by_model.loc["base", "kind"] == "base"  # played in the arena, no index row
     assert math.isnan(by_model.loc["base", "dates/exact_match"])
+
+
+def test_the_base_row_carries_its_metrics_and_every_metric_its_change():
+    frame = leaderboard_frame([BASE_ROW, *ROWS], STANDINGS, task="dates", base_model="base")
+    assert list(frame.columns)[4:8] == [
+        "dates/exact_match",
+        "dates/exact_match vs base",
+        "general_mc/acc",
+        "general_mc/acc vs base",
+    ]
+    by_model = frame.set_index("model")
+    assert by_model.loc["base", "general_mc/acc"] == 0.45  # the base row has metrics
+    assert by_model.loc["base", "general_mc/acc vs base"] == 0.0
+    assert by_model.loc["o/d16", "general_mc/acc vs base"] == pytest.approx(-0.15)
+    assert by_model.loc["o/d16", "dates/exact_match vs base"] == pytest.approx(0.65)
+    assert by_model.loc["base", "arena_rating"] == 960.0  # its index row joined its arena record
+    assert len(frame) == 4  # the base appears once
+    no_base = leaderboard_frame(ROWS, STANDINGS, task="dates", base_model="base")
+    assert "general_mc/acc vs base" not in no_base.columns  # no base evals: no change column
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "style"),
+    [
+        ("general_mc/acc vs base", -0.15, WORSE),  # forgetting: red
+        ("dates/exact_match vs base", 0.65, BETTER),
+        ("general_mc/acc vs base", 0.0, ""),
+        ("general_mc/acc vs base", None, ""),
+        ("general_mc/acc vs base", float("nan"), ""),
+        ("dates/perplexity vs base", 1.5, WORSE),  # lower is better: a rise is worse
+        ("dates/perplexity vs base", -1.5, BETTER),
+        ("general_mc/acc", -0.15, ""),  # only the change columns are coloured
+    ],
+)
+def test_changes_against_the_base_are_coloured(column, value, style):
+    assert delta_style(column, value) == style
+
+
+def test_the_styled_table_colours_the_cells_in_html():
+    frame = leaderboard_frame([BASE_ROW, *ROWS], [], task="dates", base_model="base")
+    html = styled(frame).to_html()
+    cells = {  # colour -> the cells (#T_..._rowR_colC selectors) drawn in it
+        colour: len(re.findall(r"#T_\w+", selectors))
+        for selectors, colour in re.findall(r"([^{}]+)\{\s*color: (#\w+)", html)
+    }
+    # d8 and d16 lost general_mc/acc against the base (red); both beat it on dates (green).
+    assert cells == {"#b91c1c": 2, "#15803d": 2}
 
 
 @pytest.mark.parametrize(
@@ -59,7 +120,7 @@ def test_leaderboard_joins_metrics_and_arena_results():
         ("dates/exact_match", True, ["o/d16", "o/d8", "o/x8", "base"]),
         ("dates/exact_match", False, ["o/d8", "o/d16", "o/x8", "base"]),
         ("general_mc/acc", True, ["o/d8", "o/d16", "o/x8", "base"]),
-        ("arena_elo", True, ["o/d16", "base", "o/d8", "o/x8"]),
+        ("arena_rating", True, ["o/d16", "base", "o/d8", "o/x8"]),
         ("model", False, ["base", "o/d16", "o/d8", "o/x8"]),
         ("no-such-column", True, ["o/d8", "o/d16", "o/x8", "base"]),  # unknown: order kept
     ],
@@ -69,71 +130,21 @@ def test_leaderboard_sorts_with_missing_values_last(column, descending, order):
     assert list(frame["model"]) == order
 
 
+def test_csv_has_the_columns_and_values_shown():
+    frame = leaderboard_frame([BASE_ROW, *ROWS], STANDINGS, task="dates", base_model="base")
+    rows = list(csv.DictReader(io.StringIO(leaderboard_csv(frame))))
+    assert list(rows[0]) == list(frame.columns)
+    by_model = {r["model"]: r for r in rows}
+    assert by_model["o/d16"]["general_mc/acc vs base"] == "-0.15"
+    assert by_model["o/d16"]["arena_95ci"] == "990 to 1090"
+    assert by_model["base"]["general_mc/acc"] == "0.45"
+    assert by_model["o/x8"]["dates/exact_match"] == ""  # unknown: an empty cell
+
+
 def test_plot_keeps_models_with_a_value():
     frame = leaderboard_frame(ROWS, STANDINGS, task="dates")
     data = plot_frame(frame, "dates/exact_match")
     assert list(data["model"]) == ["o/d8", "o/d16"] and list(data["value"]) == [0.6, 0.7]
     assert plot_frame(frame, "missing").empty
     assert default_metric(frame, "dates") == "dates/exact_match"
-    assert default_metric(leaderboard_frame([], STANDINGS), None) == "arena_elo"
-
-
-def test_lineage_and_revisions_from_the_card():
-    row = AdapterRow("o/d8", base_model="b", sha="s1", tasks=("dates",), aliases={"prod": "s1"})
-    card = AdapterCardView(
-        "o/d8",
-        "# card",
-        lineage={
-            "base_model": "tiny/base",
-            "base_revision": "r" * 40,
-            "datasets": ["loradock/dates"],
-            "training": {"r": 8, "learning_rate": 0.0002},
-            "revisions": ["s1", "s0"],
-            "aliases": {"prod": "s1", "staging": "s0"},
-        },
-        sha="s1",
-    )
-    html = rendered_html(lineage_markdown(row, card))
-    for phrase in (
-        "<code>tiny/base</code> @ <code>rrrr",
-        "<code>loradock/dates</code>",
-        "<td>learning_rate</td>\n<td><code>0.0002</code></td>",
-    ):
-        assert phrase in html
-    revs = revisions_frame(row, card)
-    assert revs.to_dict("records") == [
-        {"revision": "s1", "aliases": "prod"},
-        {"revision": "s0", "aliases": "staging"},
-    ]
-
-
-def test_lineage_falls_back_to_the_index_row():
-    row = AdapterRow(
-        "o/n", base_model="tiny/base", sha="s9", revisions=("s9",), aliases={"prod": "s9"}
-    )
-    card = AdapterCardView("o/n", "")
-    assert "revision not pinned" in lineage_markdown(row, card)
-    assert revisions_frame(row, card).to_dict("records") == [{"revision": "s9", "aliases": "prod"}]
-
-
-def test_shipped_examples_cover_the_training_tasks():
-    examples = load_examples()
-    assert {"dates", "extraction"} <= set(examples)
-    assert all(prompts and all(p.strip() for p in prompts) for prompts in examples.values())
-
-
-def test_general_capability_delta_against_the_base_shows_forgetting():
-    base_row = AdapterRow(
-        "base", kind="base", metrics={"general_mc/acc": 0.45, "dates/exact_match": 0.05}
-    )
-    frame = leaderboard_frame([base_row, *ROWS], STANDINGS, task="dates", base_model="base")
-    cols = list(frame.columns)
-    assert cols[4:7] == ["dates/exact_match", "general_mc/acc", "general_mc/acc vs base"]
-    by_model = frame.set_index("model")
-    assert by_model.loc["o/d16", "general_mc/acc vs base"] == pytest.approx(-0.15)
-    assert by_model.loc["o/d8", "general_mc/acc vs base"] == pytest.approx(-0.05)
-    assert by_model.loc["base", "kind"] == "base"
-    assert by_model.loc["base", "arena_elo"] == 984.0  # its index row joined its arena record
-    assert len(frame) == 4  # the base appears once
-    no_base = leaderboard_frame(ROWS, STANDINGS, task="dates", base_model="base")
-    assert "general_mc/acc vs base" not in no_base.columns  # no base evals: no delta column
+    assert default_metric(leaderboard_frame([], STANDINGS), None) == "arena_rating"
