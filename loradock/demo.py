@@ -20,6 +20,7 @@ import contextlib
 import copy
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -161,10 +162,12 @@ def _already_trained(registry: Any, config: Any) -> str | None:
         resolved = registry.resolve(repo_id)
     except LoradockError:
         return None
+    from loradock.registry.local_paths import strip_local_paths
+
     training = resolved.card.training or {}
-    same = json.dumps(training.get("job"), sort_keys=True, default=str) == json.dumps(
-        config.to_dict(), sort_keys=True, default=str
-    )
+    # The card holds the job as published: plain JSON values, local paths cut to their names.
+    job = strip_local_paths(json.loads(json.dumps(config.to_dict(), default=str)))
+    same = json.dumps(training.get("job"), sort_keys=True) == json.dumps(job, sort_keys=True)
     return resolved.sha if same else None
 
 
@@ -387,16 +390,17 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
 
         _step(5, "one endpoint, many adapters: the openai client asks each")
         api_port = config.api_port or _free_port()
-        api_key = "demo-key"
+        api_key = f"demo-{secrets.token_urlsafe(18)}"
         result.api_url = f"http://127.0.0.1:{api_port}/v1"
         serve_cmd = [
             sys.executable, "-m", "loradock.cli", "serve", "--base", base,
-            "--port", str(api_port), "--api-key", api_key, "--admin-key", "demo-admin",
-            "--max-loaded", "4",
+            "--port", str(api_port), "--max-loaded", "4",
         ]  # fmt: skip
+        # the keys travel in the environment, never on a command line that `ps` shows
+        keys = {"LORADOCK_API_KEY": api_key, "LORADOCK_ADMIN_KEY": secrets.token_urlsafe(24)}
         with _process(
-            serve_cmd, env=env, url=f"http://127.0.0.1:{api_port}/health", name="server",
-            timeout=300,
+            serve_cmd, env={**env, **keys}, url=f"http://127.0.0.1:{api_port}/health",
+            name="server", timeout=300,
         ):  # fmt: skip
             ask_side_by_side(result.api_url, api_key, result, n=config.prompts_per_task)
 

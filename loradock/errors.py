@@ -127,6 +127,13 @@ class RequestError(LoradockError, ValueError):
     code = "invalid_request"
 
 
+class PayloadTooLargeError(RequestError):
+    """An HTTP request body over the server's size limit, refused before it is read (HTTP 413)."""
+
+    http_status = 413
+    code = "request_too_large"
+
+
 class QueueFullError(LoradockError, RuntimeError):
     """The server's bounded request queue is full; the client should retry later (HTTP 429)."""
 
@@ -139,6 +146,14 @@ class EngineError(LoradockError, RuntimeError):
 
     http_status = 503
     code = "engine_unavailable"
+
+
+class GenerationError(LoradockError, RuntimeError):
+    """Generation failed for one request (its model output was not finite, ...): that request
+    gets a 500, the others sharing its batch go on."""
+
+    http_status = 500
+    code = "generation_failed"
 
 
 class AuthenticationError(LoradockError, PermissionError):

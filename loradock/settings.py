@@ -12,6 +12,12 @@ works offline with no token: the local hub folder is the embedded default store.
 | ``LORADOCK_STORE``  | ``local`` or ``hf`` (the Hugging Face Hub, or any    | ``local``                |
 |                     | Hub-API server at ``HF_ENDPOINT``)                  |                          |
 | ``HF_TOKEN``        | token for the ``hf`` store; never logged            | unset                    |
+| ``LORADOCK_MAX_ADAPTER_BYTES`` | the most an adapter's files may weigh for | ``2147483648`` (2 GiB) |
+|                     | ``resolve`` to download them (checked from the      |                          |
+|                     | store's file list, before any download)             |                          |
+| ``LORADOCK_ALLOW_PRIVATE`` | ``1``: ``resolve`` also serves private repos  | ``0``                    |
+|                     | (the token can read them; any API user could name   |                          |
+|                     | them)                                               |                          |
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from pathlib import Path
 from loradock.errors import ConfigError
 
 STORE_KINDS = ("local", "hf")
+DEFAULT_MAX_ADAPTER_BYTES = 2 * 1024**3
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -41,13 +49,20 @@ class Settings:
     store: str = "local"
     hf_endpoint: str | None = None
     token: str | None = field(default=None, repr=False)  # repr=False: tokens never reach logs
+    max_adapter_bytes: int = DEFAULT_MAX_ADAPTER_BYTES
+    allow_private: bool = False
 
     def __post_init__(self) -> None:
+        problems = []
         if self.store not in STORE_KINDS:
-            raise ConfigError(
-                "Invalid settings",
-                [f"LORADOCK_STORE={self.store!r} is not one of {', '.join(STORE_KINDS)}"],
-            )
+            problems.append(f"LORADOCK_STORE={self.store!r} is not one of {', '.join(STORE_KINDS)}")
+        size = self.max_adapter_bytes
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            problems.append(f"LORADOCK_MAX_ADAPTER_BYTES={size!r} must be a positive integer")
+        if not isinstance(self.allow_private, bool):
+            problems.append(f"LORADOCK_ALLOW_PRIVATE={self.allow_private!r} must be 0 or 1")
+        if problems:
+            raise ConfigError("Invalid settings", problems)
 
 
 def get_settings() -> Settings:
@@ -61,4 +76,25 @@ def get_settings() -> Settings:
         store=os.environ.get("LORADOCK_STORE", "local"),
         hf_endpoint=os.environ.get("HF_ENDPOINT"),
         token=os.environ.get("HF_TOKEN"),
+        max_adapter_bytes=_env_int("LORADOCK_MAX_ADAPTER_BYTES", DEFAULT_MAX_ADAPTER_BYTES),
+        allow_private=_env_flag("LORADOCK_ALLOW_PRIVATE"),
     )
+
+
+def _env_int(name: str, default: int) -> int | str:
+    """The variable as an integer; a value that is not one is passed on for Settings to
+    refuse with the variable's name."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def _env_flag(name: str) -> bool | str:
+    value = os.environ.get(name, "").strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    return os.environ[name]

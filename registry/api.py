@@ -9,7 +9,6 @@ published adapter or a changed index behind.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,18 +21,30 @@ from loradock.errors import (
     CardError,
     IncompatibleAdapterError,
     InvalidNameError,
-    RevisionNotFoundError,
 )
-from loradock.registry.artifact import CONFIG_FILENAME, AdapterArtifact, read_adapter
-from loradock.registry.card import AdapterCard
-from loradock.registry.compat import adapter_problems, check_compatibility
+from loradock.registry.adapter_fetch import (
+    AdapterLimits,
+    fetch_adapter,
+    in_repo_terms,
+    read_card,
+)
+from loradock.registry.artifact import (
+    CONFIG_FILENAME,
+    WEIGHTS_FILENAME,
+    read_adapter,
+)
+from loradock.registry.card import AdapterCard, without_local_paths
+from loradock.registry.compat import adapter_problems
+from loradock.registry.lookup import card_or_none, head, no_alias_message
 from loradock.registry.names import (
     DEFAULT_REVISION,
+    AdapterRef,
     is_sha,
     parse_name,
     validate_alias,
     validate_repo_id,
 )
+from loradock.registry.publish_checks import check_against_base, check_size
 from loradock.registry.records import AdapterRecord
 from loradock.registry.results import (
     AdapterDetails,
@@ -56,8 +67,6 @@ from loradock.settings import Settings, get_settings
 if TYPE_CHECKING:
     from loradock.registry.index import Index
     from loradock.registry.sync import SyncReport
-
-logger = logging.getLogger(__name__)
 
 
 class Registry:
@@ -122,9 +131,12 @@ class Registry:
                 f"The card of {repo_id!r} has base_model_relation={card.base_model_relation!r}; "
                 "an adapter needs 'adapter' (use publish_base for base or merged models)."
             )
-        card = named_for_repo(card, repo_id)
+        card = without_local_paths(named_for_repo(card, repo_id))
         card.validate()
-        self._check_against_base(artifact, card, max_rank=max_rank, allow_pickle=allow_pickle)
+        check_against_base(
+            self.store, self.snapshots, artifact, card, max_rank=max_rank, allow_pickle=allow_pickle
+        )
+        check_size(artifact, repo_id, self.settings.max_adapter_bytes)
 
         message = (
             commit_message or f"Publish {repo_id} (LoRA r={artifact.rank} on {card.base_model})"
@@ -158,7 +170,7 @@ class Registry:
                 f"publish_base needs a base or merge card (build_base_card or "
                 f"build_adapter_card(relation='merge')), got {card!r:.80}."
             )
-        card = named_for_repo(card, repo_id)
+        card = without_local_paths(named_for_repo(card, repo_id))
         card.validate()
         message = commit_message or f"Publish {card.kind} model {repo_id}"
         with staged_copy(folder) as staged:
@@ -174,15 +186,18 @@ class Registry:
         """A new revision of ``repo_id`` (latest on main) with ``card``; files and history kept."""
         validate_repo_id(repo_id)
         card.validate()
-        sha, files = self._head(repo_id, DEFAULT_REVISION)
-        current = self.snapshots.fetch(self.store, repo_id, sha, files)
+        info = head(self.store, repo_id, DEFAULT_REVISION)
+        # Every file of the revision: the new commit carries them all over.
+        current = self.snapshots.fetch(
+            self.store, repo_id, info.sha, info.files, private=info.private
+        )
         is_adapter = (current / CONFIG_FILENAME).is_file()
         if is_adapter != (card.kind == "adapter"):
             raise CardError(
                 f"{repo_id!r} holds {'an adapter' if is_adapter else 'a model'}, but the new card "
                 f"says base_model_relation={card.base_model_relation!r}."
             )
-        card = named_for_repo(card, repo_id)
+        card = without_local_paths(named_for_repo(card, repo_id))
         with staged_copy(current, allow_pickle=True) as staged:
             write_card_and_config(staged, card, adapter=is_adapter)
             new_sha = self._upload(staged, repo_id, private=None, message=commit_message)
@@ -194,7 +209,7 @@ class Registry:
         """Point ``alias`` (``prod``, ``staging``) at ``revision``; returns the commit sha."""
         validate_repo_id(repo_id)
         validate_alias(alias)
-        sha = self._head(repo_id, revision)[0]
+        sha = head(self.store, repo_id, revision).sha
         self._set_aliases(repo_id, (alias,), sha)
         self._index_repo(repo_id)
         return sha
@@ -204,31 +219,43 @@ class Registry:
         validate_alias(alias)
         refs = self.store.list_refs(repo_id)
         if alias not in refs.tags:
-            raise AliasNotFoundError(_no_alias_message(repo_id, alias, refs.tags))
+            raise AliasNotFoundError(no_alias_message(repo_id, alias, refs.tags))
         self.store.delete_tag(repo_id, tag=alias)
         self._index_repo(repo_id)
 
     # -- reading -------------------------------------------------------------------------
 
-    def resolve(self, name: str) -> ResolvedAdapter:
+    def resolve(self, name: str, *, max_rank: int | None = None) -> ResolvedAdapter:
         """``org/name`` (latest), ``org/name@<sha>`` or ``org/name@<alias>`` -> a verified local
-        snapshot. A pinned sha already in the cache is served without asking the store."""
+        snapshot of the adapter's files (config, weights, card; nothing else of the revision).
+
+        Before any weight is downloaded the revision is checked from the store's file list
+        and its config and card (``adapter_fetch``): a PEFT LoRA adapter in safetensors, at
+        most ``settings.max_adapter_bytes`` (``LORADOCK_MAX_ADAPTER_BYTES``), rank at most
+        ``max_rank`` when given, a card without YAML anchors. Private repos resolve only
+        with ``settings.allow_private`` (``LORADOCK_ALLOW_PRIVATE``). A pinned sha already in
+        the cache is served without asking the store. Errors name the repo and revision,
+        never a folder of this machine."""
         ref = parse_name(name)
-        sha, path = self._snapshot(ref.repo_id, ref.revision)
-        if not (path / CONFIG_FILENAME).is_file():
-            raise ArtifactError(
-                f"{ref.repo_id}@{sha} is not an adapter (no {CONFIG_FILENAME}); "
-                "use resolve_base for base or merged models."
-            )
-        card = AdapterCard.from_repo_folder(path)
-        return ResolvedAdapter(ref.repo_id, sha, path, card, read_adapter(path))
+        limits = AdapterLimits.from_settings(self.settings, max_rank=max_rank)
+        path = self._cached_adapter(ref, limits)
+        if path is None:
+            info = head(self.store, ref.repo_id, ref.revision, allow_private=limits.allow_private)
+            path = fetch_adapter(self.store, self.snapshots, info, limits)
+        where = f"{ref.repo_id}@{path.name}"
+        with in_repo_terms(path, where):
+            artifact = read_adapter(path)
+        problems = adapter_problems(artifact, max_rank=max_rank)
+        if problems:
+            raise IncompatibleAdapterError(f"{where} cannot be served", problems)
+        return ResolvedAdapter(ref.repo_id, path.name, path, read_card(path, where), artifact)
 
     def resolve_base(self, name_or_path: str | Path) -> ResolvedModel:
         """A base model: ``org/name[@rev]`` from the store, or an existing local model folder
         (for people at the CLI; servers must pass names only)."""
         local = Path(name_or_path).expanduser()
         if local.is_dir() and (local / "config.json").is_file():
-            return ResolvedModel(None, None, local.resolve(), _card_or_none(local))
+            return ResolvedModel(None, None, local.resolve(), card_or_none(local))
         try:
             ref = parse_name(str(name_or_path))
         except InvalidNameError:
@@ -244,7 +271,7 @@ class Registry:
                 "store) nor a local model folder. Import it first (loradock base import) or "
                 "give a folder with config.json."
             ) from None
-        return ResolvedModel(ref.repo_id, sha, path, _card_or_none(path))
+        return ResolvedModel(ref.repo_id, sha, path, card_or_none(path))
 
     def search(self, query: SearchQuery | None = None, /, **fields: Any) -> list[AdapterRecord]:
         """Index rows matching ``query``; keyword ``fields`` of :class:`SearchQuery` build one
@@ -284,52 +311,15 @@ class Registry:
         from loradock.registry.sync import sync
 
         return sync(
-            self.store, self.index, author=author, progress=progress, snapshots=self.snapshots
+            self.store,
+            self.index,
+            author=author,
+            progress=progress,
+            snapshots=self.snapshots,
+            limits=self._sync_limits(),
         )
 
     # -- internals -----------------------------------------------------------------------
-
-    def _check_against_base(
-        self,
-        artifact: AdapterArtifact,
-        card: AdapterCard,
-        *,
-        max_rank: int | None,
-        allow_pickle: bool,
-    ) -> None:
-        """The full check when the base is at hand; the base-free checks otherwise."""
-        base = self._base_for_check(card)
-        if base is not None:
-            # The card names the base (publish rewrites adapter_config to match it).
-            named = dataclasses.replace(artifact, base_model=card.base_model)
-            check_compatibility(named, base, max_rank=max_rank, allow_pickle=allow_pickle)
-            return
-        problems = adapter_problems(artifact, max_rank=max_rank)
-        if problems:
-            raise IncompatibleAdapterError(
-                f"Adapter {str(artifact.folder)!r} cannot be published", problems
-            )
-
-    def _base_for_check(self, card: AdapterCard) -> ResolvedModel | None:
-        """The card's base if it is in the store and cheap to get: cached, or in a LocalHub.
-        A remote base is not downloaded just to publish (weights can be many GB); the server
-        checks again against the base it serves."""
-        if not card.base_model:
-            return None
-        try:
-            sha, files = self._head(card.base_model, card.base_revision)
-        except (AdapterNotFoundError, RevisionNotFoundError):
-            logger.info("Base %s is not in the store; checking the adapter alone", card.base_model)
-            return None
-        path = self.snapshots.get(card.base_model, sha)
-        if path is None and self.store.name == "local":
-            path = self.snapshots.fetch(self.store, card.base_model, sha, files)
-        if path is None:
-            logger.info(
-                "Base %s@%s is not cached; checking the adapter alone", card.base_model, sha
-            )
-            return None
-        return ResolvedModel(card.base_model, sha, path, _card_or_none(path))
 
     def _upload(self, folder: Path, repo_id: str, *, private: bool | None, message: str) -> str:
         if private is not None:
@@ -348,47 +338,34 @@ class Registry:
     def _index_repo(self, repo_id: str) -> None:
         from loradock.registry.sync import sync_repo
 
-        sync_repo(self.store, self.index, repo_id, snapshots=self.snapshots)
+        sync_repo(
+            self.store, self.index, repo_id, snapshots=self.snapshots, limits=self._sync_limits()
+        )
 
-    def _head(self, repo_id: str, revision: str | None) -> tuple[str, tuple]:
-        """``(sha, files)`` of a revision, with alias-aware errors."""
-        revision = revision or DEFAULT_REVISION
-        try:
-            info = self.store.repo_info(repo_id, revision=revision)
-        except AdapterNotFoundError:
-            raise AdapterNotFoundError(
-                f"No repo {repo_id!r} in the {self.store.name} store; check the name or publish it."
-            ) from None
-        except RevisionNotFoundError:
-            if is_sha(revision) or revision == DEFAULT_REVISION:
-                raise RevisionNotFoundError(
-                    f"Revision {revision!r} not found in {repo_id!r}; `loradock registry show "
-                    f"{repo_id}` lists its revisions."
-                ) from None
-            tags = self.store.list_refs(repo_id).tags
-            raise AliasNotFoundError(_no_alias_message(repo_id, revision, tags)) from None
-        return info.sha, info.files
+    def _sync_limits(self) -> AdapterLimits:
+        # Indexing reads what the store's token can read (the operator chose the store and
+        # the namespace), private repos included; the size cap still holds.
+        return AdapterLimits(self.settings.max_adapter_bytes, allow_private=True)
+
+    def _cached_adapter(self, ref: AdapterRef, limits: AdapterLimits) -> Path | None:
+        """A pinned sha's adapter snapshot, when the cache holds it (and, unless private repos
+        are allowed, it was fetched from a public repo)."""
+        if not ref.pinned:
+            return None
+        return self.snapshots.get(
+            ref.repo_id,
+            ref.revision,
+            require=(CONFIG_FILENAME, WEIGHTS_FILENAME),
+            public_only=not limits.allow_private,
+        )
 
     def _snapshot(self, repo_id: str, revision: str | None) -> tuple[str, Path]:
+        """Every file of a revision (base and merged models: config, weights, tokenizer)."""
         if revision and is_sha(revision):
             cached = self.snapshots.get(repo_id, revision)
             if cached is not None:
                 return revision, cached
-        sha, files = self._head(repo_id, revision)
-        return sha, self.snapshots.fetch(self.store, repo_id, sha, files)
-
-
-def _no_alias_message(repo_id: str, alias: str, tags: dict[str, str]) -> str:
-    known = ", ".join(sorted(tags)) or "none"
-    return (
-        f"Alias {alias!r} is not set on {repo_id!r} (aliases: {known}); set it with "
-        f"`loradock registry alias set {repo_id} {alias} <sha>`."
-    )
-
-
-def _card_or_none(folder: Path) -> AdapterCard | None:
-    try:
-        return AdapterCard.from_repo_folder(folder)
-    except CardError as exc:
-        logger.warning("Ignoring the unreadable card in %s: %s", folder, exc)
-        return None
+        info = head(self.store, repo_id, revision)
+        return info.sha, self.snapshots.fetch(
+            self.store, repo_id, info.sha, info.files, private=info.private
+        )

@@ -31,8 +31,8 @@ _DTYPE_BYTES = {
 }  # fmt: skip
 # "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight" -> module path + role.
 _LORA_TENSOR_RE = re.compile(
-    r"^(?:base_model\.model\.)?(?P<module>.+?)\.(?P<role>lora_[A-Za-z_]+|lora_magnitude_vector)"
-    r"(?:\.[A-Za-z0-9_]+)?\.(?:weight|bias)$"
+    r"(?:base_model\.model\.)?(?P<module>.+?)\.(?P<role>lora_[A-Za-z_]+|lora_magnitude_vector)"
+    r"(?:\.[A-Za-z0-9_]+)?\.(?:weight|bias)"
 )
 _LAYER_RE = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
 
@@ -81,15 +81,19 @@ class AdapterArtifact:
 
     @property
     def max_rank(self) -> int:
-        """The largest rank of any module (``rank_pattern`` can raise it above ``r``)."""
-        ranks = [m.rank for m in self.lora_modules()]
+        """The largest rank of any module (``rank_pattern`` can raise it above ``r``): from the
+        weights when they were read, else (a config alone, a pickle) from the config."""
+        if self.tensors:
+            ranks = [m.rank for m in self.lora_modules()]
+        else:
+            ranks = [v for v in self.rank_pattern.values() if isinstance(v, int)]
         return max([self.rank, *ranks])
 
     def lora_modules(self) -> list[LoraModule]:
         """Each changed module with its rank and in/out sizes, from the tensor shapes."""
         found: dict[str, dict[str, tuple[int, ...]]] = {}
         for name, info in self.tensors.items():
-            m = _LORA_TENSOR_RE.match(name)
+            m = _LORA_TENSOR_RE.fullmatch(name)
             if m:
                 found.setdefault(m["module"], {})[m["role"]] = info.shape
         out = []
@@ -113,7 +117,7 @@ class AdapterArtifact:
     def extra_tensors(self) -> list[str]:
         """Tensors that are not LoRA matrices: full copies of modules (``modules_to_save``,
         resized embeddings or heads)."""
-        return [n for n in self.tensors if not _LORA_TENSOR_RE.match(n)]
+        return [n for n in self.tensors if not _LORA_TENSOR_RE.fullmatch(n)]
 
 
 def read_adapter(folder: str | Path, *, allow_pickle: bool = False) -> AdapterArtifact:
@@ -152,6 +156,30 @@ def read_adapter(folder: str | Path, *, allow_pickle: bool = False) -> AdapterAr
         sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     )
     size = sum((folder / f).stat().st_size for f in files)
+    return _artifact(folder, config, config_path, tensors, weights_file, files, size)
+
+
+def read_adapter_config(folder: str | Path) -> AdapterArtifact:
+    """The artifact as far as ``adapter_config.json`` alone tells it (no weights read, no
+    tensors): what is checked before an adapter's weights are downloaded."""
+    folder = Path(folder)
+    config_path = folder / CONFIG_FILENAME
+    if not config_path.is_file():
+        raise ArtifactError(f"No {CONFIG_FILENAME} in {str(folder)!r}: not a PEFT adapter folder.")
+    config = _read_config(config_path)
+    size = config_path.stat().st_size
+    return _artifact(folder, config, config_path, {}, WEIGHTS_FILENAME, (CONFIG_FILENAME,), size)
+
+
+def _artifact(
+    folder: Path,
+    config: dict[str, Any],
+    config_path: Path,
+    tensors: dict[str, TensorInfo],
+    weights_file: str,
+    files: tuple[str, ...],
+    size: int,
+) -> AdapterArtifact:
     return AdapterArtifact(
         folder=folder,
         peft_type=str(config.get("peft_type") or "").upper(),
@@ -160,7 +188,7 @@ def read_adapter(folder: str | Path, *, allow_pickle: bool = False) -> AdapterAr
         target_modules=_target_modules(config.get("target_modules"), tensors),
         base_model=config.get("base_model_name_or_path"),
         modules_to_save=tuple(config.get("modules_to_save") or ()),
-        rank_pattern=dict(config.get("rank_pattern") or {}),
+        rank_pattern=_rank_pattern(config.get("rank_pattern"), config_path),
         size_bytes=size,
         files=files,
         weights_file=weights_file,
@@ -254,13 +282,24 @@ def _float(config: dict, key: str, default: float, path: Path) -> float:
     return float(value)
 
 
+def _rank_pattern(raw: Any, path: Path) -> dict[str, int]:
+    pattern = raw or {}
+    if not isinstance(pattern, dict) or any(
+        isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in pattern.values()
+    ):
+        raise ArtifactError(
+            f"{str(path)!r}: rank_pattern={raw!r:.200} must map module names to positive ranks."
+        )
+    return dict(pattern)
+
+
 def _target_modules(raw: Any, tensors: dict[str, TensorInfo]) -> tuple[str, ...]:
     """The config's list, sorted; for a pattern ("all-linear", a regex) the module names the
     weights actually change, which is what callers want to know."""
     if isinstance(raw, list | tuple | set):
         # PEFT may record full module paths ("model.layers.0.mlp.up_proj"); keep the names.
         return tuple(sorted({str(x).rsplit(".", 1)[-1] for x in raw}))
-    names = {m["module"].rsplit(".", 1)[-1] for n in tensors if (m := _LORA_TENSOR_RE.match(n))}
+    names = {m["module"].rsplit(".", 1)[-1] for n in tensors if (m := _LORA_TENSOR_RE.fullmatch(n))}
     if names:
         return tuple(sorted(names))
     return (str(raw),) if raw else ()

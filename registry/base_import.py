@@ -31,6 +31,7 @@ from loradock.errors import (
     RevisionNotFoundError,
     StoreError,
 )
+from loradock.registry.local_paths import strip_local_paths
 from loradock.registry.names import validate_repo_id
 from loradock.registry.store import sha256_file
 from loradock.settings import Settings, get_settings
@@ -158,7 +159,8 @@ def import_base(
             model_dir,
             repo_id,
             card=card,
-            commit_message=f"Import {repo_id} from {origin} (dequantized GGUF)",
+            # Commit messages are public like cards: a GGUF path is cut to its file name.
+            commit_message=f"Import {repo_id} from {strip_local_paths(origin)} (dequantized GGUF)",
         )
     seconds = time.monotonic() - start
     say(f"Imported {published.repo_id}@{published.sha} in {seconds:.1f} s")

@@ -23,49 +23,17 @@ from typing import Any
 
 import yaml
 from huggingface_hub import ModelCardData
-from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from loradock.errors import CardError
+from loradock.registry.card_yaml import check_card_size, split_front_matter
 from loradock.registry.eval_results import (
     EvalMetric,
     from_eval_result,
     metric_problems,
     to_eval_result,
 )
+from loradock.registry.local_paths import strip_local_paths
 from loradock.registry.names import REPO_ID_RE
-
-# libyaml's parser when PyYAML was built with it (the wheels are): the same safe constructor,
-# ~5x faster than the pure-Python one that huggingface_hub's ModelCard uses. Resolving a name
-# parses two cards, and this was 70% of the time (0.9 ms a resolve on the bench's cards).
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` through :data:`YAML_LOADER`. Broken YAML is parsed again by the
-    pure-Python loader, whose error quotes the offending line (libyaml's gives only a
-    position): the error is the one ``yaml.safe_load`` raises."""
-    try:
-        return yaml.load(text, Loader=YAML_LOADER)  # noqa: S506 (a safe loader)
-    except yaml.YAMLError:
-        if YAML_LOADER is yaml.SafeLoader:
-            raise
-        return yaml.safe_load(text)
-
-
-def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
-    """A README's YAML front matter as a dict, and the body after it, exactly as
-    huggingface_hub's ``RepoCard`` splits them (its regex), parsed by :func:`load_yaml`.
-    Raises ``yaml.YAMLError`` for broken YAML, ``ValueError`` when it is not a mapping."""
-    match = REGEX_YAML_BLOCK.search(text)
-    if not match:
-        return {}, text
-    data = load_yaml(match.group(2))
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ValueError("repo card metadata block should be a dict")
-    return data, text[match.end() :]
-
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +135,7 @@ class AdapterCard:
             )
         if self.base_model and not isinstance(self.base_model, str):
             problems.append(f"base_model={self.base_model!r} must be a string")
-        elif self.base_model and not REPO_ID_RE.match(self.base_model):
+        elif self.base_model and not REPO_ID_RE.fullmatch(self.base_model):
             problems.append(
                 f"base_model={self.base_model!r} is not a Hub repo id ('org/name'); "
                 "name the base by id, not by a local path"
@@ -224,6 +192,8 @@ class AdapterCard:
         try:
             data, body = split_front_matter(text)
             card_data = ModelCardData(**data, ignore_metadata_errors=False)
+        except CardError:
+            raise  # anchors, aliases or an oversized card: its own message already
         except yaml.YAMLError as exc:
             raise CardError(
                 f"Malformed card YAML: {_one_line(exc)}. Fix the front matter."
@@ -240,6 +210,7 @@ class AdapterCard:
         path = Path(folder) / CARD_FILENAME
         if not path.is_file():
             return None
+        check_card_size(path.stat().st_size)  # before reading a byte of it
         return cls.from_text(path.read_text(encoding="utf-8"))
 
     @classmethod
@@ -343,6 +314,7 @@ def build_adapter_card(
         body=body if body is not None else _default_body(relation, base_model, task),
         model_name=model_name,
     )
+    card = without_local_paths(card)
     card.validate()
     return card
 
@@ -378,8 +350,24 @@ def build_base_card(
         if body is not None
         else "\n# Base model\n\nA base model in the loradock registry.\n",
     )
+    card = without_local_paths(card)
     card.validate()
     return card
+
+
+def without_local_paths(card: AdapterCard) -> AdapterCard:
+    """``card`` with every path of this machine (``output_dir``, data files, a job's YAML in
+    the body) cut to its last component: what the builders return and what publish uploads."""
+    return dataclasses.replace(
+        card,
+        training=strip_local_paths(card.training),
+        extra=strip_local_paths(card.extra),
+        body=strip_local_paths(card.body),
+        datasets=strip_local_paths(card.datasets),
+        eval_results=tuple(
+            dataclasses.replace(m, dataset=strip_local_paths(m.dataset)) for m in card.eval_results
+        ),
+    )
 
 
 def _default_body(relation: str, base_model: str, task: str | None) -> str:
@@ -419,4 +407,5 @@ __all__ = [
     "EvalMetric",
     "build_adapter_card",
     "build_base_card",
+    "without_local_paths",
 ]

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ from loradock.registry.artifact import AdapterArtifact, read_adapter
 from loradock.registry.names import REPO_ID_RE
 
 SUPPORTED_PEFT_TYPES = ("LORA",)
+# A string target_modules: longer patterns are refused, and matching gets this long in all.
+MAX_PATTERN_CHARS = 512
+MATCH_BUDGET_S = 0.5
 # Whole-module copies serving stacks (PEFT hot-swap, vLLM) cannot swap per request.
 _EMBEDDING_NAMES = ("embed_tokens", "lm_head", "wte", "embed_in", "embed_out", "word_embeddings")
 
@@ -196,7 +200,7 @@ def _base_problems(
         return [f"cannot build the base architecture from its config: {exc}"]
 
     named = artifact.base_model
-    if base_id and named and REPO_ID_RE.match(named) and named not in same_as:
+    if base_id and named and REPO_ID_RE.fullmatch(named) and named not in same_as:
         problems.append(
             f"the adapter was trained on {named!r} but the base is {base_id!r}; "
             "use the base it names or retrain"
@@ -245,11 +249,7 @@ def _target_problems(targets: Any, base: BaseModules) -> list[str]:
     if targets is None or targets == "all-linear":
         return []
     if isinstance(targets, str):
-        if not any(re.fullmatch(targets, p) for p in base.modules):
-            return [
-                f"target_modules pattern {targets!r} matches no module of the base ({base.architecture})"
-            ]
-        return []
+        return _pattern_problems(targets, base)
     names = base.names()
     unknown = [t for t in targets if t.rsplit(".", 1)[-1] not in names and t not in base.modules]
     if unknown:
@@ -258,6 +258,40 @@ def _target_problems(targets: Any, base: BaseModules) -> list[str]:
             f"it has {sorted(n for n in names if not n.isdigit())!r}"
         ]
     return []
+
+
+def _pattern_problems(pattern: str, base: BaseModules) -> list[str]:
+    """A string ``target_modules`` is a regular expression PEFT full-matches against module
+    names. Python's ``re`` can backtrack for minutes on a hostile one, holding the GIL (the
+    server's check runs on every new adapter name); the ``regex`` package (transformers
+    depends on it, so it is there wherever a base's modules are listed) matches the same
+    syntax within a time budget."""
+    import regex
+
+    shown = repr(pattern if len(pattern) <= 80 else pattern[:77] + "...")
+    if len(pattern) > MAX_PATTERN_CHARS:
+        return [
+            f"target_modules pattern {shown} is {len(pattern)} characters long, over the limit "
+            f"of {MAX_PATTERN_CHARS}"
+        ]
+    try:
+        compiled = regex.compile(pattern)
+    except regex.error as exc:
+        return [f"target_modules pattern {shown} is not a valid regular expression: {exc}"]
+    deadline = time.monotonic() + MATCH_BUDGET_S
+    try:
+        for path in base.modules:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            if compiled.fullmatch(path, timeout=left):
+                return []
+    except TimeoutError:
+        return [
+            f"target_modules pattern {shown} took over {MATCH_BUDGET_S} s to match the base's "
+            "module names (catastrophic backtracking): list the modules, e.g. [q_proj, v_proj]"
+        ]
+    return [f"target_modules pattern {shown} matches no module of the base ({base.architecture})"]
 
 
 def _beyond_layers(path: str, num_layers: int | None) -> bool:

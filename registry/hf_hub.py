@@ -10,6 +10,7 @@ line or an error message. huggingface_hub's errors become loradock's, each namin
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -212,14 +213,22 @@ class HfHub:
         ]
 
     def snapshot_download(
-        self, repo_id: str, *, revision: str, local_dir: str | Path | None = None
+        self,
+        repo_id: str,
+        *,
+        revision: str,
+        local_dir: str | Path | None = None,
+        files: Sequence[str] | None = None,
     ) -> Path:
-        """Download the files of ``revision`` pinned to its commit sha, then check every file
-        against the Hub's record (LFS sha256, else the git blob id); a mismatch raises
-        :class:`~loradock.errors.IntegrityError`. Shows huggingface_hub's progress bar."""
+        """Download the files of ``revision`` (only those named in ``files``, when given)
+        pinned to its commit sha, then check each against the Hub's record (LFS sha256, else
+        the git blob id); a mismatch raises :class:`~loradock.errors.IntegrityError`. Shows
+        huggingface_hub's progress bar."""
         validate_repo_id(repo_id)
         validate_revision(revision)
         model = self._model_info(repo_id, revision)
+        # Exact names as huggingface_hub's fnmatch patterns: '[', '*' and '?' escaped.
+        patterns = None if files is None else [glob.escape(f) for f in files]
         with self._mapped("download", repo_id, model.sha):
             path = Path(
                 self._api.snapshot_download(
@@ -228,9 +237,10 @@ class HfHub:
                     local_dir=str(local_dir) if local_dir else None,
                     # huggingface_hub reads HF_HUB_CACHE at import; honour it as it is now.
                     cache_dir=None if local_dir else _hf_cache_dir(),
+                    allow_patterns=patterns,
                 )
             )
-        _verify_snapshot(path, model)
+        _verify_snapshot(path, model, None if files is None else set(files))
         if local_dir:
             # huggingface_hub's bookkeeping for resumed downloads: not part of the revision.
             shutil.rmtree(path / ".cache" / "huggingface", ignore_errors=True)
@@ -358,9 +368,11 @@ def _repo_info(model: ModelInfo, *, files: tuple[RepoFile, ...]) -> RepoInfo:
     )
 
 
-def _verify_snapshot(folder: Path, model: ModelInfo) -> None:
+def _verify_snapshot(folder: Path, model: ModelInfo, wanted: set[str] | None) -> None:
     problems = []
     for sibling in model.siblings or []:
+        if wanted is not None and sibling.rfilename not in wanted:
+            continue
         path = folder / sibling.rfilename
         if not path.is_file():
             problems.append(f"{sibling.rfilename}: missing after download")
@@ -374,10 +386,11 @@ def _verify_snapshot(folder: Path, model: ModelInfo) -> None:
         if expected != actual:
             problems.append(f"{sibling.rfilename}: hash {actual} != recorded {expected}")
     if problems:
+        # Named by repo and revision only: the message may reach an API user.
         raise IntegrityError(
-            f"Snapshot of {model.id!r}@{model.sha} in {str(folder)!r} does not match the Hub: "
+            f"The download of {model.id!r}@{model.sha} does not match the Hub: "
             + "; ".join(problems)
-            + ". Delete that folder and download again."
+            + ". Download it again."
         )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -28,12 +29,13 @@ from filelock import FileLock
 
 from loradock.errors import (
     AdapterNotFoundError,
+    CardError,
     IntegrityError,
     InvalidNameError,
     RevisionNotFoundError,
     StoreError,
 )
-from loradock.registry.card import load_yaml
+from loradock.registry.card_yaml import MAX_CARD_BYTES, load_yaml
 from loradock.registry.local_files import (
     copy_to_temp,
     read_refs,
@@ -50,6 +52,8 @@ from loradock.registry.names import (
 from loradock.registry.store import CommitInfo, RepoFile, RepoInfo, RepoRefs, RepoType
 
 _REPO_FOLDERS: dict[str, str] = {"model": "models", "space": "spaces"}
+
+logger = logging.getLogger(__name__)
 
 
 class LocalHub:
@@ -78,7 +82,7 @@ class LocalHub:
             if (folder / "repo.json").is_file():
                 if not exist_ok:
                     raise StoreError(
-                        f"Repo {repo_id!r} already exists in {str(self.root)!r}; pass "
+                        f"Repo {repo_id!r} already exists in the local hub; pass "
                         "exist_ok=True to reuse it, or pick another name."
                     )
                 return self._url(repo_id, repo_type)
@@ -235,16 +239,23 @@ class LocalHub:
     # -- downloads -----------------------------------------------------------------------
 
     def snapshot_download(
-        self, repo_id: str, *, revision: str, local_dir: str | Path | None = None
+        self,
+        repo_id: str,
+        *,
+        revision: str,
+        local_dir: str | Path | None = None,
+        files: Sequence[str] | None = None,
     ) -> Path:
-        """Copy ``revision``'s files into ``local_dir`` (default: ``root/.snapshots/...``),
-        re-hashing each one; a blob that no longer matches its sha256 raises IntegrityError."""
+        """Copy ``revision``'s files (only those named in ``files``, when given) into
+        ``local_dir`` (default: ``root/.snapshots/...``), re-hashing each one; a blob that no
+        longer matches its sha256 raises IntegrityError."""
         repo = self._existing_repo_dir(repo_id, "model")
         sha = self._resolve(repo, repo_id, revision)
-        files = self._read_commit(repo, repo_id, sha)["files"]
+        tree = self._read_commit(repo, repo_id, sha)["files"]
+        wanted = tree if files is None else {p: tree[p] for p in files if p in tree}
         target = Path(local_dir) if local_dir else self.root / ".snapshots" / repo_id / sha
         target.mkdir(parents=True, exist_ok=True)
-        for path, entry in files.items():
+        for path, entry in wanted.items():
             dest = target / safe_relpath(path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             blob = repo / "objects" / entry["sha256"]
@@ -280,9 +291,9 @@ class LocalHub:
     def _existing_repo_dir(self, repo_id: str, repo_type: RepoType) -> Path:
         folder = self._repo_dir(repo_id, repo_type)
         if not (folder / "repo.json").is_file():
+            # The message may reach an API user: it names the repo, never the hub's folder.
             raise AdapterNotFoundError(
-                f"Repo {repo_id!r} not found in the local hub {str(self.root)!r}: check the "
-                "name, or publish it first."
+                f"Repo {repo_id!r} not found in the local hub: check the name, or publish it first."
             )
         return folder
 
@@ -311,9 +322,10 @@ class LocalHub:
         except FileNotFoundError:
             raise RevisionNotFoundError(f"Commit {sha!r} not found in {repo_id!r}.") from None
         if hashlib.sha1(raw).hexdigest() != sha:
+            logger.error("Altered commit file in the local hub: %s", path)  # for the operator
             raise IntegrityError(
-                f"{repo_id!r}: commit {sha!r} was altered on disk ({str(path)!r}); restore the "
-                "hub folder from a backup or republish the repo."
+                f"{repo_id!r}: commit {sha!r} was altered on disk; restore the hub folder "
+                "from a backup or republish the repo."
             )
         return json.loads(raw)
 
@@ -345,15 +357,15 @@ class LocalHub:
 
     def _card_data(self, repo: Path, files: dict) -> dict[str, Any]:
         entry = files.get("README.md")
-        if not entry:
-            return {}
+        if not entry or entry["size"] > MAX_CARD_BYTES:
+            return {}  # an oversized card is not read at all (resolve refuses it by name)
         text = (repo / "objects" / entry["sha256"]).read_text(encoding="utf-8", errors="replace")
         if not text.startswith("---"):
             return {}
         block = text[3:].split("\n---", 1)[0]
         try:
             data = load_yaml(block)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, CardError):
             return {}  # a broken card still lists (the Hub does the same); the index reports it
         return data if isinstance(data, dict) else {}
 

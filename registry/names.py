@@ -14,13 +14,15 @@ from loradock.errors import InvalidNameError
 
 # The Hub's own rule for each half of a repo id (letters, digits, '-', '_', '.'), without
 # leading/trailing separators and without '..' (huggingface_hub's validate_repo_id agrees).
+# Every pattern here is used with ``fullmatch``: ``match`` with a trailing ``$`` lets a final
+# newline through ("acme/x\n" would pass and then name another file or cache key).
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
-REPO_ID_RE = re.compile(rf"^{_PART}/{_PART}$")
-NAMESPACE_RE = re.compile(rf"^{_PART}$")
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+REPO_ID_RE = re.compile(rf"{_PART}/{_PART}")
+NAMESPACE_RE = re.compile(_PART)
+SHA_RE = re.compile(r"[0-9a-f]{40}")
 # Aliases and branch names: a conservative subset of git ref names.
-REVISION_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+REVISION_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")
+ALIAS_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 DEFAULT_REVISION = "main"
 
@@ -30,7 +32,12 @@ def _checked(
 ) -> str:
     """``value`` if it is a string matching ``pattern`` (never with ``..`` nor equal to
     ``refused``); else ``InvalidNameError(message)``."""
-    if not isinstance(value, str) or not pattern.match(value) or ".." in value or value == refused:
+    if (
+        not isinstance(value, str)
+        or not pattern.fullmatch(value)
+        or ".." in value
+        or value == refused
+    ):
         raise InvalidNameError(message)
     return value
 
@@ -78,7 +85,7 @@ def validate_alias(alias: str) -> str:
 
 
 def is_sha(revision: str | None) -> bool:
-    return bool(revision) and bool(SHA_RE.match(revision or ""))
+    return bool(revision) and bool(SHA_RE.fullmatch(revision or ""))
 
 
 @dataclass(frozen=True)
@@ -98,10 +105,17 @@ class AdapterRef:
 
 
 def parse_name(name: str) -> AdapterRef:
-    """Parse ``org/name[@rev]`` into an :class:`AdapterRef`, validating both halves."""
-    if not isinstance(name, str) or not name.strip():
+    """Parse ``org/name[@rev]`` into an :class:`AdapterRef`, validating both halves. The name
+    is taken as given: surrounding whitespace is refused, not stripped, so what was asked for
+    is exactly what is served and cached."""
+    if not isinstance(name, str) or not name:
         raise InvalidNameError(f"Invalid adapter name {name!r}: expected 'org/name[@revision]'.")
-    repo_id, sep, revision = name.strip().partition("@")
+    if any(c.isspace() or not c.isprintable() for c in name):
+        raise InvalidNameError(
+            f"Invalid adapter name {name!r}: it contains whitespace or control characters; "
+            "expected 'org/name[@revision]' exactly."
+        )
+    repo_id, sep, revision = name.partition("@")
     validate_repo_id(repo_id)
     if sep:
         validate_revision(revision)

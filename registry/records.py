@@ -27,14 +27,14 @@ RecordKind = Literal["adapter", "base", "merge"]
 KINDS: tuple[str, ...] = ("adapter", "base", "merge")
 
 # "task/metric": both halves are identifiers lm-eval would print (dates/exact_match, mmlu/acc_norm).
-METRIC_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._,-]*$")
+METRIC_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._,-]*")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def validate_metric_key(key: str) -> str | None:
     """Return a problem description for a malformed metric key, or ``None`` if it is fine."""
-    if not isinstance(key, str) or not METRIC_KEY_RE.match(key):
+    if not isinstance(key, str) or not METRIC_KEY_RE.fullmatch(key):
         return f"metric {key!r} is not of the form 'task/metric' (for example 'dates/exact_match')"
     return None
 
@@ -103,7 +103,7 @@ class AdapterRecord:
         object.__setattr__(self, "created_at", as_utc(self.created_at))
         object.__setattr__(self, "updated_at", as_utc(self.updated_at))
         problems: list[str] = []
-        if not isinstance(self.repo_id, str) or not REPO_ID_RE.match(self.repo_id):
+        if not isinstance(self.repo_id, str) or not REPO_ID_RE.fullmatch(self.repo_id):
             problems.append(f"repo_id {self.repo_id!r} is not 'namespace/name'")
         if not isinstance(self.sha, str) or not self.sha:
             problems.append(f"sha {self.sha!r} is empty: a record names one commit")

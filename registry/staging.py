@@ -103,7 +103,7 @@ def named_for_repo(card: AdapterCard, repo_id: str) -> AdapterCard:
 
 def is_repo_id(value: str | None) -> bool:
     """An ``org/name`` Hub id (and not, by chance, a relative folder that exists here)."""
-    return bool(value and REPO_ID_RE.match(value) and not Path(value).exists())
+    return bool(value and REPO_ID_RE.fullmatch(value) and not Path(value).exists())
 
 
 def check_model_weights(folder: Path) -> None:

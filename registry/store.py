@@ -119,5 +119,13 @@ class Store(Protocol):
     def delete_tag(self, repo_id: str, *, tag: str) -> None: ...
 
     def snapshot_download(
-        self, repo_id: str, *, revision: str, local_dir: str | Path | None = None
-    ) -> Path: ...
+        self,
+        repo_id: str,
+        *,
+        revision: str,
+        local_dir: str | Path | None = None,
+        files: Sequence[str] | None = None,
+    ) -> Path:
+        """Copy ``revision``'s files into ``local_dir``: those named in ``files`` (exact repo
+        paths; names the revision lacks are skipped), or every file when ``files`` is None."""
+        ...

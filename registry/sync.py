@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from loradock.errors import CardError, LoradockError
+from loradock.registry.adapter_fetch import AdapterLimits, adapter_files, in_repo_terms, read_card
 from loradock.registry.artifact import CONFIG_FILENAME, read_adapter
 from loradock.registry.card import CARD_FILENAME, AdapterCard
 from loradock.registry.index import Index
@@ -66,28 +67,38 @@ def _card_from_metadata(info: RepoInfo) -> AdapterCard:
 
 
 def _adapter_parts(store: Store, info: RepoInfo, folder: Path) -> AdapterRecord:
-    artifact = read_adapter(folder)
-    card = AdapterCard.from_repo_folder(folder)
+    where = f"{info.repo_id}@{info.sha}"
+    with in_repo_terms(folder, where):
+        artifact = read_adapter(folder)
+    card = read_card(folder, where)
     if card is None:  # PEFT files without a README: the adapter_config names the base
         card = AdapterCard(base_model=artifact.base_model)
     return record_from_repo(info, card, artifact)
 
 
 def read_record(
-    store: Store, info: RepoInfo, *, snapshots: SnapshotCache | None = None
+    store: Store,
+    info: RepoInfo,
+    *,
+    snapshots: SnapshotCache | None = None,
+    limits: AdapterLimits | None = None,
 ) -> AdapterRecord:
     """The index record of one commit (``info`` from ``store.repo_info(repo, revision=sha)``).
 
-    Adapters are fetched into ``snapshots`` (the verified cache ``resolve`` reuses) or, without
-    one, into a temporary folder removed afterwards.
+    An adapter's own files (config, weights, card: never the rest of the revision, and
+    nothing past ``limits.max_bytes``) are fetched into ``snapshots`` (the verified cache
+    ``resolve`` reuses) or, without one, into a temporary folder removed afterwards.
     """
     if CONFIG_FILENAME not in {f.path for f in info.files}:
         return record_from_repo(info, _card_from_metadata(info), None)
+    files = adapter_files(info, limits or AdapterLimits(allow_private=True))
     if snapshots is not None:
-        folder = snapshots.fetch(store, info.repo_id, info.sha, info.files)
+        folder = snapshots.fetch(store, info.repo_id, info.sha, files, private=info.private)
         return _adapter_parts(store, info, folder)
     with tempfile.TemporaryDirectory(prefix="loradock-sync-") as tmp:
-        folder = store.snapshot_download(info.repo_id, revision=info.sha, local_dir=tmp)
+        folder = store.snapshot_download(
+            info.repo_id, revision=info.sha, local_dir=tmp, files=[f.path for f in files]
+        )
         return _adapter_parts(store, info, Path(folder))
 
 
@@ -101,7 +112,7 @@ def alias_tags(store: Store, repo_id: str) -> dict[str, str]:
     """The repo's tags that are loradock aliases (``prod``); release tags such as ``v1.0``
     on a Hub repo are not aliases and are left out rather than failing the repo."""
     tags = store.list_refs(repo_id).tags
-    return {t: s for t, s in tags.items() if ALIAS_RE.match(t) and t != DEFAULT_REVISION}
+    return {t: s for t, s in tags.items() if ALIAS_RE.fullmatch(t) and t != DEFAULT_REVISION}
 
 
 def _describe(exc: Exception) -> str:
@@ -117,6 +128,7 @@ def sync_repo(
     *,
     snapshots: SnapshotCache | None = None,
     errors: list[str] | None = None,
+    limits: AdapterLimits | None = None,
 ) -> int:
     """Index every commit of ``repo_id``'s history (and every alias target) not yet indexed.
 
@@ -142,7 +154,7 @@ def sync_repo(
             info = head if sha == head.sha else store.repo_info(repo_id, revision=sha)
             if not _holds_a_model(info):
                 continue
-            record = read_record(store, info, snapshots=snapshots)
+            record = read_record(store, info, snapshots=snapshots, limits=limits)
         except Exception as exc:
             if sha == head.sha:
                 raise
@@ -180,6 +192,7 @@ def sync(
     author: str | None = None,
     progress: bool = True,
     snapshots: SnapshotCache | None = None,
+    limits: AdapterLimits | None = None,
 ) -> SyncReport:
     """Bring ``index`` up to date with ``store``: new repos and commits, moved aliases, and
     repos deleted from the store.
@@ -207,7 +220,9 @@ def sync(
                             index.set_aliases(repo_id, aliases)
                         unchanged += 1
                         continue
-                added += sync_repo(store, index, repo_id, snapshots=snapshots, errors=errors)
+                added += sync_repo(
+                    store, index, repo_id, snapshots=snapshots, errors=errors, limits=limits
+                )
             except Exception as exc:  # one bad repo never aborts the sync
                 errors.append(f"{repo_id}: not indexed: {_describe(exc)}")
             finally:

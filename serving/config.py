@@ -1,8 +1,8 @@
 """The server's configuration: one typed tree, every option and its default defined once.
 
 ``ServerConfig`` holds what the whole server shares (``base``, ``adapters``, ``engine``,
-``merged``, ``engine_process``) and three parts: ``http`` (``HttpConfig``: address, keys, what
-it serves), ``peft`` (``PeftEngineConfig``: the engine sizes; the vLLM engine takes the ones
+``merged``, ``engine_process``) and three parts: ``http`` (``HttpConfig``, in
+``http_config.py``: address, keys, what it serves and accepts), ``peft`` (``PeftEngineConfig``: the engine sizes; the vLLM engine takes the ones
 the two engines share from here too, so each is given once) and ``vllm`` (``VllmConfig``:
 options only vLLM has). Fields made with ``option()`` are also ``loradock serve`` options:
 ``loradock/cli/serve.py`` builds each flag from the field's name, type, default and help text.
@@ -26,14 +26,20 @@ from typing import Any
 
 from loradock.errors import ConfigError, InvalidNameError
 from loradock.serving.config_fields import CLI, int_problems, option, refuse
+from loradock.serving.engines.peft.limits import MAX_CPU_ADAPTER_BYTES, MAX_LORA_RANK
 from loradock.serving.engines.vllm.options import VllmConfig
+from loradock.serving.http_config import SERVED_NAME_RE, HttpConfig
 
 ENGINES = ("peft", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# A served alias is a single word: it must never look like a path or a registry name.
-SERVED_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 VLLM_LORA_OPTIONS = ("max_lora_rank", "max_loras", "max_cpu_loras")
-PEFT_ONLY_OPTIONS = ("max_wait_ms", "device", "torch_threads")
+PEFT_ONLY_OPTIONS = (
+    "max_wait_ms",
+    "device",
+    "torch_threads",
+    "max_adapter_rank",
+    "max_cpu_adapter_bytes",
+)
 
 
 def looks_like_path(name: str) -> bool:
@@ -42,55 +48,8 @@ def looks_like_path(name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class HttpConfig:
-    """The endpoint: where it listens, its keys, and which names it answers to."""
-
-    host: str = option("127.0.0.1", "Address to listen on")
-    port: int = option(8000, "Port (0: any free port)")
-    api_key: str | None = option(
-        None, "Bearer key of every API route", envvar="LORADOCK_API_KEY", repr=False
-    )
-    admin_key: str | None = option(
-        None, "Bearer key of load/unload", envvar="LORADOCK_ADMIN_KEY", repr=False
-    )
-    # What /v1/models and requests call the base: `base`, or a folder's own name when `base`
-    # is a path (a model id never shows a path of the server's disk).
-    served_base_name: str | None = option(
-        None,
-        "The base's model id in /v1/models and requests (default: --base, or a folder's own name)",
-        "--served-name",
-        "--served-base-name",
-    )
-    allow_any_registry_adapter: bool = option(
-        True,
-        "Serve any registry adapter for the base, or only the --adapter names",
-        "--any-registry-adapter/--only-listed",
-    )
-
-    def __post_init__(self) -> None:
-        refuse(self.problems(vars(self)))
-
-    @staticmethod
-    def problems(v: Mapping[str, Any]) -> list[str]:
-        problems = []
-        if not isinstance(v["port"], int) or not 0 <= v["port"] <= 65535:
-            problems.append(f"port={v['port']!r} must be an integer in 0..65535 (0: any free port)")
-        for key_name in ("api_key", "admin_key"):
-            key = v[key_name]
-            if key is not None and (not isinstance(key, str) or len(key) < 4):
-                problems.append(f"{key_name} must be a string of at least 4 characters")
-        served = v["served_base_name"]
-        if served is not None and not _valid_served_base_name(served):
-            problems.append(
-                f"served base name {served!r} must be one word or 'org/name' of letters, "
-                "digits, '.', '_' or '-' (never a path), e.g. --served-name acme/smollm2"
-            )
-        return problems
-
-
-@dataclass(frozen=True)
 class PeftEngineConfig:
-    """The engine sizes (``engines/peft/`` uses all; vLLM all but the three PEFT-only ones)."""
+    """The engine sizes (``engines/peft/`` uses all; vLLM all but the PEFT-only ones)."""
 
     max_loaded: int = option(8, "Adapters attached at once (vLLM: adapters in one batch)")
     max_cpu_adapters: int = option(64, "Adapters kept in CPU memory")
@@ -102,6 +61,15 @@ class PeftEngineConfig:
     device: str | None = None  # PEFT: None picks the GPU when there is one
     torch_threads: int | None = option(
         None, "PEFT: torch threads of the model thread (default: torch's)", "--threads"
+    )
+    # Every slot of a layer is as wide as the widest adapter attached: one huge rank would
+    # cost every slot its memory, so adapters above this rank are refused (422).
+    max_adapter_rank: int = option(
+        MAX_LORA_RANK, "PEFT: largest LoRA rank an adapter may have (higher: 422)"
+    )
+    max_cpu_adapter_bytes: int = option(
+        MAX_CPU_ADAPTER_BYTES,
+        "PEFT: tensor bytes the CPU adapter tier holds, beside --max-cpu-adapters",
     )
 
     def __post_init__(self) -> None:
@@ -115,6 +83,7 @@ class PeftEngineConfig:
         lows = {"max_loaded": 1, "max_cpu_adapters": 0, "max_batch_size": 1, "max_queue": 1}
         problems += int_problems(v, {**lows, "max_model_len": 8})
         problems += int_problems(v, {"torch_threads": 1}, optional={"torch_threads"})
+        problems += int_problems(v, {"max_adapter_rank": 1, "max_cpu_adapter_bytes": 0})
         wait = v["max_wait_ms"]
         if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
             problems.append(f"max_wait_ms={wait!r} must be a number >= 0")
@@ -182,7 +151,7 @@ class ServerConfig:
         if engine not in ENGINES:
             problems.append(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
         for alias, target in v["adapters"].items():
-            if not SERVED_NAME_RE.match(alias):
+            if not SERVED_NAME_RE.fullmatch(alias):
                 problems.append(
                     f"served adapter name {alias!r} must be one word of letters, digits, "
                     "'.', '_' or '-' (no '/'), e.g. --adapter dates=acme/dates-lora@prod"
@@ -299,17 +268,3 @@ _DEFAULTS["engine_process"] = _defaults(ServerConfig, {"engine_process"})["engin
 _CLI_OPTIONS = {
     f.name: f.metadata[CLI] for c in _ALL for f in dataclasses.fields(c) if CLI in f.metadata
 }
-
-
-def _valid_served_base_name(name: str) -> bool:
-    from loradock.registry.names import validate_repo_id
-
-    if not isinstance(name, str):
-        return False
-    if SERVED_NAME_RE.match(name):
-        return True
-    try:
-        validate_repo_id(name)
-    except InvalidNameError:
-        return False
-    return True

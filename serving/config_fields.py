@@ -1,32 +1,22 @@
 """How the server's configuration parts declare their fields and report problems.
 
-``option()`` makes a dataclass field that is also a ``loradock serve`` option: its flags and
-help text sit in the field's metadata, next to its type and default, and the CLI builds the
-option from them, so nothing about an option is written twice. Parts check their values with
-plain functions over a mapping, so ``ServerConfig.from_options`` can collect the problems of
-every part before any part is built.
+``option()`` (from ``loradock.options``, which every part may import) makes a dataclass
+field that is also a ``loradock serve`` option: its flags and help text sit in the field's
+metadata, next to its type and default, and the CLI builds the option from them. Parts
+check their values with plain functions over a mapping, so ``ServerConfig.from_options``
+can collect the problems of every part before any part is built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import field
-from typing import Any, NamedTuple
+from typing import Any
 
 from loradock.errors import ConfigError
+from loradock.options import CLI, option
 
-CLI = "loradock.cli"  # the field metadata key ``option()`` writes
-
-
-class CliOption(NamedTuple):
-    help: str
-    flags: tuple[str, ...]  # empty: ``--field-name``; ``--a/--b`` for an on/off pair
-    envvar: str | None
-
-
-def option(default: Any, help: str, *flags: str, envvar: str | None = None, **kw: Any) -> Any:
-    """A field that is also a ``loradock serve`` option, with its flags and help text."""
-    return field(default=default, metadata={CLI: CliOption(help, flags, envvar)}, **kw)
+# Re-exported: the server config parts import every field helper from here.
+__all__ = ["CLI", "int_problems", "option", "refuse"]
 
 
 def refuse(problems: list[str]) -> None:

@@ -2,7 +2,13 @@
 
 This is the only door from a request to a file: names go through ``Registry.resolve`` (which
 returns a verified snapshot) and the compatibility check, never through the filesystem.
-Anything that looks like a path is refused before the registry sees it.
+Anything that looks like a path, or holds whitespace or a control character, is refused
+before the registry sees it.
+
+Which registry repos a request may name is the server's ``scope``: ``listed`` (the names
+given at start), ``indexed`` (the default: those too, and the adapters the index holds for
+this base) or ``any`` (any registry repo, downloaded on demand). A name the admin loads
+(``/v1/adapters/load``) is served afterwards whatever the scope: loading is the admin's call.
 """
 
 from __future__ import annotations
@@ -27,6 +33,21 @@ RESOLVE_TTL_S = 2.0  # how long a resolved name is reused before the registry is
 STALE_TTLS = 10
 
 
+SCOPES = ("listed", "indexed", "any")
+
+
+def _check_characters(model: str) -> None:
+    """Whitespace and control characters never belong to a name: ``"org/x\\n"`` is refused
+    whole rather than trimmed into another name."""
+    bad = sorted({c for c in model if c.isspace() or not c.isprintable()})
+    if bad:
+        raise InvalidNameError(
+            f"model {model!r} contains whitespace or control characters "
+            f"({', '.join(repr(c) for c in bad)}): send the name exactly as GET /v1/models "
+            "lists it."
+        )
+
+
 def _looks_like_path(model: str) -> bool:
     return (
         model.startswith(("/", "~", ".", "\\"))
@@ -48,7 +69,7 @@ class AdapterResolver:
         base_name: str,
         base: Any,
         served: dict[str, str] | None = None,
-        allow_any: bool = True,
+        scope: str = "indexed",
         max_lora_rank: int | None = None,
         base_aliases: tuple[str, ...] = (),
         merged: bool = False,
@@ -59,7 +80,15 @@ class AdapterResolver:
         self.base_names = {base_name, *base_aliases}
         self.base = base  # a ResolvedModel (its repo id is checked too) or a model folder
         self.served = dict(served or {})
-        self.allow_any = allow_any
+        if scope not in SCOPES:
+            raise ValueError(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
+        self.scope = scope
+        # The base's registry names: adapters the index holds for one of them are "indexed".
+        self.index_bases = {n.split("@", 1)[0] for n in base_aliases}
+        if getattr(base, "repo_id", None):
+            self.index_bases.add(base.repo_id)
+        self._listed = {_repo_of(t) for t in self.served.values()}
+        self._admitted: set[str] = set()  # repos the admin loaded
         self.max_lora_rank = max_lora_rank
         self.merged = merged  # a merged model is served alone: every other name is refused
         self._compat: dict[tuple[str, str], IncompatibleAdapterError | None] = {}
@@ -112,20 +141,26 @@ class AdapterResolver:
 
         threading.Thread(target=refresh, name="loradock-resolve", daemon=True).start()
 
-    def resolve(self, model: str) -> AdapterSpec | None:
+    def resolve(self, model: str, *, admin: bool = False) -> AdapterSpec | None:
         """``None`` for the base model; an ``AdapterSpec`` for an adapter; raises otherwise.
 
+        ``admin``: the admin's load route, which may name any registry repo (and admits it).
         Concurrent calls for one name read the store once: the others wait for that read and
         take its result (errors are not cached: each caller then reads and gets its own)."""
         if self.is_base(model):
             return None
+        _check_characters(model)
         with self._name_locks[hash(model) % len(self._name_locks)]:
             hit = self._resolved.get(model)
             if hit is not None and hit[0] > time.monotonic():
                 return hit[1]  # another caller resolved it while this one waited
-            return self._resolve_once(model)
+            spec = self._resolve_once(model, admin=admin)
+        if admin:
+            with self._lock:
+                self._admitted.add(spec.repo_id)
+        return spec
 
-    def _resolve_once(self, model: str) -> AdapterSpec:
+    def _resolve_once(self, model: str, *, admin: bool = False) -> AdapterSpec:
         if self.merged:
             raise AdapterNotFoundError(
                 f"The model {model!r} is not served here: this server serves only the merged "
@@ -134,8 +169,9 @@ class AdapterResolver:
             )
         target = self.served.get(model)
         if target is None:
-            target = self._registry_name(model)
-        resolved = self.registry.resolve(target)
+            target = self._registry_name(model, admin=admin)
+        # the rank limit goes with the name: a larger adapter is refused before its download
+        resolved = self.registry.resolve(target, max_rank=self.max_lora_rank)
         self._check(resolved, model)
         artifact = resolved.artifact
         spec = AdapterSpec(
@@ -150,7 +186,7 @@ class AdapterResolver:
             self._resolved[model] = (time.monotonic() + self.cache_ttl_s, spec)
         return spec
 
-    def _registry_name(self, model: str) -> str:
+    def _registry_name(self, model: str, *, admin: bool = False) -> str:
         if _looks_like_path(model):
             raise InvalidNameError(
                 f"model {model!r} looks like a file path; this server loads adapters only by "
@@ -166,14 +202,33 @@ class AdapterResolver:
         from loradock.registry.names import parse_name
 
         ref = parse_name(model)  # InvalidNameError (400) for a malformed name
-        if not self.allow_any and ref.repo_id not in {
-            parse_name(t).repo_id for t in self.served.values()
-        }:
+        if not admin and not self._in_scope(ref.repo_id):
             raise AdapterNotFoundError(
-                f"The model {model!r} is not served here: this server serves only "
-                f"{', '.join(sorted(self.served))} (GET /v1/models)."
+                f"The model {model!r} is not served here: {self._scope_text()} "
+                "(GET /v1/models lists them)."
             )
         return model
+
+    def _in_scope(self, repo_id: str) -> bool:
+        if self.scope == "any" or repo_id in self._listed or repo_id in self._admitted:
+            return True
+        if self.scope == "listed":
+            return False
+        try:  # the index only: a name outside it never makes the server download anything
+            record = self.registry.show(repo_id)
+        except LookupError:
+            return False
+        return record.kind == "adapter" and record.base_model in self.index_bases
+
+    def _scope_text(self) -> str:
+        listed = ", ".join(sorted(self.served)) or "none"
+        if self.scope == "listed":
+            return f"this server serves only the names it was started with ({listed})"
+        return (
+            f"this server serves the names it was started with ({listed}) and the adapters "
+            f"indexed for its base {self.base_name!r}; an admin can load others "
+            "(POST /v1/adapters/load), or start the server with --any-registry-adapter"
+        )
 
     def _check(self, resolved: Any, model: str) -> None:
         key = (resolved.repo_id, resolved.sha)
@@ -196,3 +251,7 @@ class AdapterResolver:
                 f"on the base {self.base_name!r}",
                 problem.problems,
             )
+
+
+def _repo_of(name: str) -> str:
+    return name.split("@", 1)[0]

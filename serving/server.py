@@ -74,5 +74,7 @@ def serve(config: ServerConfig, *, registry: Any = None) -> None:
 
     app = build_app(config, registry=registry)
     host, port = config.http.host, config.http.port
+    for warning in config.http.exposure():
+        log.warning("%s", warning)
     log.info("serving %s on http://%s:%s", config.base_model_name, host, port)
     uvicorn.run(app, host=host, port=port, log_level="info")

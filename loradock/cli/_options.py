@@ -1,6 +1,6 @@
 """Command-line options made from a config dataclass's fields, as litgpt's CLI makes them.
 
-A field declared with ``loradock.serving.config_fields.option()`` carries its flags and help
+A field declared with ``loradock.options.option()`` carries its flags and help
 text; its name, type and default come from the dataclass. So an option's default and help are
 written once, in the config, and the command takes them from there.
 """
@@ -13,7 +13,7 @@ import typing
 
 import typer
 
-from loradock.serving.config_fields import CLI
+from loradock.options import CLI
 
 
 def dataclass_options(cls: type) -> list[inspect.Parameter]:

@@ -5,11 +5,13 @@ is made from that field (``loradock/cli/_options.py``): its default and help tex
 ``serving/config.py`` and ``serving/engines/vllm/options.py``. The four written here name
 what is served: ``--merged REPO[@rev]`` serves a model published by ``loradock merge`` on vLLM
 (``--engine peft`` also works); it stands for ``--base REPO@rev`` plus ``merged=True``, so it
-excludes ``--base`` and ``--adapter``.
+excludes ``--base`` and ``--adapter``. ``--api-key-file`` / ``--admin-key-file`` read a key
+from a file, so it never shows in ``ps`` (as ``LORADOCK_API_KEY`` / ``LORADOCK_ADMIN_KEY``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -42,11 +44,21 @@ def serve_command(
             "--engine", help="peft (hot-swap) or vllm (default: peft; vllm with --merged)"
         ),
     ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option("--api-key-file", help="Read the API key from this file (not seen in ps)"),
+    ] = None,
+    admin_key_file: Annotated[
+        Path | None,
+        typer.Option("--admin-key-file", help="Read the admin key from this file"),
+    ] = None,
     **options: Any,
 ) -> None:
     """Serve an OpenAI-compatible endpoint for the base and its adapters."""
     from loradock.errors import ConfigError
     from loradock.serving.server import serve
+
+    options.update(_keys_from_files(options, api_key=api_key_file, admin_key=admin_key_file))
 
     if merged is not None and (base is not None or adapter):
         given = " and ".join(f for f, v in (("--base", base), ("--adapter", adapter)) if v)
@@ -73,6 +85,27 @@ def serve_command(
         **options,
     )
     serve(config)
+
+
+def _keys_from_files(options: dict[str, Any], **files: Path | None) -> dict[str, str]:
+    """``{"api_key": text}`` for each key given as a file; a key given both ways is refused."""
+    from loradock.errors import ConfigError
+
+    keys, problems = {}, []
+    for name, path in files.items():
+        if path is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if options.get(name) is not None:
+            problems.append(f"{flag} and {flag}-file are both given (or its variable): give one")
+            continue
+        try:
+            keys[name] = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problems.append(f"{flag}-file {str(path)!r} cannot be read: {exc.strerror}")
+    if problems:
+        raise ConfigError("Invalid serve options", problems)
+    return keys
 
 
 app.command("serve")(with_options(serve_command, ServerConfig, *PARTS.values()))

@@ -1,10 +1,16 @@
-"""Models, adapter preloading, health and metrics: the routes beside the OpenAI ones."""
+"""Models, adapter preloading, health and metrics: the routes beside the OpenAI ones.
+
+Keys are checked by ``gate.py`` from the path: ``/health`` and ``/metrics`` need none (load
+balancers and Prometheus read them), ``/v1/adapters/...`` the admin key, the rest the API key.
+``/health`` without a key says only whether the server is up: which adapters are loaded (some
+may be private) is for key holders.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
@@ -13,36 +19,39 @@ from loradock.serving.http.metrics import CONTENT_TYPE
 from loradock.serving.http.schemas import AdapterLoadRequest, ModelCard, ModelList
 from loradock.serving.http.state import ServerState, state_of
 
-public = APIRouter()  # no key: load balancers and Prometheus read these
-api = APIRouter()  # the API key
-admin = APIRouter()  # the admin key
+router = APIRouter()
 
 
-@public.get("/health")
-async def health(state: ServerState = Depends(state_of)):
+@router.get("/health")
+async def health(request: Request, state: ServerState = Depends(state_of)):
     engine, config = state.engine, state.config
     caps = engine.capabilities
     stopped = engine.health()  # why the engine is not running (its process exited...)
-    body = {
-        "status": "engine_stopped" if stopped else "ok" if state.started else "starting",
-        "engine": caps.name,
-        "base": config.base_model_name,
-        "merged": config.merged,
-        "max_loaded": caps.max_loaded,
-        "max_model_len": caps.max_model_len,
-        "loaded_adapters": engine.loaded_adapters(),
+    body: dict[str, Any] = {
+        "status": "engine_stopped" if stopped else "ok" if state.started else "starting"
     }
-    if stopped:  # 503: a load balancer takes this server out; the message says why
-        return JSONResponse({**body, "detail": stopped}, status_code=503)
+    if state.keys.authorized(request.headers.get("authorization")):
+        body |= {
+            "engine": caps.name,
+            "base": config.base_model_name,
+            "merged": config.merged,
+            "max_loaded": caps.max_loaded,
+            "max_model_len": caps.max_model_len,
+            "loaded_adapters": engine.loaded_adapters(),
+        }
+        if stopped:
+            body["detail"] = stopped
+    if stopped:  # 503: a load balancer takes this server out
+        return JSONResponse(body, status_code=503)
     return body
 
 
-@public.get("/metrics")
+@router.get("/metrics")
 async def metrics(state: ServerState = Depends(state_of)):
     return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
 
-@api.get("/v1/models")
+@router.get("/v1/models")
 async def list_models(state: ServerState = Depends(state_of)) -> ModelList:
     engine, config = state.engine, state.config
     base = config.base_model_name
@@ -52,7 +61,7 @@ async def list_models(state: ServerState = Depends(state_of)) -> ModelList:
     for alias, target in sorted(config.adapters.items()):
         cards.append(ModelCard(id=alias, parent=base, root=target, loaded=alias in loaded))
         seen.add(alias)
-    if config.http.allow_any_registry_adapter and config.serves_adapters:
+    if config.http.adapter_scope != "listed" and config.serves_adapters:
         for row in await run_in_threadpool(_compatible_rows, state.registry, config.base):
             if row.repo_id not in seen:
                 seen.add(row.repo_id)
@@ -69,9 +78,9 @@ async def list_models(state: ServerState = Depends(state_of)) -> ModelList:
     return ModelList(data=cards)
 
 
-@admin.post("/v1/adapters/load")
+@router.post("/v1/adapters/load")
 async def load_adapter(body: AdapterLoadRequest, state: ServerState = Depends(state_of)):
-    spec = await run_in_threadpool(state.resolver.resolve, body.model)
+    spec = await run_in_threadpool(lambda: state.resolver.resolve(body.model, admin=True))
     if spec is None:
         return {"model": body.model, "status": "base model: always loaded"}
     await state.engine.load(spec)
@@ -79,7 +88,7 @@ async def load_adapter(body: AdapterLoadRequest, state: ServerState = Depends(st
     return {"model": spec.name, "repo_id": spec.repo_id, "sha": spec.sha, "status": "loaded"}
 
 
-@admin.post("/v1/adapters/unload")
+@router.post("/v1/adapters/unload")
 async def unload_adapter(body: AdapterLoadRequest, state: ServerState = Depends(state_of)):
     if state.resolver.is_base(body.model):
         raise RequestError(f"{body.model!r} is the base model: it cannot be unloaded.")

@@ -2,18 +2,21 @@
 
 Routes live in ``openai_routes.py`` (completions, chat), ``admin_routes.py`` (models, admin,
 health, metrics) and ``registry_routes.py`` (read-only registry views for the Space); each
-reaches the server's state through the ``state_of`` dependency (``state.py``). Every error
-leaves as the OpenAI error shape (``errors.py``).
+reaches the server's state through the ``state_of`` dependency (``state.py``). Keys and the
+body size are checked below the app, before a body is read (``gate.py``). Every error leaves
+as the OpenAI error shape (``errors.py``), with the server's folders redacted.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import tempfile
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -22,7 +25,8 @@ from loradock.serving.config import ServerConfig, looks_like_path
 from loradock.serving.engines.base import Engine
 from loradock.serving.http import admin_routes, openai_routes, registry_routes
 from loradock.serving.http.auth import KeyChecker
-from loradock.serving.http.errors import error_response, validation_message
+from loradock.serving.http.errors import Redactor, error_response, validation_message
+from loradock.serving.http.gate import RequestGate
 from loradock.serving.http.metrics import ServerMetrics
 from loradock.serving.http.state import ServerState
 from loradock.serving.resolver import AdapterResolver
@@ -42,6 +46,7 @@ def create_app(
     ``base`` is the served base as ``Registry.resolve_base`` returns it (or its folder):
     adapters are checked against it before they are attached.
     """
+    base = registry.resolve_base(config.base) if base is None else base
     resolver = _resolver(engine, registry, config, base)
     state = ServerState(
         engine=engine,
@@ -50,6 +55,7 @@ def create_app(
         resolver=resolver,
         metrics=ServerMetrics(engine),
         keys=KeyChecker(api_key=config.http.api_key, admin_key=config.http.admin_key),
+        redact=Redactor(_server_paths(registry, base)),
     )
 
     @asynccontextmanager
@@ -68,16 +74,31 @@ def create_app(
             await engine.shutdown()
             gc.unfreeze()
 
-    app = FastAPI(title="loradock", lifespan=lifespan)
+    docs = config.http.docs  # off by default: the schema lists every route and field
+    paths = {"docs_url": "/docs", "redoc_url": "/redoc", "openapi_url": "/openapi.json"}
+    app = FastAPI(
+        title="loradock", lifespan=lifespan, **{k: v if docs else None for k, v in paths.items()}
+    )
     app.state.loradock = state
     _add_error_handlers(app, state)
-    api = [Depends(state.keys.require_api_key)]
-    app.include_router(admin_routes.public)
-    app.include_router(admin_routes.api, dependencies=api)
-    app.include_router(admin_routes.admin, dependencies=[Depends(state.keys.require_admin)])
-    app.include_router(openai_routes.router, dependencies=api)
-    app.include_router(registry_routes.router, dependencies=api)
+    for router in (admin_routes.router, openai_routes.router, registry_routes.router):
+        app.include_router(router)
+    public = {"/health", "/metrics", *(paths.values() if docs else ())}
+    app.add_middleware(
+        RequestGate,
+        keys=state.keys,
+        max_body_bytes=config.http.max_request_bytes,
+        public_paths=public,
+    )
     return app
+
+
+def _server_paths(registry: Any, base: Any) -> list[str]:
+    """Folders of this machine an error message could name: redacted before it leaves."""
+    settings = getattr(registry, "settings", None)
+    found = [getattr(settings, n, None) for n in ("home", "hub_dir", "cache_dir", "index_path")]
+    folder = getattr(base, "path", base)
+    return [str(p) for p in (*found, folder, tempfile.gettempdir(), Path.home()) if p]
 
 
 def _resolver(engine: Engine, registry: Any, config: ServerConfig, base: Any) -> AdapterResolver:
@@ -86,9 +107,9 @@ def _resolver(engine: Engine, registry: Any, config: ServerConfig, base: Any) ->
         base_name=config.base_model_name,
         # `--base org/name --served-name x`: the registry name still names the base.
         base_aliases=() if looks_like_path(config.base) else (config.base,),
-        base=registry.resolve_base(config.base) if base is None else base,
+        base=base,
         served=config.adapters,
-        allow_any=config.http.allow_any_registry_adapter,
+        scope=config.http.adapter_scope,
         max_lora_rank=engine.capabilities.max_lora_rank,
         merged=config.merged or engine.capabilities.merged,
     )
@@ -98,13 +119,13 @@ def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(LoradockError)
     async def _loradock_error(request: Request, exc: LoradockError):
         state.metrics.requests.labels(_route(request), str(exc.http_status)).inc()
-        return error_response(exc.http_status, str(exc), exc.code)
+        return error_response(exc.http_status, state.redact(str(exc)), exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         state.metrics.requests.labels(_route(request), "400").inc()
         message, param = validation_message(exc)
-        return error_response(400, message, "invalid_parameter", param)
+        return error_response(400, state.redact(message), "invalid_parameter", param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

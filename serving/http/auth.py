@@ -1,20 +1,23 @@
-"""Bearer-key checks: an API key for inference routes, an admin key for load/unload.
+"""Bearer-key checks: an API key for inference and read routes, an admin key for load/unload.
 
-With no keys configured the server is open (local use). Keys are compared in constant time.
+With no keys configured the server is open (local use; ``serving/server.py`` warns when such
+a server listens beyond loopback). Keys are compared in constant time. The checks read the
+``Authorization`` header only: ``gate.py`` runs them at the ASGI layer, before the app reads a
+body, so an unauthenticated client never makes the server parse anything.
 """
 
 from __future__ import annotations
 
 import secrets
+from typing import Literal
 
-from fastapi import Request
+from loradock.errors import AuthenticationError, LoradockError, PermissionDeniedError
 
-from loradock.errors import AuthenticationError, PermissionDeniedError
+Level = Literal["public", "api", "admin"]
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def _bearer(header: str | None) -> str | None:
+    scheme, _, token = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
@@ -29,39 +32,41 @@ class KeyChecker:
         self.api_key = api_key
         self.admin_key = admin_key
 
-    # Both checks are ``async def`` although they never await: FastAPI runs a plain ``def``
-    # dependency in its thread pool, a thread hop on every request that measured 40% of the
-    # event loop's busy time under 32 concurrent clients.
-    async def require_api_key(self, request: Request) -> None:
-        """Inference and read routes: the API key (or the admin key) when any key is set."""
-        if self.api_key is None and self.admin_key is None:
-            return
-        token = _bearer(request)
-        if token is None:
-            raise AuthenticationError(
-                "Missing API key: send the header 'Authorization: Bearer <key>' "
-                "(the openai client's api_key)."
-            )
-        if not (_same(token, self.api_key) or _same(token, self.admin_key)):
-            raise AuthenticationError(
+    @property
+    def open(self) -> bool:
+        return self.api_key is None and self.admin_key is None
+
+    def authorized(self, header: str | None) -> bool:
+        """Whether ``header`` carries the API key or the admin key (always, with no keys)."""
+        return self.problem("api", header) is None
+
+    def problem(self, level: Level, header: str | None) -> LoradockError | None:
+        """Why a request with this ``Authorization`` header may not use a route of ``level``
+        (None: it may). The admin key also opens every API route."""
+        if level == "public" or self.open:
+            return None
+        token = _bearer(header)
+        if level == "api":
+            if token is None:
+                return AuthenticationError(
+                    "Missing API key: send the header 'Authorization: Bearer <key>' "
+                    "(the openai client's api_key)."
+                )
+            if _same(token, self.api_key) or _same(token, self.admin_key):
+                return None
+            return AuthenticationError(
                 "Invalid API key: check the key this server was started with."
             )
-
-    async def require_admin(self, request: Request) -> None:
-        """Admin routes: only the admin key; an API key is refused with 403."""
-        if self.api_key is None and self.admin_key is None:
-            return
-        token = _bearer(request)
         if token is None:
-            raise AuthenticationError(
+            return AuthenticationError(
                 "Missing admin key: send the header 'Authorization: Bearer <admin key>'."
             )
         if _same(token, self.admin_key):
-            return
+            return None
         if _same(token, self.api_key):
-            raise PermissionDeniedError(
+            return PermissionDeniedError(
                 "This API key may not load or unload adapters: use the admin key"
                 + ("" if self.admin_key else " (start the server with --admin-key)")
                 + "."
             )
-        raise AuthenticationError("Invalid admin key: check the key this server was started with.")
+        return AuthenticationError("Invalid admin key: check the key this server was started with.")

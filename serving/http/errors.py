@@ -2,11 +2,16 @@
 
 Every error leaves the server through ``error_response`` (a plain HTTP error) or
 ``error_payload`` (an error raised mid-stream, sent as an SSE event), from ``loradock.errors``'
-``http_status`` and ``code``.
+``http_status`` and ``code``. Messages pass through ``Redactor`` first: an error raised
+deep in the registry may name a file of the server's disk, and a client learns the repo and
+revision from it, never the server's folders.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -20,21 +25,47 @@ ERROR_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
 
 
+# How long a client told "queue full" (429) waits before trying again, in seconds.
+RETRY_AFTER_S = 1
+SERVER_PATH = "<server path>"
+
+
+class Redactor:
+    """Replaces the server's own folders in a message with ``<server path>``.
+
+    A folder counts only where a path starts (not inside ``acme/rootkit`` for ``/root``) and
+    only whole (``/srv/lh`` does not match ``/srv/lhx``)."""
+
+    def __init__(self, roots: Iterable[str | Path]):
+        # longest first, so a snapshot folder inside the home folder goes whole
+        found = sorted({str(Path(r)) for r in roots if r and len(str(Path(r))) > 1}, key=len)
+        alternatives = "|".join(re.escape(r) for r in reversed(found))
+        self.pattern = (
+            re.compile(rf"(?<![\w.\-/~])(?:{alternatives})(?![\w.\-])") if found else None
+        )
+
+    def __call__(self, message: str) -> str:
+        return self.pattern.sub(SERVER_PATH, message) if self.pattern else message
+
+
 def error_response(status: int, message: str, code: str | None, param: str | None = None):
     kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 429 else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-def error_payload(exc: BaseException) -> dict[str, Any]:
+def error_payload(exc: BaseException, redact: Redactor) -> dict[str, Any]:
     """The error shape for an exception raised mid-stream (sent as an SSE event)."""
     status = getattr(exc, "http_status", 500)
     message = str(exc) if isinstance(exc, LoradockError) else "Internal error while generating"
+    message = redact(message)
     return {
         "error": {
             "message": message,
@@ -53,6 +84,12 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         param = param or field
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         got = err.get("input")
-        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {_short(got)})"
         parts.append(f"{field}: {msg}{shown}")
     return "Invalid request: " + "; ".join(parts), param
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value as the message shows it: a megabyte prompt is not echoed back whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]} ({len(text)} chars)"

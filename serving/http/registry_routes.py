@@ -2,7 +2,9 @@
 
 ``GET /v1/registry/adapters`` returns index rows (with metrics) filtered like
 ``Registry.search``; ``GET /v1/registry/adapters/{org}/{name}/card`` returns the card text
-of a revision plus the repo's revisions and aliases.
+of a revision plus the repo's revisions and aliases, for repos the index holds (unless the
+server runs with ``--any-registry-adapter``): reading a card never makes the server fetch a
+repo it does not know.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
-from loradock.errors import RequestError
+from loradock.errors import AdapterNotFoundError, RequestError
+from loradock.registry.names import parse_name
 from loradock.registry.records import KINDS
 from loradock.registry.search_query import SearchQuery
-from loradock.serving.http.state import state_of
+from loradock.serving.http.state import ServerState, state_of
 
 router = APIRouter(prefix="/v1/registry")
 MAX_ROWS = 500
@@ -48,7 +51,6 @@ def _row(record: Any) -> dict[str, Any]:
 
 @router.get("/adapters")
 async def list_adapters(
-    request: Request,
     base: str | None = None,
     task: str | None = None,
     tag: str | None = None,
@@ -58,6 +60,7 @@ async def list_adapters(
     descending: bool = True,
     limit: int = Query(default=50, ge=1, le=MAX_ROWS),
     kind: str = "adapter",
+    state: ServerState = Depends(state_of),
 ):
     if kind not in KINDS:
         raise RequestError(
@@ -75,21 +78,35 @@ async def list_adapters(
         limit=limit,
         kind=kind,
     )
-    rows = await run_in_threadpool(state_of(request).registry.search, query)
+    rows = await run_in_threadpool(state.registry.search, query)
     return {"object": "list", "data": [_row(r) for r in rows]}
 
 
 @router.get("/adapters/{org}/{name}/card")
-async def adapter_card(request: Request, org: str, name: str, revision: str | None = None):
-    registry = state_of(request).registry
+async def adapter_card(
+    org: str,
+    name: str,
+    revision: str | None = None,
+    state: ServerState = Depends(state_of),
+):
+    registry = state.registry
     if revision is not None and ("/" in revision or ".." in revision):
         raise RequestError(f"revision {revision!r} is not a sha, branch or alias")
     repo_id = f"{org}/{name}"
     ref = f"{repo_id}@{revision}" if revision else repo_id
+    parse_name(ref)  # InvalidNameError (400): whitespace, control characters, a bad revision
 
     def read() -> dict[str, Any]:
+        try:
+            revisions = [_row(r) for r in registry.revisions(repo_id)]
+        except AdapterNotFoundError:
+            revisions = []
+        if not revisions and state.config.http.adapter_scope != "any":
+            raise AdapterNotFoundError(
+                f"{repo_id!r} is not in this server's index: only indexed repos' cards are "
+                "served (GET /v1/registry/adapters lists them)."
+            )
         resolved = registry.resolve(ref)
-        revisions = [_row(r) for r in registry.revisions(repo_id)]
         aliases = dict(registry.aliases(repo_id))
         card = resolved.card
         return {

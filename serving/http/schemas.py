@@ -5,6 +5,11 @@ Error bodies are made in ``errors.py``.
 Requests are strict about the values loradock acts on (ranges checked here, so a bad
 value is a 400 that names the field) and tolerant of fields it ignores (``user``,
 ``stream_options``, penalties), which the ``openai`` client and other tools send.
+
+Every size is bounded here too (prompt and message lengths, number of messages and stop
+strings): fixed ceilings that no context fits, so nothing unbounded reaches a chat template or
+a tokenizer. The limits that depend on the server's context (``max_tokens``, a prompt's
+characters) are checked by the routes (``openai_routes.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 200
+MAX_TEXT_CHARS = 1_000_000  # a prompt or one message; the body limit usually binds first
+MAX_MESSAGES = 1024
+MAX_CONTENT_PARTS = 64
+MAX_SEED = 2**63 - 1  # torch's generators take seeds in 0..2**63-1
+# Below this a temperature is not "almost greedy" but an overflow: logits / 1e-40 are inf.
+MIN_TEMPERATURE = 0.01
 
 
 class _Request(BaseModel):
@@ -27,7 +39,17 @@ class _Request(BaseModel):
     n: int = Field(default=1, ge=1)
     stream: bool = False
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+
+    @field_validator("temperature")
+    @classmethod
+    def _sane_temperature(cls, temperature: float) -> float:
+        if 0 < temperature < MIN_TEMPERATURE:
+            raise ValueError(
+                f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}: smaller "
+                "values overflow the sampler"
+            )
+        return temperature
 
     @field_validator("n")
     @classmethod
@@ -44,6 +66,9 @@ class _Request(BaseModel):
             raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings, got {len(values)}")
         if any(not v for v in values):
             raise ValueError("stop strings must not be empty")
+        if any(len(v) > MAX_STOP_CHARS for v in values):
+            longest = max(len(v) for v in values)
+            raise ValueError(f"a stop string has {longest} characters: at most {MAX_STOP_CHARS}")
         return stop
 
     def stop_list(self) -> tuple[str, ...]:
@@ -68,6 +93,8 @@ class CompletionRequest(_Request):
             prompt = prompt[0]
         if not prompt:
             raise ValueError("prompt is empty: send at least one character")
+        if len(prompt) > MAX_TEXT_CHARS:
+            raise ValueError(f"prompt has {len(prompt)} characters: at most {MAX_TEXT_CHARS}")
         return prompt
 
     def prompt_text(self) -> str:
@@ -80,6 +107,17 @@ class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant", "developer"]
     content: str | list[dict[str, Any]]
 
+    @field_validator("content")
+    @classmethod
+    def _bounded(cls, content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+        if isinstance(content, list) and len(content) > MAX_CONTENT_PARTS:
+            raise ValueError(f"{len(content)} content parts: at most {MAX_CONTENT_PARTS}")
+        if isinstance(content, str) and len(content) > MAX_TEXT_CHARS:
+            raise ValueError(
+                f"message content has {len(content)} characters: at most {MAX_TEXT_CHARS}"
+            )
+        return content
+
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
@@ -90,11 +128,16 @@ class ChatMessage(BaseModel):
                     f"message content part {part!r} is not supported: only text parts are"
                 )
             parts.append(part["text"])
-        return "".join(parts)
+        text = "".join(parts)
+        if len(text) > MAX_TEXT_CHARS:
+            raise ValueError(
+                f"message content has {len(text)} characters: at most {MAX_TEXT_CHARS}"
+            )
+        return text
 
 
 class ChatCompletionRequest(_Request):
-    messages: list[ChatMessage]
+    messages: list[ChatMessage] = Field(max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from fastapi import Request
 from loradock.serving.config import ServerConfig
 from loradock.serving.engines.base import Engine
 from loradock.serving.http.auth import KeyChecker
+from loradock.serving.http.errors import Redactor
 from loradock.serving.http.metrics import ServerMetrics
 from loradock.serving.resolver import AdapterResolver
 
@@ -26,6 +27,7 @@ class ServerState:
     resolver: AdapterResolver
     metrics: ServerMetrics
     keys: KeyChecker
+    redact: Redactor
     started: bool = False
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from tests.helpers.registry import clone_adapter, open_registry
 
-API_KEY = "sk-test-api"
-ADMIN_KEY = "sk-test-admin"
+API_KEY = "sk-test-api-0123456789"
+ADMIN_KEY = "sk-test-admin-0123456789"
 BASE_ID = "tiny/base"
 
 
@@ -174,7 +174,8 @@ def check_merged_server(config, registry, *, prompt: str, expected: str, max_tok
         assert out.choices[0].text == expected
         with pytest.raises(openai.NotFoundError, match="serves only the merged model"):
             client.completions.create(model="acme/adapter-001", prompt=prompt, max_tokens=2)
-        health = httpx.get(f"{url}/health", timeout=10).json()
+        auth = {"Authorization": f"Bearer {API_KEY}"}  # the details need a key
+        health = httpx.get(f"{url}/health", headers=auth, timeout=10).json()
         assert health["merged"] is True and health["engine"] == config.engine
         assert client.completions.create(model=name, prompt=prompt, max_tokens=1).choices
 

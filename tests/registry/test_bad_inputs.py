@@ -145,9 +145,9 @@ CASES: list[Case] = [
     ),
     (
         "bad-revision-string",
-        lambda reg, env: reg.resolve("acme/dates-lora@bad rev!"),
+        lambda reg, env: reg.resolve("acme/dates-lora@bad!rev"),
         InvalidNameError,
-        "'bad rev!'",
+        "'bad!rev'",
     ),
     (
         "unknown-sha",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from loradock.registry.card import AdapterCard, load_yaml, split_front_matter
+from loradock.registry.card import AdapterCard
+from loradock.registry.card_yaml import load_yaml, split_front_matter
 
 
 @pytest.mark.parametrize(

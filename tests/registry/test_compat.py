@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,25 @@ def test_weights_without_lora_matrices(tmp_path, adapter_dir, tiny_base):
     )
     problems = _problems(folder, tiny_base)
     assert any("holds no LoRA matrices" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        (r"(.|.)*\d\d", "took over 0.5 s to match the base's module names (catastrophic"),
+        ("x" * 600, "is 600 characters long, over the limit of 512"),
+        ("q_proj(", "is not a valid regular expression"),
+        (r".*\.qkv_fused", "matches no module of the base"),
+        (r"model\.layers\.\d+\.self_attn\.(q|v)_proj", None),
+    ],
+    ids=["backtracking", "too-long", "invalid", "matches-nothing", "ordinary"],
+)
+def test_target_modules_pattern(tmp_path, adapter_dir, tiny_base, pattern, expected):
+    adapter = tmp_path / "adapter"
+    shutil.copytree(adapter_dir, adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "target_modules": pattern}))
+    if expected is None:
+        check_compatibility(adapter, tiny_base)
+        return
+    assert any(expected in p for p in _problems(adapter, tiny_base)), expected

@@ -30,9 +30,11 @@ class CountingStore:
         self.name = hub.name
         self.downloads: list[str] = []
 
-    def snapshot_download(self, repo_id, *, revision, local_dir=None):
+    def snapshot_download(self, repo_id, *, revision, local_dir=None, files=None):
         self.downloads.append(repo_id)
-        return self._hub.snapshot_download(repo_id, revision=revision, local_dir=local_dir)
+        return self._hub.snapshot_download(
+            repo_id, revision=revision, local_dir=local_dir, files=files
+        )
 
     def __getattr__(self, name):
         return getattr(self._hub, name)

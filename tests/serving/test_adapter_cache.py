@@ -37,10 +37,13 @@ class FakeModel:
         self.slots[slot] = weights
 
 
-def make_cache(model: FakeModel, max_loaded: int = 2, max_cpu: int = 3) -> ac.AdapterCache:
+def make_cache(
+    model: FakeModel, max_loaded: int = 2, max_cpu: int = 3, max_cpu_bytes: int = 2**30
+) -> ac.AdapterCache:
     return ac.AdapterCache(
         max_loaded=max_loaded,
         max_cpu=max_cpu,
+        max_cpu_bytes=max_cpu_bytes,
         dtype=torch.float32,
         parse=model.parse,
         attach=model.attach,
@@ -110,12 +113,27 @@ def test_slots(folder, steps, attached, evictions):
     assert cache.stats["evictions"] == evictions
 
 
-def test_cpu_tier_is_capped_lru(folder):
-    cache = make_cache(FakeModel(), max_cpu=3)
-    for i in range(5):
-        asyncio.run(cache.fetch(spec(i, folder)))
-    assert cache.in_memory() == [ac.adapter_key(spec(i, folder)) for i in (2, 3, 4)]
-    assert cache.stats["cpu_evictions"] == 2
+@pytest.mark.parametrize(
+    ("max_cpu", "max_adapters_of_bytes", "kept"),
+    [
+        (3, 10.0, (2, 3, 4)),  # the count binds
+        (8, 2.5, (3, 4)),  # the bytes bind: two adapters' worth fit
+        (2, 2.0, (3, 4)),  # both at once
+        (8, 0.5, ()),  # one adapter is over the whole tier: none is kept
+    ],
+    ids=["count", "bytes", "both", "over-the-tier"],
+)
+def test_cpu_tier_is_capped_lru_by_count_and_bytes(folder, max_cpu, max_adapters_of_bytes, kept):
+    one = asyncio.run(make_cache(FakeModel()).fetch(spec(0, folder))).nbytes
+    cache = make_cache(FakeModel(), max_cpu=max_cpu, max_cpu_bytes=int(one * max_adapters_of_bytes))
+    fetched = [asyncio.run(cache.fetch(spec(i, folder))) for i in range(5)]
+    assert all(a.nbytes == one for a in fetched)  # each still served whoever asked for it
+    assert cache.in_memory() == [ac.adapter_key(spec(i, folder)) for i in kept]
+    assert cache.cpu_bytes() == one * len(kept)
+    assert cache.stats["cpu_evictions"] == 5 - len(kept)
+    if kept:
+        cache.forget(ac.adapter_key(spec(kept[0], folder)))
+        assert cache.cpu_bytes() == one * (len(kept) - 1)
 
 
 @pytest.mark.parametrize(

@@ -131,13 +131,14 @@ def test_admin_load_and_unload(live_server):
     )
     assert loaded.status_code == 200, loaded.text
     assert loaded.json()["sha"] == live_server.published.shas[repo]
-    health = httpx.get(f"{live_server.url}/health").json()
+    health = httpx.get(f"{live_server.url}/health", headers=admin).json()
     assert repo in health["loaded_adapters"]
     gone = httpx.post(
         f"{live_server.base_url}/adapters/unload", json={"model": repo}, headers=admin
     )
     assert gone.status_code == 200, gone.text
-    assert repo not in httpx.get(f"{live_server.url}/health").json()["loaded_adapters"]
+    health = httpx.get(f"{live_server.url}/health", headers=admin).json()
+    assert repo not in health["loaded_adapters"]
     again = httpx.post(
         f"{live_server.base_url}/adapters/unload", json={"model": repo}, headers=admin
     )

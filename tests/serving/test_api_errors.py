@@ -20,7 +20,7 @@ CASES = [
     ("unknown-repo", "completions", {"model": "acme/missing"}, API_KEY, 404, "acme/missing"),
     ("unknown-alias", "completions", {"model": f"{ADAPTER}@staging"}, API_KEY, 404, "staging"),
     ("unknown-sha", "completions", {"model": f"{ADAPTER}@{'0' * 40}"}, API_KEY, 404, "0000000"),
-    ("bad-name", "completions", {"model": "acme/bad name"}, API_KEY, 400, "Invalid"),
+    ("bad-name", "completions", {"model": "acme/bad name"}, API_KEY, 400, "whitespace"),
     ("empty-model", "completions", {"model": ""}, API_KEY, 400, "model"),
     ("temperature", "completions", {"temperature": -1}, API_KEY, 400, "temperature"),
     ("max-tokens-0", "completions", {"max_tokens": 0}, API_KEY, 400, "max_tokens"),
@@ -54,14 +54,10 @@ CASES = [
     ("admin-wrong-key", "load", {"model": ADAPTER}, "sk-wrong", 401, "Invalid admin key"),
     ("admin-unknown", "load", {"model": "acme/missing"}, ADMIN_KEY, 404, "acme/missing"),
     ("admin-unload-base", "unload", {"model": BASE_ID}, ADMIN_KEY, 400, "base model"),
-    (
-        "incompatible",
-        "completions",
-        {"model": "acme/other-base-lora"},
-        API_KEY,
-        422,
-        "cannot be served",
-    ),
+    # made for another base: not indexed for this one, so a request cannot name it; the
+    # admin can load it, and the compatibility check refuses it
+    ("not-indexed", "completions", {"model": "acme/other-base-lora"}, API_KEY, 404, "not served"),
+    ("incompatible", "load", {"model": "acme/other-base-lora"}, ADMIN_KEY, 422, "cannot be served"),
     ("abs-path", "completions", {"model": "/etc/passwd"}, API_KEY, 400, "looks like a file path"),
     ("dotdot", "completions", {"model": "../../secrets"}, API_KEY, 400, "looks like a file path"),
     (
@@ -202,6 +198,7 @@ def test_queue_full_is_429_and_server_recovers(engine_kind, published):
         served = [r for r in results if not isinstance(r, BaseException)]
         assert refused and served, results
         assert "queue is full" in refused[0].body["message"]
+        assert refused[0].response.headers["retry-after"] == "1"  # when to try again
         assert all(isinstance(r, (openai.RateLimitError,)) or r in served for r in results)
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
         assert client.completions.create(model=BASE_ID, prompt="Hi", max_tokens=2).usage

@@ -9,6 +9,8 @@ from loradock.errors import ConfigError
 from loradock.serving.config import HttpConfig, PeftEngineConfig, ServerConfig
 from loradock.serving.engines.vllm.options import VllmConfig
 
+KEY = "sk-0123456789abcdef"
+
 BAD = [
     ({"base": ""}, "base '' is empty"),
     ({"engine": "tgi"}, "engine 'tgi'"),
@@ -23,6 +25,10 @@ BAD = [
     ({"adapters": {"a/b": "acme/x"}}, "served adapter name 'a/b'"),
     ({"adapters": {"dates": "/tmp/adapter"}}, "expected a registry name"),
     ({"api_key": "k"}, "api_key must be"),
+    ({"api_key": "k" * 15}, "at least 16 characters"),
+    ({"admin_key": " " + "k" * 20}, "admin_key must be"),
+    ({"allow_any_registry_adapter": True, "only_listed": True}, "contradict each other"),
+    ({"max_request_bytes": 10}, "max_request_bytes=10 must be an integer >= 1024"),
     ({"served_base_name": "/srv/models/base"}, "served base name '/srv/models/base'"),
     ({"served_base_name": "a/b/c"}, "never a path"),
     ({"served_base_name": "../up"}, "never a path"),
@@ -221,7 +227,7 @@ def test_each_part_is_validated_when_created(part, options, fragment):
     ("tree", "flat"),
     [
         ({}, {}),
-        ({"http": HttpConfig(port=0, api_key="sk-x")}, {"port": 0, "api_key": "sk-x"}),
+        ({"http": HttpConfig(port=0, api_key=KEY)}, {"port": 0, "api_key": KEY}),
         (
             {"engine": "vllm", "peft": PeftEngineConfig(dtype="float32"),
              "vllm": VllmConfig(max_lora_rank=32)},
@@ -256,10 +262,14 @@ def test_cli_defaults_are_the_configs(monkeypatch):
         (["--dtype", "float32"], "peft.dtype", "float32"),
         (["--threads", "2"], "peft.torch_threads", 2),
         (["--in-process"], "engine_process", False),
-        (["--only-listed"], "http.allow_any_registry_adapter", False),
+        (["--only-listed"], "http.adapter_scope", "listed"),
+        (["--any-registry-adapter"], "http.adapter_scope", "any"),
+        ([], "http.adapter_scope", "indexed"),
+        (["--docs"], "http.docs", True),
+        (["--max-request-bytes", "4096"], "http.max_request_bytes", 4096),
         (["--served-base-name", "acme/b"], "http.served_base_name", "acme/b"),
         (["--host", "0.0.0.0", "--port", "0"], "http.port", 0),
-        (["--admin-key", "sk-admin"], "http.admin_key", "sk-admin"),
+        (["--admin-key", KEY], "http.admin_key", KEY),
         (["--engine", "vllm", "--max-cpu-loras", "4"], "vllm.max_cpu_loras", 4),
         (["--engine", "vllm", "--kv-cache-memory-bytes", "1024"], "vllm.kv_cache_memory_bytes", 1024),
     ],
@@ -274,7 +284,47 @@ def test_cli_flags_reach_their_field(monkeypatch, args, path, expected):
 
 
 def test_api_key_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv("LORADOCK_API_KEY", "sk-from-env")
+    monkeypatch.setenv("LORADOCK_API_KEY", KEY)
     result, seen = _invoke_serve(monkeypatch, ["--base", "tiny/base"])
     assert result.exit_code == 0, result.output
-    assert seen[0].http.api_key == "sk-from-env" and "sk-from-env" not in repr(seen[0])
+    assert seen[0].http.api_key == KEY and KEY not in repr(seen[0])
+
+
+@pytest.mark.parametrize(
+    ("text", "extra", "fragment"),
+    [
+        (KEY + "\n", [], None),  # the file's newline is not part of the key
+        ("short\n", [], "at least 16 characters"),
+        (KEY, ["--api-key", KEY], "--api-key and --api-key-file are both given"),
+        (None, [], "cannot be read"),
+    ],
+    ids=["read", "short", "both", "missing"],
+)
+def test_api_key_file(monkeypatch, tmp_path, text, extra, fragment):
+    monkeypatch.delenv("LORADOCK_API_KEY", raising=False)
+    path = tmp_path / "key"
+    if text is not None:
+        path.write_text(text)
+    args = ["--base", "tiny/base", "--api-key-file", str(path), *extra]
+    result, seen = _invoke_serve(monkeypatch, args)
+    if fragment is None:
+        assert result.exit_code == 0, result.output
+        assert seen[0].http.api_key == KEY
+    else:
+        assert seen == [] and fragment in str(result.exception), result.exception
+
+
+@pytest.mark.parametrize(
+    ("options", "fragments"),
+    [
+        ({}, []),
+        ({"host": "0.0.0.0"}, ["listening on 0.0.0.0 without an API key"]),
+        ({"host": "0.0.0.0", "api_key": KEY}, []),
+        ({"allow_any_registry_adapter": True}, ["--any-registry-adapter"]),
+        ({"docs": True}, ["--docs"]),
+    ],
+)
+def test_exposure_names_what_widens_the_defaults(options, fragments):
+    found = HttpConfig(**options).exposure()
+    assert len(found) == len(fragments)
+    assert all(f in text for f, text in zip(fragments, found, strict=True)), found

@@ -59,7 +59,8 @@ def test_200_requests_over_50_adapters(engine_kind, many_adapters, capsys):
         assert not failures, failures[:3]
         assert all(r.usage.completion_tokens >= 1 for r in results)
 
-        health = httpx.get(f"{server.url}/health").json()
+        auth = {"Authorization": f"Bearer {API_KEY}"}  # /health shows adapters to key holders
+        health = httpx.get(f"{server.url}/health", headers=auth).json()
         stats = app.state.loradock.engine.stats()
         engine = app.state.loradock.engine
         if engine_kind == "vllm":

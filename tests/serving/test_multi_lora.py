@@ -166,3 +166,105 @@ def test_fused_kernel_matches_matmuls(rows, d, o, r):
             want[i] += (x[i] @ a[s].T) @ bt[s]
     kernel()(x.numpy(), a.numpy(), bt.numpy(), np.asarray(rows, dtype=np.int64), y.numpy())
     torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
+
+
+def _refusal(tiny_base, adapter, change, max_rank=64) -> list[str]:
+    """The problems ``parse`` lists for ``adapter`` after ``change(config, tensors)``."""
+    from transformers import AutoModelForCausalLM
+
+    config, tensors = _load(adapter)
+    change(config, tensors)
+    lora = MultiLora(AutoModelForCausalLM.from_pretrained(tiny_base), n_slots=1, max_rank=max_rank)
+    try:
+        lora.parse("acme/x", config, tensors)
+    except IncompatibleAdapterError as exc:
+        return exc.problems
+    return []
+
+
+def _set(attr, value):
+    return lambda config, tensors: setattr(config, attr, value)
+
+
+def _poison(value):
+    def change(config, tensors):
+        key = next(k for k in tensors if k.endswith("lora_A.weight"))
+        tensors[key][0, 0] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "max_rank", "fragment"),
+    [
+        (lambda c, t: None, 2, "rank 4 is over this engine's limit of 2"),
+        (_poison(float("nan")), 64, "hold NaN or inf"),
+        (_poison(float("inf")), 64, "hold NaN or inf"),
+        (_set("lora_alpha", 1e40), 64, "hold NaN or inf"),  # finite, but B * scale overflows
+        (_set("lora_alpha", "8"), 64, "lora_alpha '8' is not a finite number"),
+        (_set("target_modules", r"(.|.)*\d\d"), 64, "catastrophic backtracking"),
+        (_set("target_modules", "x" * 600), 64, "600 characters long"),
+        (_set("target_modules", "(?:a{100000}){100000}"), 64, "multiply to 10000000000"),
+        (_set("target_modules", ".*q_proj{e<=1}"), 64, "has a '{' that is not a count"),
+        (_set("target_modules", r".*\.k_proj"), 64, "target_modules='.*\\\\.k_proj' does not"),
+        (_set("target_modules", {"k_proj"}), 64, "does not select it"),
+        (_set("exclude_modules", "model.layers.0.*"), 64, "does not select it"),
+        (_set("alpha_pattern", {"q_proj(": 4}), 64, "not a valid regular expression"),
+        (_set("alpha_pattern", {r"(.|.)*\d\d": 4}), 64, "catastrophic backtracking"),
+    ],
+    ids=["rank-over-cap", "nan", "inf", "overflowing-scale", "alpha-not-a-number",
+         "backtracking-targets", "long-pattern", "compile-bomb", "fuzzy", "targets-miss",
+         "list-misses", "excluded",
+         "invalid-alpha-pattern", "backtracking-alpha-pattern"],
+)  # fmt: skip
+def test_hostile_adapters_are_refused(tiny_base, tiny_adapter_factory, change, max_rank, fragment):
+    problems = _refusal(tiny_base, tiny_adapter_factory(seed=1), change, max_rank)
+    assert any(fragment in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("change", "scales"),
+    [
+        (lambda c, t: None, {"q_proj": 2.0, "v_proj": 2.0}),
+        (_set("target_modules", r"model\.layers\.\d+\.self_attn\.(q|v)_proj"), {"q_proj": 2.0}),
+        (_set("target_modules", "all-linear"), {"q_proj": 2.0}),
+        (_set("alpha_pattern", {r"layers\.\d\.self_attn\.v_proj": 12}), {"v_proj": 3.0}),
+        (_set("rank_pattern", {"q_proj": 4}), {"q_proj": 2.0}),
+    ],
+    ids=["list", "full-match-string", "all-linear", "alpha-pattern", "rank-pattern"],
+)
+def test_peft_patterns_keep_their_meaning(tiny_base, tiny_adapter_factory, change, scales):
+    """PEFT's semantics for ordinary patterns: a string target_modules is a full match, a list
+    matches name suffixes, an alpha_pattern key the end of a name (alpha 8, rank 4 here)."""
+    from transformers import AutoModelForCausalLM
+
+    config, tensors = _load(tiny_adapter_factory(seed=1))
+    change(config, tensors)
+    lora = MultiLora(AutoModelForCausalLM.from_pretrained(tiny_base), n_slots=1)
+    weights = lora.parse("acme/x", config, tensors)
+    assert len(weights) == 4  # q_proj and v_proj of both layers
+    for module, (_, _, scale) in weights.items():
+        suffix = module.rsplit(".", 1)[-1]
+        assert scale == scales.get(suffix, 2.0), module
+
+
+def test_overflow_in_one_slot_stays_in_its_rows(tiny_base, tiny_adapter_factory):
+    """The dense decode path computes every slot's A for every row: a slot whose LoRA
+    overflows (inf) must not turn the other rows' outputs into NaN (inf * 0)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
+    lora = MultiLora(model, n_slots=2, fused=False)
+    lora.attach(1, lora.parse("a", *_load(tiny_adapter_factory(seed=1))))
+    lora.attach(2, lora.parse("b", *_load(tiny_adapter_factory(seed=3))))
+    ids = torch.tensor([[5], [11], [4]])
+    lora.set_rows([1, 0, 1])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+        for layer in lora.layers.values():
+            layer.A[2].fill_(3e38)  # x @ A overflows for every row's slot-2 block
+        lora.set_rows([1, 0, 2])
+        got = model(input_ids=ids).logits
+    assert all(layer.dense for layer in lora.layers.values())
+    torch.testing.assert_close(got[:2], want[:2])
+    assert not torch.isfinite(got[2]).all()

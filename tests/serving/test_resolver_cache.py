@@ -25,13 +25,16 @@ class CountingRegistry:
         self.fail: Exception | None = None
         self._lock = threading.Lock()
 
-    def resolve(self, name):
+    def resolve(self, name, **options):
         with self._lock:
             self.calls += 1
         time.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
-        return self.registry.resolve(name)
+        return self.registry.resolve(name, **options)
+
+    def show(self, name):  # the index lookup deciding whether a name is in scope
+        return self.registry.show(name)
 
 
 @pytest.fixture

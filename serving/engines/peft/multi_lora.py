@@ -5,26 +5,25 @@ LoRA layer: with 16 distinct adapters, 16 small matmul pairs per layer, and the 
 0.44x the throughput of a one-adapter batch. Here each wrapped ``nn.Linear`` holds all slots'
 weights stacked (``A: [slots+1, r, in]``, ``B.T: [slots+1, r, out]``, slot 0 all zeros for
 the base) and runs one matmul pair for the whole batch, whatever the adapter mix (see
-``MultiLoraLinear``; the idea of Punica/S-LoRA). Ranks are zero-padded to the largest attached.
+``MultiLoraLinear``; the idea of Punica/S-LoRA). Ranks are zero-padded to the largest attached,
+which ``max_rank`` bounds.
 
-Standard PEFT LoRA on linear layers is supported (any rank, ``rank_pattern``/``alpha_pattern``,
-rsLoRA); DoRA, LoRA on embeddings, trained biases and ``modules_to_save`` are refused with an
-``IncompatibleAdapterError`` listing what the adapter uses.
+Standard PEFT LoRA on linear layers is supported (ranks up to ``max_rank``,
+``rank_pattern``/``alpha_pattern``, rsLoRA); DoRA, LoRA on embeddings, trained biases and
+``modules_to_save`` are refused with an ``IncompatibleAdapterError`` listing what the adapter
+uses (``adapter_check.py``).
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from loradock.errors import IncompatibleAdapterError
-
-_KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<role>A|B)\.weight$")
+from loradock.serving.engines.peft.adapter_check import check_adapter
+from loradock.serving.engines.peft.limits import MAX_LORA_RANK
 
 
 @dataclass
@@ -59,15 +58,16 @@ class _Rows:
             ("tokens", tokens), lambda: np.repeat(np.asarray(self.slots, dtype=np.int64), tokens)
         )
 
-    def onehot(self, rank: int, dtype: torch.dtype) -> torch.Tensor:
-        """[batch, 1, (slots+1)*rank]: 1 on each row's own slot's block (the scales live in
-        ``Bt``)."""
+    def off_block(self, rank: int) -> torch.Tensor:
+        """[batch, 1, (slots+1)*rank]: True outside each row's own slot's block (the scales
+        live in ``Bt``). The dense path zeroes those positions rather than multiplying them by
+        0, so an overflow (inf) in another slot's block never becomes NaN in this row."""
 
         def build() -> torch.Tensor:
-            hot = torch.nn.functional.one_hot(self.rows, self.n_slots + 1).to(dtype)
+            hot = torch.nn.functional.one_hot(self.rows, self.n_slots + 1) == 0
             return hot.repeat_interleave(rank, dim=-1).unsqueeze(1)
 
-        return self._derived(("onehot", rank, dtype), build)
+        return self._derived(("off_block", rank), build)
 
 
 class MultiLoraLinear(nn.Module):
@@ -75,7 +75,7 @@ class MultiLoraLinear(nn.Module):
 
     ``Bt`` holds ``scale * B.T`` (the scale folded in when a slot is filled: one multiply
     less per layer and step). Two ways to batch: with few slots, one dense matmul against
-    every slot's A at once, a one-hot mask keeping each row's block, and one matmul against
+    every slot's A at once, a mask keeping only each row's block, and one matmul against
     every slot's B (no weight copies); with many slots, or many tokens a row (a prefill, where
     computing every slot's A for every token costs more than gathering), gather each row's A
     and B and run batched matmuls.
@@ -134,26 +134,27 @@ class MultiLoraLinear(nn.Module):
             s = ctx.single
             return y.add_((x @ self.A[s].transpose(0, 1)) @ self.Bt[s])
         if self.dense and x.shape[-2] == 1:  # decode; a prefill's many tokens gather instead
-            h = (x @ self.A_flat_t).mul_(ctx.onehot(self.A.shape[1], x.dtype))
+            h = (x @ self.A_flat_t).masked_fill_(ctx.off_block(self.A.shape[1]), 0)
             return y.add_(h @ self.Bt_flat)
         rows = ctx.rows
         h = torch.bmm(x, self.A[rows].transpose(1, 2))
         return y.add_(torch.bmm(h, self.Bt[rows]))
 
 
-def _match(pattern_map: dict[str, Any] | None, module: str, default: Any) -> Any:
-    for pattern, value in (pattern_map or {}).items():
-        if re.match(rf"(.*\.)?({pattern})$", module):
-            return value
-    return default
-
-
 class MultiLora:
     """Wraps a model's linear layers on demand; slots are filled by copying weights in."""
 
-    def __init__(self, model: nn.Module, n_slots: int, *, fused: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        n_slots: int,
+        *,
+        fused: bool = True,
+        max_rank: int = MAX_LORA_RANK,
+    ):
         self.model = model
         self.n_slots = n_slots
+        self.max_rank = max_rank  # parse refuses more: slots are as wide as the widest rank
         self.ctx = _Rows(n_slots=n_slots)
         self.layers: dict[str, MultiLoraLinear] = {}
         self.rank = 1
@@ -181,44 +182,18 @@ class MultiLora:
 
     def parse(self, name: str, config: Any, state_dict: dict[str, torch.Tensor]):
         """``{module path: (A, B, scale)}`` or an error listing what cannot be served: the
-        one check of an adapter against this model (``attach`` trusts its result)."""
-        problems = []
-        if getattr(config, "use_dora", False):
-            problems.append("uses DoRA (lora_magnitude_vector): not supported by this engine")
-        if getattr(config, "modules_to_save", None):
-            problems.append(f"has modules_to_save={config.modules_to_save}: not supported")
-        found: dict[str, dict[str, torch.Tensor]] = {}
-        for key, tensor in state_dict.items():
-            m = _KEY_RE.match(key)
-            if m is None:
-                problems.append(f"tensor {key!r} is not a LoRA A/B matrix of a linear layer")
-                continue
-            found.setdefault(m["module"], {})[m["role"]] = tensor
-        out = {}
-        for module, roles in found.items():
-            try:
-                target = self.model.get_submodule(module)
-            except AttributeError:
-                problems.append(f"module {module!r} is not in the base model")
-                continue
-            if isinstance(target, MultiLoraLinear):
-                target = target.base
-            if not isinstance(target, nn.Linear) or set(roles) != {"A", "B"}:
-                problems.append(f"module {module!r} is not a linear layer with lora_A and lora_B")
-                continue
-            a, b = roles["A"], roles["B"]
-            r = a.shape[0]
-            if a.shape[1] != target.in_features or b.shape != (target.out_features, r):
-                problems.append(f"module {module!r}: LoRA shapes {tuple(a.shape)}/{tuple(b.shape)}")
-                continue
-            alpha = _match(config.alpha_pattern, module, config.lora_alpha)
-            scale = alpha / math.sqrt(r) if config.use_rslora else alpha / r
-            out[module] = (a, b, scale)
-        if not found:
-            problems.append("has no LoRA A/B matrices")
-        if problems:
-            raise IncompatibleAdapterError(f"Adapter {name!r} cannot be served", problems)
-        return out
+        one check of an adapter against this model (``adapter_check.py``; ``attach`` trusts
+        its result)."""
+        return check_adapter(
+            name, config, state_dict, module_of=self._base_module, max_rank=self.max_rank
+        )
+
+    def _base_module(self, path: str) -> nn.Module | None:
+        try:
+            target = self.model.get_submodule(path)
+        except AttributeError:
+            return None
+        return target.base if isinstance(target, MultiLoraLinear) else target
 
     def attach(self, slot: int, weights: dict[str, tuple[torch.Tensor, torch.Tensor, float]]):
         """Copy ``weights`` (what :meth:`parse` returned: checked already) into ``slot``."""

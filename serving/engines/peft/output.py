@@ -10,16 +10,55 @@ one chunk instead of one event-loop wake-up per token. The step's chunks are gro
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
+from loradock.errors import GenerationError, RequestError
 from loradock.serving.engines.base import GenerationChunk, SamplingParams
 from loradock.serving.engines.peft.delivery import Outbox
 
 if TYPE_CHECKING:
     from loradock.serving.engines.peft.sequence import Sequence
+
+log = logging.getLogger(__name__)
+# Below this temperature sampling is greedy: logits / 1e-40 overflow to inf, and the softmax
+# of a row with inf in it is NaN. At 1e-5 a gap of 0.001 between the two best logits already
+# gives the runner-up e**-100 of the best's probability: greedy in all but name.
+GREEDY_BELOW = 1e-5
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; vLLM's seeds are int64 too
+
+
+def check_sampling(params: SamplingParams) -> None:
+    """Refuse (``RequestError``, 400) what sampling cannot run, before a request joins a batch:
+    a bad row must fail alone at submission, never inside a step every request shares."""
+    problems = []
+    t, top_p, seed, max_tokens = params.temperature, params.top_p, params.seed, params.max_tokens
+    if not _number(t) or not (math.isfinite(t) and t >= 0):
+        problems.append(f"temperature={t!r} must be a finite number >= 0")
+    if not _number(top_p) or not 0 < top_p <= 1:
+        problems.append(f"top_p={top_p!r} must be a number in (0, 1]")
+    if seed is not None and (not _integer(seed) or not 0 <= seed <= MAX_SEED):
+        problems.append(f"seed={seed!r} must be an integer in 0..{MAX_SEED} (2**63-1)")
+    if not _integer(max_tokens) or max_tokens < 1:
+        problems.append(f"max_tokens={max_tokens!r} must be an integer >= 1")
+    if problems:
+        raise RequestError("Invalid sampling parameters: " + "; ".join(problems))
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_greedy(params: SamplingParams) -> bool:
+    return params.temperature < GREEDY_BELOW
 
 
 def make_generator(seed: int | None) -> torch.Generator | None:
@@ -31,8 +70,9 @@ def make_generator(seed: int | None) -> torch.Generator | None:
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
-    """One token from a row of logits: argmax at temperature 0, else temperature + top-p."""
-    if params.temperature == 0:
+    """One token from a row of logits: argmax below ``GREEDY_BELOW``, else temperature +
+    top-p."""
+    if is_greedy(params):
         return int(torch.argmax(logits).item())
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
     if params.top_p < 1.0:
@@ -130,9 +170,15 @@ class OutputStage:
         self, active: list[Sequence], logits: torch.Tensor, rows: list[int]
     ) -> tuple[set[int], Outbox]:
         """Sample one token for each of ``rows`` (``logits[i]`` is ``active[rows[i]]``'s);
-        the rows that finished (or were cancelled) and the chunks to deliver."""
+        the rows that finished (or were cancelled, or failed) and the chunks to deliver. A row
+        that fails (its logits not finite, its sampling raising) fails its own request only:
+        the error goes to it, and its row leaves the batch like a finished one."""
         logits = logits.float().cpu()
-        greedy = logits.argmax(dim=-1).tolist()  # one call for every greedy row
+        # One call for every greedy row; a row's max is NaN or inf when any logit is NaN or
+        # +inf (torch.max propagates NaN), so the same call finds rows that cannot be sampled.
+        best, greedy = logits.max(dim=-1)
+        finite = torch.isfinite(best).tolist()
+        greedy = greedy.tolist()
         finished: set[int] = set()
         outbox: Outbox = {}
         for i, row in enumerate(rows):
@@ -140,22 +186,37 @@ class OutputStage:
             if seq.cancelled:
                 finished.add(row)
                 continue
-            if seq.generated == 0:
-                seq.gen = make_generator(seq.request.sampling.seed)
-            params = seq.request.sampling
-            token = (
-                greedy[i] if params.temperature == 0 else sample_next(logits[i], params, seq.gen)
-            )
-            seq.generated += 1
-            seq.pos += 1
-            seq.last_token = token
-            chunk = self._chunk(seq, token)
+            try:
+                chunk = self._next(seq, logits, i, greedy[i], finite[i])
+            except Exception as exc:  # this request's failure, not the batch's
+                log.warning("request %s failed: %r", seq.request.request_id, exc)
+                seq.fail(exc)
+                finished.add(row)
+                continue
             if chunk is None:
                 continue
             outbox.setdefault(seq.sink, []).append((seq.reply_to, chunk))
             if chunk.finish_reason is not None:
                 finished.add(row)
         return finished, outbox
+
+    def _next(
+        self, seq: Sequence, logits: torch.Tensor, i: int, greedy: int, finite: bool
+    ) -> GenerationChunk | None:
+        """``seq``'s next token (from row ``i`` of ``logits``) and its chunk."""
+        if not finite:
+            raise GenerationError(
+                "The model's output for this request is not finite (NaN or inf), so no token "
+                "can be chosen: its adapter or its prompt drives the model out of range."
+            )
+        params = seq.request.sampling
+        if seq.generated == 0:
+            seq.gen = make_generator(params.seed)
+        token = greedy if is_greedy(params) else sample_next(logits[i], params, seq.gen)
+        seq.generated += 1
+        seq.pos += 1
+        seq.last_token = token
+        return self._chunk(seq, token)
 
     def _chunk(self, seq: Sequence, token: int) -> GenerationChunk | None:
         """``token``'s chunk for ``seq``, or None while a non-streaming answer is held."""

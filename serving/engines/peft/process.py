@@ -61,7 +61,7 @@ class ProcessEngine:
         self.options = options
         self.capabilities = EngineCapabilities(
             name="peft",
-            max_lora_rank=None,
+            max_lora_rank=options.max_adapter_rank,
             max_loaded=options.max_loaded,
             max_model_len=options.max_model_len,
         )

@@ -33,7 +33,8 @@ class Runner:
         self._mask: torch.Tensor | None = None
 
     def prefill(self, new: list[Sequence]) -> tuple[torch.Tensor, list[int]]:
-        """Run ``new``'s prompts and add them to the batch: their last logits and rows."""
+        """Run ``new``'s prompts and add them to the batch: their last logits and rows. If it
+        raises, the running batch and its cache are as they were (only ``new`` failed)."""
         width = max(len(s.prompt_ids) for s in new)
         ids = torch.full((len(new), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(new), width), dtype=torch.long)
@@ -96,15 +97,22 @@ class Runner:
         return out.logits[:, -1, :], out.past_key_values
 
     def _merge(self, past: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        """Stack a freshly prefilled cache under the running one, left-padding the shorter."""
+        """Stack a freshly prefilled cache under the running one, left-padding the shorter.
+        Every new tensor is built before any is assigned: if one cannot be (out of memory),
+        the running batch's cache is as it was."""
         old_t, new_t = self._mask.shape[1], mask.shape[1]
         width = max(old_t, new_t)
-        for old_layer, new_layer in zip(self._past.layers, past.layers, strict=True):
-            for attr in ("keys", "values"):
-                a = F.pad(getattr(old_layer, attr), (0, 0, width - old_t, 0))
-                b = F.pad(getattr(new_layer, attr), (0, 0, width - new_t, 0))
-                setattr(old_layer, attr, torch.cat([a, b], dim=0))
+        pads = (0, 0, width - old_t, 0), (0, 0, width - new_t, 0)
+        merged = [
+            [
+                torch.cat([F.pad(getattr(old, attr), pads[0]), F.pad(getattr(new, attr), pads[1])])
+                for attr in ("keys", "values")
+            ]
+            for old, new in zip(self._past.layers, past.layers, strict=True)
+        ]
         merged_mask = torch.cat(
             [F.pad(self._mask, (width - old_t, 0)), F.pad(mask, (width - new_t, 0))], dim=0
         )
+        for layer, (keys, values) in zip(self._past.layers, merged, strict=True):
+            layer.keys, layer.values = keys, values
         return self._past, merged_mask

@@ -16,6 +16,11 @@ are handed to their sinks once (``delivery.py``).
 The model thread owns the model: attaching and evicting adapters and the engine's commands
 (``call``: admin preload, unload) also run here, between steps, so no forward ever sees a
 half-attached adapter.
+
+A failure ends only the requests it concerns, each with its pin released once: a row the
+output stage cannot sample, that row; a prefill forward that raises, the arrivals in that
+prefill (the running batch is untouched); a decode forward that raises, the running rows,
+all of which were in it.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class Scheduler:
         self._commands: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
         self._running = False
         self._thread: threading.Thread | None = None
+        self._joining: list[Sequence] = []  # admitted (pinned) this step, not prefilled yet
         self.stats: dict[str, float] = {
             "steps": 0,
             "batched_rows": 0,
@@ -135,10 +141,11 @@ class Scheduler:
                 try:
                     self._step()
                 except Exception as exc:  # a failed step must not take the server down
+                    # Only a decode forward (or worse) gets here: every running row was in it,
+                    # and the KV cache may be half-updated, so the batch starts afresh.
                     log.exception("generation step failed")
-                    for seq in self.runner.active:
-                        self._release(seq)
-                        seq.fail(exc)
+                    self._fail([*self.runner.active, *self._joining], exc)
+                    self._joining = []
                     self.runner.reset()
 
     def _step(self) -> None:
@@ -148,12 +155,31 @@ class Scheduler:
         admitted = time.perf_counter()
         self.stats["idle_seconds"] += admitted - started
         if new:
-            for group in prefill_groups([len(s.prompt_ids) for s in new]):
-                self._emit(*self.runner.prefill([new[i] for i in group]))
+            groups = [[new[i] for i in g] for g in prefill_groups([len(s.prompt_ids) for s in new])]
+            for n, group in enumerate(groups):
+                self._joining = [seq for later in groups[n + 1 :] for seq in later]
+                self._prefill(group)
             self.stats["prefill_seconds"] += time.perf_counter() - admitted
         elif self.runner.active:
             self._emit(*self.runner.decode())
             self.stats["decode_seconds"] += time.perf_counter() - admitted
+
+    def _prefill(self, group: list[Sequence]) -> None:
+        """Prefill ``group`` into the batch. A prefill that raises leaves the running batch as
+        it was (``Runner.prefill``): only ``group``'s requests fail."""
+        try:
+            logits, rows = self.runner.prefill(group)
+        except Exception as exc:
+            log.exception("prefill of %d requests failed", len(group))
+            self._fail(group, exc)
+            return
+        self._emit(logits, rows)
+
+    def _fail(self, seqs: list[Sequence], exc: Exception) -> None:
+        """End ``seqs`` with ``exc``: their pins released, the error sent to each request."""
+        for seq in seqs:
+            self._release(seq)
+            seq.fail(exc)
 
     def _emit(self, logits: torch.Tensor, rows: list[int]) -> None:
         active = self.runner.active
@@ -220,6 +246,7 @@ class Scheduler:
                 if slot is not None:
                     if seq.adapter is not None:
                         self.cache.pin(seq.adapter.key)
+                        seq.pinned = True
                     seq.slot = slot
                     admitted.append(seq)
                     continue
@@ -248,5 +275,7 @@ class Scheduler:
         return max(min(pause, cap), 0.0005)
 
     def _release(self, seq: Sequence) -> None:
-        if seq.adapter is not None:
+        """Unpin ``seq``'s slot, once however many paths end it."""
+        if seq.pinned:
+            seq.pinned = False
             self.cache.unpin(seq.adapter.key)

@@ -30,6 +30,7 @@ class Sequence:
     # before it, and it holds up nobody.
     loading: bool = False
     slot: int = 0  # its adapter's slot once admitted (pinned while it runs); 0: the base
+    pinned: bool = False  # it holds a pin on its adapter's slot (released once, on any end)
     generated: int = 0
     pos: int = 0  # position id of the next input token
     last_token: int = 0

@@ -321,7 +321,7 @@ def create_engine(
 
     ``base_path`` is the resolved base (or merged) model folder. With ``registry``, the LoRA
     limits are derived from the ranks of the adapters the server may serve: the
-    ``config.adapters`` ones and, when any registry adapter may be served, every registry
+    ``config.adapters`` ones and, unless the server serves only those, every registry
     adapter for this base.
     """
     parts = {"sizes": config.peft, "options": config.vllm, "base_name": config.base_model_name}
@@ -331,7 +331,7 @@ def create_engine(
     if registry is not None:
         for target in config.adapters.values():
             ranks.append(registry.resolve(target).artifact.max_rank)
-        if config.http.allow_any_registry_adapter:
+        if config.http.adapter_scope != "listed":
             base_id = config.base.split("@", 1)[0]
             # Every adapter for the base, not a page of them: one rank above the limit would
             # be refused for the server's life.
