@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from loradock.errors import AdapterNotFoundError, RequestError
 from loradock.serving.engines.base import (
     AdapterSpec,
-    EngineCapabilities,
     GenerationChunk,
     GenerationRequest,
 )
@@ -31,6 +30,7 @@ from loradock.serving.engines.frontend import PromptFrontend
 from loradock.serving.engines.peft.adapter_cache import AdapterCache, CpuAdapter, adapter_key
 from loradock.serving.engines.peft.attention import use_grouped_attention
 from loradock.serving.engines.peft.delivery import LoopSink, Sink
+from loradock.serving.engines.peft.limits import capabilities
 from loradock.serving.engines.peft.multi_lora import MultiLora
 from loradock.serving.engines.peft.output import OutputStage, TextState, check_sampling
 from loradock.serving.engines.peft.runner import Runner
@@ -48,12 +48,7 @@ class PeftEngine:
         self.base_path = Path(base_path)
         self.base_name = base_name
         self.options = options
-        self.capabilities = EngineCapabilities(
-            name="peft",
-            max_lora_rank=options.max_adapter_rank,
-            max_loaded=options.max_loaded,
-            max_model_len=options.max_model_len,
-        )
+        self.capabilities = capabilities(options)
         self.model: Any = None
         self.tokenizer: Any = None
         self.frontend: PromptFrontend | None = None

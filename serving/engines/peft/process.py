@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any
 from loradock.errors import EngineError
 from loradock.serving.engines.base import (
     AdapterSpec,
-    EngineCapabilities,
     GenerationChunk,
     GenerationRequest,
 )
 from loradock.serving.engines.frontend import PromptFrontend
 from loradock.serving.engines.peft.child import child_main
+from loradock.serving.engines.peft.limits import capabilities
 
 if TYPE_CHECKING:
     from loradock.serving.config import PeftEngineConfig
@@ -59,12 +59,7 @@ class ProcessEngine:
         self.base_path = Path(base_path)
         self.base_name = base_name
         self.options = options
-        self.capabilities = EngineCapabilities(
-            name="peft",
-            max_lora_rank=options.max_adapter_rank,
-            max_loaded=options.max_loaded,
-            max_model_len=options.max_model_len,
-        )
+        self.capabilities = capabilities(options)
         self.frontend: PromptFrontend | None = None
         self._conn: Any = None
         self._process: Any = None
