@@ -40,6 +40,9 @@ if not Path(CHROMIUM).exists():
     )
 sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright not installed")
 pytest.importorskip("gradio", reason="gradio not installed")
+# Assertions retry as long as actions wait: on a loaded 2-core machine a handler may queue
+# behind others for seconds, and Playwright's 5 s default would fail a correct page.
+sync_api.expect.set_options(timeout=TIMEOUT_MS)
 
 
 @contextmanager
@@ -83,8 +86,10 @@ def browser_page(url: str, *, connected: str = "Connected") -> Iterator:
 
 
 def settle(page) -> None:
-    """Wait until no output shows Gradio's "processing" overlay (for a clean screenshot)."""
+    """Wait until no output shows Gradio's "queue" or "processing" overlay (for a clean
+    screenshot, or a table read after its event ran)."""
     sync_api.expect(page.get_by_text("processing |")).to_have_count(0)
+    sync_api.expect(page.get_by_text("queue: ")).to_have_count(0)
 
 
 def table(page, elem_id: str) -> list[dict[str, str]]:

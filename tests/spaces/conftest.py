@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from space_standin import create_standin, free_port, run_server
+from space_standin import LOSS_PLOT, create_standin, free_port, png_bytes, run_server
 
 BASE = "tiny/base"
 # (repo, task) published for the real-server tests; the last one is deleted after indexing.
@@ -22,6 +23,7 @@ REAL_ADAPTERS = [
     ("acme/extract-a", "extraction"),
     ("acme/gone", "extraction"),
 ]
+REAL_KEY = "sk-space-own-key-0123456789"  # the Space's own key: the page must never show it
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,7 @@ def keyed_standin_url():
 @dataclass
 class RealEndpoint:
     url: str
+    key: str
     shas: dict[str, str]
     gone: str
 
@@ -56,7 +59,8 @@ def real_endpoint(tmp_path_factory, tiny_base, tiny_adapter_factory):
     """``loradock serve`` (a subprocess, PEFT engine, tiny model) over a fresh local registry.
 
     Three adapters of ``tiny/base`` with eval results in their cards, plus ``acme/gone``:
-    indexed, then deleted from the hub, as an adapter removed while the Space shows it.
+    indexed, then deleted from the hub, as an adapter removed while the Space shows it. The
+    first one's card links its loss plot, a file of the repo; the server wants ``REAL_KEY``.
     """
     from loradock.registry.api import Registry
     from loradock.registry.card import EvalMetric, build_adapter_card, build_base_card
@@ -64,6 +68,7 @@ def real_endpoint(tmp_path_factory, tiny_base, tiny_adapter_factory):
     root = tmp_path_factory.mktemp("space-registry")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LORADOCK_")}
     env["LORADOCK_HOME"] = str(root)
+    env["LORADOCK_API_KEY"] = REAL_KEY
     old_home = os.environ.get("LORADOCK_HOME")
     os.environ["LORADOCK_HOME"] = str(root)  # Registry.open() reads the settings now
     try:
@@ -85,6 +90,11 @@ def real_endpoint(tmp_path_factory, tiny_base, tiny_adapter_factory):
             )
             adapter = tiny_adapter_factory(seed=i + 1)
             aliases = ("prod",) if i == 0 else ()
+            if i == 0:  # the factory's folders are shared: the plot goes into a copy
+                adapter = shutil.copytree(adapter, root / "with-plot")
+                (adapter / LOSS_PLOT).write_bytes(png_bytes())
+                plot = f"\n![training loss]({LOSS_PLOT})\n"
+                card = dataclasses.replace(card, body=card.body + plot)
             shas[repo] = registry.publish(adapter, repo, card=card, aliases=aliases).sha
         registry.index.close()
     finally:
@@ -112,13 +122,13 @@ def real_endpoint(tmp_path_factory, tiny_base, tiny_adapter_factory):
                     f"loradock serve exited: {(root / 'serve.log').read_text()[-2000:]}"
                 )
             try:
-                with urllib.request.urlopen(f"{url}/v1/models", timeout=5):
+                with urllib.request.urlopen(f"{url}/health", timeout=5):
                     break
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError("loradock serve did not come up within 180s") from None
                 time.sleep(0.5)
-        yield RealEndpoint(url=url, shas=shas, gone="acme/gone")
+        yield RealEndpoint(url=url, key=REAL_KEY, shas=shas, gone="acme/gone")
     finally:
         proc.terminate()
         try:

@@ -4,7 +4,8 @@ The Space talks to a real ``loradock serve`` (PEFT engine, tiny random model, lo
 registry). A reviewer's path: pick models, submit a prompt, see each streamed output; hit
 an adapter that is gone and read the message; read the base row and the changes against
 it; vote in the arena (one vote per battle) and see Bradley-Terry ratings with intervals;
-read a card. Screenshots land in artifacts/screenshots/ (gitignored).
+read a card with its loss plot (a file of the repo, through the Space with its own key).
+Screenshots land in artifacts/screenshots/ (gitignored).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ def space_url(tmp_path_factory, real_endpoint):
     from loradock.spaces.app import build_app
 
     db = tmp_path_factory.mktemp("arena") / "arena.sqlite"
-    with launched(build_app(endpoint=real_endpoint.url, arena_db=db, lock_endpoint=False)) as url:
+    demo = build_app(
+        endpoint=real_endpoint.url, api_key=real_endpoint.key, arena_db=db, lock_endpoint=False
+    )
+    with launched(demo) as url:
         yield url
 
 
@@ -93,10 +97,12 @@ def test_a_gone_adapter_reads_as_a_message_not_a_traceback(page, real_endpoint):
 
 
 def _leaderboard(page, votes: int) -> dict[str, dict[str, str]]:
+    """The leaderboard of task dates once it shows ``votes`` votes (other tasks' rows gone)."""
     _open_tab(page, "Leaderboard")
     page.locator("#lb-refresh").click()
     sync_api.expect(page.locator("#lb-caption")).to_contain_text(f"{votes} arena vote(s)")
     sync_api.expect(page.locator("#lb-table")).to_contain_text("acme/dates-a")
+    sync_api.expect(page.locator("#lb-table")).not_to_contain_text("acme/extract-a")
     settle(page)
     return {row["model"]: row for row in table(page, "lb-table")}
 
@@ -105,7 +111,7 @@ def test_arena_votes_move_bradley_terry_ratings_with_intervals(page):
     _pick(page, "task", "dates")  # the arena draws from this task's adapters and the base
     sync_api.expect(page.locator("#status")).to_contain_text("task dates")
     before = _leaderboard(page, votes=0)
-    assert "acme/extract-a" not in before  # filtered by task
+    assert "acme/extract-a" not in before and "acme/gone" not in before  # filtered by task
     # The base row carries the base's own eval result; each adapter's change against it.
     assert before["tiny/base"]["kind"] == "base"
     assert before["tiny/base"]["general_mc/acc"] == "0.55"
@@ -148,10 +154,18 @@ def test_arena_votes_move_bradley_terry_ratings_with_intervals(page):
     page.screenshot(path=str(SCREENSHOTS / "leaderboard.png"), full_page=True)
 
 
-def test_browse_shows_card_lineage_and_aliases(page, real_endpoint):
+def test_browse_shows_card_loss_plot_lineage_and_aliases(page, real_endpoint):
     _open_tab(page, "Browse")
     _pick(page, "browse-adapter", "acme/dates-a")
     sync_api.expect(page.locator("#browse-card")).to_contain_text("LoRA adapter for the")
+    # The loss plot is a file of the repo, read by the Space's server through the registry
+    # route with the Space's own key, and handed to the page inline: the page never
+    # learns the key nor asks the endpoint itself.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#browse-card img')]"
+        ".some(img => img.complete && img.naturalWidth > 0 && img.src.startsWith('data:image/png'))"
+    )
+    assert real_endpoint.key not in page.content()
     lineage = page.locator("#browse-lineage")
     sync_api.expect(lineage).to_contain_text("tiny/base")
     sync_api.expect(lineage).to_contain_text("learning_rate")

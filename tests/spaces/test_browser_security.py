@@ -73,7 +73,9 @@ def test_a_locked_space_shows_no_endpoint_box_and_refuses_one_sent_anyway(
         sync_api.expect(page.locator("#endpoint-note")).to_contain_text("locked")
         assert not page.locator("#endpoint").is_visible()
         # Past the page: the event's API takes the hidden box's value from any client.
-        *_, answer = Client(url, verbose=False).predict(
+        # A loaded machine may take its time to answer: httpx's 5 s default would fail here.
+        client = Client(url, verbose=False, httpx_kwargs={"timeout": 60})
+        *_, answer = client.predict(
             captured.url, "", None, None, "March 3, 24", 16, api_name="/battle"
         )
         assert "locked to its configured endpoint" in answer
