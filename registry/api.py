@@ -21,6 +21,7 @@ from loradock.errors import (
     CardError,
     IncompatibleAdapterError,
     InvalidNameError,
+    StoreError,
 )
 from loradock.registry.adapter_fetch import (
     AdapterLimits,
@@ -44,6 +45,7 @@ from loradock.registry.names import (
     validate_alias,
     validate_repo_id,
 )
+from loradock.registry.offline import cached_revision, hub_offline
 from loradock.registry.publish_checks import check_against_base, check_size
 from loradock.registry.records import AdapterRecord
 from loradock.registry.results import (
@@ -234,14 +236,25 @@ class Registry:
         most ``settings.max_adapter_bytes`` (``LORADOCK_MAX_ADAPTER_BYTES``), rank at most
         ``max_rank`` when given, a card without YAML anchors. Private repos resolve only
         with ``settings.allow_private`` (``LORADOCK_ALLOW_PRIVATE``). A pinned sha already in
-        the cache is served without asking the store. Errors name the repo and revision,
-        never a folder of this machine."""
+        the cache is served without asking the store; with ``HF_HUB_OFFLINE=1`` an unpinned
+        name is served from the sha the index holds for it when that snapshot is cached.
+        Errors name the repo and revision, never a folder of this machine."""
         ref = parse_name(name)
         limits = AdapterLimits.from_settings(self.settings, max_rank=max_rank)
         path = self._cached_adapter(ref, limits)
         if path is None:
-            info = head(self.store, ref.repo_id, ref.revision, allow_private=limits.allow_private)
-            path = fetch_adapter(self.store, self.snapshots, info, limits)
+            try:
+                info = head(
+                    self.store, ref.repo_id, ref.revision, allow_private=limits.allow_private
+                )
+            except StoreError:
+                files = (CONFIG_FILENAME, WEIGHTS_FILENAME)
+                found = self._offline_revision(ref, files, public_only=not limits.allow_private)
+                if found is None:
+                    raise
+                path = found[1]
+            else:
+                path = fetch_adapter(self.store, self.snapshots, info, limits)
         where = f"{ref.repo_id}@{path.name}"
         with in_repo_terms(path, where):
             artifact = read_adapter(path)
@@ -329,11 +342,8 @@ class Registry:
     def _set_aliases(self, repo_id: str, aliases: Iterable[str], sha: str) -> None:
         tags = self.store.list_refs(repo_id).tags
         for alias in aliases:
-            if tags.get(alias) == sha:
-                continue
-            if alias in tags:
-                self.store.delete_tag(repo_id, tag=alias)
-            self.store.create_tag(repo_id, tag=alias, revision=sha)
+            if tags.get(alias) != sha:
+                self.store.move_tag(repo_id, tag=alias, revision=sha)
 
     def _index_repo(self, repo_id: str) -> None:
         from loradock.registry.sync import sync_repo
@@ -359,13 +369,29 @@ class Registry:
             public_only=not limits.allow_private,
         )
 
+    def _offline_revision(
+        self, ref: AdapterRef, require: tuple[str, ...] = (), *, public_only: bool = False
+    ) -> tuple[str, Path] | None:
+        """The cached revision the index names for ``ref``, when the Hub may not be asked."""
+        if not hub_offline():
+            return None
+        return cached_revision(
+            self.index, self.snapshots, ref, require=require, public_only=public_only
+        )
+
     def _snapshot(self, repo_id: str, revision: str | None) -> tuple[str, Path]:
         """Every file of a revision (base and merged models: config, weights, tokenizer)."""
         if revision and is_sha(revision):
             cached = self.snapshots.get(repo_id, revision)
             if cached is not None:
                 return revision, cached
-        info = head(self.store, repo_id, revision)
+        try:
+            info = head(self.store, repo_id, revision)
+        except StoreError:
+            found = self._offline_revision(AdapterRef(repo_id, revision))
+            if found is None:
+                raise
+            return found
         return info.sha, self.snapshots.fetch(
             self.store, repo_id, info.sha, info.files, private=info.private
         )

@@ -53,6 +53,9 @@ from loradock.registry.store import (
 from loradock.settings import get_settings
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+# How long one revision lookup (the call every resolve starts with) may wait for the Hub:
+# huggingface_hub waits without limit, and a server must not hang on a Hub that stalls.
+DEFAULT_TIMEOUT_S = 30.0
 # What list_repos asks the Hub for: enough to index a repo without one call per repo.
 _LIST_EXPAND = ["author", "cardData", "createdAt", "lastModified", "private", "sha", "tags"]
 
@@ -62,8 +65,15 @@ class HfHub:
 
     name = "hf"
 
-    def __init__(self, endpoint: str | None = None, token: str | None = None):
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        token: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ):
         settings = get_settings()
+        self.timeout_s = timeout_s
         self.endpoint = (endpoint or settings.hf_endpoint or DEFAULT_ENDPOINT).rstrip("/")
         self._token = token if token is not None else settings.token
         # "" means anonymous (False to HfApi); None lets huggingface_hub use its saved login.
@@ -132,7 +142,7 @@ class HfHub:
     def create_tag(self, repo_id: str, *, tag: str, revision: str) -> None:
         """Point the new tag ``tag`` at ``revision``. Like the Hub (and ``LocalHub``), a tag
         never moves: tagging the commit it already marks is a no-op, another commit raises
-        ``StoreError`` (delete the tag first, as ``Registry.set_alias`` does)."""
+        ``StoreError`` (:meth:`move_tag` moves one)."""
         validate_repo_id(repo_id)
         validate_revision(tag)
         validate_revision(revision)
@@ -155,6 +165,16 @@ class HfHub:
             raise StoreError(
                 f"Tag {tag!r} of {repo_id!r} already points at {current.get(tag)}; delete it first."
             )
+
+    def move_tag(self, repo_id: str, *, tag: str, revision: str) -> None:
+        """The Hub cannot move a tag in one call: it is deleted, then created on ``revision``.
+        A reader between the two sees no tag; the serving resolver keeps the last good sha
+        meanwhile (``serving/resolver.py``)."""
+        validate_repo_id(repo_id)
+        current = self.list_refs(repo_id).tags.get(tag)
+        if current is not None and current != revision:
+            self.delete_tag(repo_id, tag=tag)
+        self.create_tag(repo_id, tag=tag, revision=revision)
 
     def delete_tag(self, repo_id: str, *, tag: str) -> None:
         validate_repo_id(repo_id)
@@ -251,7 +271,9 @@ class HfHub:
     # ------------------------------------------------------------------ internals
     def _model_info(self, repo_id: str, revision: str | None) -> ModelInfo:
         with self._mapped("read", repo_id, revision):
-            return self._api.model_info(repo_id, revision=revision, files_metadata=True)
+            return self._api.model_info(
+                repo_id, revision=revision, files_metadata=True, timeout=self.timeout_s
+            )
 
     @contextmanager
     def _mapped(
@@ -277,10 +299,14 @@ class HfHub:
                 "branch or alias (list them with `loradock registry show`)."
             ) from exc
         except RepositoryNotFoundError as exc:
-            raise AdapterNotFoundError(
+            error = AdapterNotFoundError(
                 f"Repo {repo_id!r} not found {where}: check the name; if the repo is private, "
                 "set HF_TOKEN to a token that can read it."
-            ) from exc
+            )
+            # Only a 404 says the repo is gone: the Hub answers 401 alike for a private repo
+            # the caller may not read, and `sync` must not drop that repo's rows for it.
+            error.confirmed = exc.response is not None and exc.response.status_code == 404
+            raise error from exc
         except RemoteEntryNotFoundError as exc:
             raise StoreError(
                 f"A file of {repo_id!r} is missing {where} (HTTP 404): {_server_message(exc)}. "

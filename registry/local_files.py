@@ -2,7 +2,8 @@
 copies hashed on the way.
 
 Everything the folder store writes lands whole or not at all (a temporary file in the same
-folder, then ``os.replace``), and no repo path can leave its folder.
+folder, fsynced, then ``os.replace`` and an fsync of the folder), and no repo path can leave
+its folder.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from loradock.errors import InvalidNameError
+from loradock.errors import InvalidNameError, StoreError
 
 _CHUNK = 1 << 20
 # Folders upload_folder never sends (as huggingface_hub's upload_folder ignores .git/).
@@ -68,6 +71,8 @@ def copy_to_temp(src: Path, folder: Path, *, prefix: str) -> tuple[Path, str, in
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before any commit can name it
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -87,12 +92,49 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+@contextmanager
+def disk_errors(repo_id: str) -> Iterator[None]:
+    """A failed write (disk full, read-only, quota) as a StoreError; nothing was committed:
+    the temporary files are gone and the refs still name the commits they named before."""
+    try:
+        yield
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot write {repo_id!r} in the local hub: {exc.strerror or exc}. Nothing was "
+            "committed; free space (or fix the folder's permissions) and try again."
+        ) from exc
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the names in ``folder`` durable (a renamed file survives a power cut)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_hidden_files(folder: Path, *, dry_run: bool = False) -> list[Path]:
+    """Remove the dot-files of ``folder``: temporary files of writers killed before their
+    ``os.replace``. Only call it while holding the lock every writer of ``folder`` takes."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.name.startswith(".") and p.is_file()]
+    for path in found if not dry_run else ():
+        path.unlink(missing_ok=True)
+    return found
 
 
 __all__ = [
     "IGNORED_DIRS",
     "copy_to_temp",
+    "disk_errors",
+    "fsync_dir",
     "read_refs",
+    "remove_hidden_files",
     "safe_relpath",
     "walk_files",
     "write_atomic",

@@ -10,7 +10,10 @@
 Revisions are immutable: a commit's sha is the sha1 of its JSON, and its files are blobs
 named by their sha256, so nothing a commit points at can change without the change being
 seen (``snapshot_download`` re-hashes every file it copies). Every write goes to a temporary
-file first and lands with ``os.replace``; a lock per repo serialises publishers.
+file first, is fsynced and lands with ``os.replace``; blobs are on disk before the commit that
+names them, and the commit before the ref. A lock per repo serialises writers (publishes and
+alias moves); the next writer removes what a killed one left (``.incoming-*`` blobs, temporary
+refs), as does ``clean_leftovers`` (``loradock registry gc``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ from loradock.errors import (
 from loradock.registry.card_yaml import MAX_CARD_BYTES, load_yaml
 from loradock.registry.local_files import (
     copy_to_temp,
+    disk_errors,
+    fsync_dir,
     read_refs,
+    remove_hidden_files,
     safe_relpath,
     walk_files,
     write_atomic,
@@ -78,7 +84,7 @@ class LocalHub:
         repo_type: RepoType = "model",
     ) -> str:
         folder = self._repo_dir(repo_id, repo_type)
-        with self._lock(folder):
+        with self._lock(folder), disk_errors(repo_id):
             if (folder / "repo.json").is_file():
                 if not exist_ok:
                     raise StoreError(
@@ -113,7 +119,8 @@ class LocalHub:
             raise StoreError(f"Cannot upload {str(source)!r}: not a folder.")
         validate_revision(revision)
         repo = self._existing_repo_dir(repo_id, repo_type)
-        with self._lock(repo):
+        with self._lock(repo), disk_errors(repo_id):
+            self._clean(repo)
             branch = repo / "refs" / "heads" / revision
             if not branch.is_file():
                 raise RevisionNotFoundError(
@@ -130,6 +137,7 @@ class LocalHub:
             if not changed:
                 commit = self._read_commit(repo, repo_id, parent)
                 return CommitInfo(repo_id, parent, commit["message"], _dt(commit["created_at"]))
+            fsync_dir(repo / "objects")
             now = _now()
             sha = self._write_commit(repo, parent, commit_message, files, now)
             write_atomic(branch, sha)
@@ -208,14 +216,23 @@ class LocalHub:
         return out
 
     def create_tag(self, repo_id: str, *, tag: str, revision: str) -> None:
+        self._write_tag(repo_id, tag, revision, move=False)
+
+    def move_tag(self, repo_id: str, *, tag: str, revision: str) -> None:
+        """Point ``tag`` at ``revision``, created or moved in one atomic replace: a reader
+        sees the old target or the new one, never no tag; concurrent moves serialise."""
+        self._write_tag(repo_id, tag, revision, move=True)
+
+    def _write_tag(self, repo_id: str, tag: str, revision: str, *, move: bool) -> None:
         validate_revision(tag)
         if is_sha(tag):
             raise InvalidNameError(f"Invalid tag {tag!r}: a tag cannot look like a commit sha.")
         repo = self._existing_repo_dir(repo_id, "model")
-        with self._lock(repo):
+        with self._lock(repo), disk_errors(repo_id):
+            self._clean(repo)
             sha = self._resolve(repo, repo_id, revision)
             path = repo / "refs" / "tags" / tag
-            if path.is_file():
+            if path.is_file() and not move:
                 current = path.read_text().strip()
                 if current == sha:
                     return
@@ -235,6 +252,19 @@ class LocalHub:
                     f"{', '.join(read_refs(repo / 'refs' / 'tags')) or 'none'})."
                 )
             path.unlink()
+            fsync_dir(path.parent)
+
+    def clean_leftovers(self, *, dry_run: bool = False) -> list[Path]:
+        """Remove what killed writers left in every repo (each under its repo's lock);
+        ``dry_run`` only lists it."""
+        removed: list[Path] = []
+        for kind in _REPO_FOLDERS.values():
+            base = self.root / kind
+            for repo in sorted(base.glob("*/*")) if base.is_dir() else []:
+                if repo.is_dir() and (repo / "repo.json").is_file():
+                    with self._lock(repo):
+                        removed += self._clean(repo, dry_run=dry_run)
+        return removed
 
     # -- downloads -----------------------------------------------------------------------
 
@@ -254,6 +284,11 @@ class LocalHub:
         tree = self._read_commit(repo, repo_id, sha)["files"]
         wanted = tree if files is None else {p: tree[p] for p in files if p in tree}
         target = Path(local_dir) if local_dir else self.root / ".snapshots" / repo_id / sha
+        with disk_errors(repo_id):
+            self._copy_out(repo, repo_id, sha, wanted, target)
+        return target
+
+    def _copy_out(self, repo: Path, repo_id: str, sha: str, wanted: dict, target: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for path, entry in wanted.items():
             dest = target / safe_relpath(path)
@@ -272,7 +307,6 @@ class LocalHub:
                     f"expected {entry['sha256']}). Restore it from a backup or republish."
                 )
             os.replace(tmp, dest)
-        return target
 
     # -- internals -----------------------------------------------------------------------
 
@@ -296,6 +330,13 @@ class LocalHub:
                 f"Repo {repo_id!r} not found in the local hub: check the name, or publish it first."
             )
         return folder
+
+    def _clean(self, repo: Path, *, dry_run: bool = False) -> list[Path]:
+        # Called with the repo's lock held: no live writer has a temporary file here.
+        removed = remove_hidden_files(repo, dry_run=dry_run)
+        for sub in ("objects", "commits", "refs/heads", "refs/tags"):
+            removed += remove_hidden_files(repo / sub, dry_run=dry_run)
+        return removed
 
     def _lock(self, folder: Path) -> FileLock:
         folder.parent.mkdir(parents=True, exist_ok=True)

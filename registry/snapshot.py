@@ -101,6 +101,8 @@ class SnapshotCache:
         marker = _read_marker(path)  # another process may have fetched meanwhile
         if _holds(marker, wanted, private):
             return path
+        for left in path.parent.glob(f".{sha[:12]}-*"):  # of fetches killed holding this lock
+            shutil.rmtree(left, ignore_errors=True)
         held = marker["files"] if marker is not None else {}
         missing = [f for f in wanted if f.path not in held]
         staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{sha[:12]}-"))

@@ -118,6 +118,10 @@ class Store(Protocol):
 
     def delete_tag(self, repo_id: str, *, tag: str) -> None: ...
 
+    def move_tag(self, repo_id: str, *, tag: str, revision: str) -> None:
+        """Point ``tag`` at ``revision``, whether it exists or not (an alias move)."""
+        ...
+
     def snapshot_download(
         self,
         repo_id: str,

@@ -7,7 +7,9 @@ store's card metadata alone, so syncing never downloads a base model's weights.
 
 Failures stay local: each repo is written in one transaction after everything about it has
 been read, a repo whose head revision cannot be read is reported in ``SyncReport.errors``
-and left as it was, and an older revision that cannot be read is reported and skipped.
+and left as it was, and an older revision that cannot be read is reported and skipped. A
+repo leaves the index only when the store answers "not found" for that repo; a listing that
+fails raises before anything is removed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from loradock.errors import CardError, LoradockError
+from loradock.errors import AdapterNotFoundError, CardError, LoradockError
 from loradock.registry.adapter_fetch import AdapterLimits, adapter_files, in_repo_terms, read_card
 from loradock.registry.artifact import CONFIG_FILENAME, read_adapter
 from loradock.registry.card import CARD_FILENAME, AdapterCard
@@ -172,6 +174,22 @@ def sync_repo(
     return len(records)
 
 
+def _confirmed_gone(store: Store, repo_id: str, errors: list[str]) -> bool:
+    """True when the store says ``repo_id`` does not exist (a 404 for that very repo)."""
+    try:
+        store.repo_info(repo_id)
+    except AdapterNotFoundError as exc:
+        if getattr(exc, "confirmed", True):
+            return True
+        errors.append(f"{repo_id}: not listed and not readable (kept): {_describe(exc)}")
+        return False
+    except Exception as exc:  # unreachable, 5xx, 429: nothing is confirmed
+        errors.append(f"{repo_id}: not listed, could not be checked (kept): {_describe(exc)}")
+        return False
+    errors.append(f"{repo_id}: not listed by the store but still exists (kept)")
+    return False
+
+
 def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]sync[/]"),
@@ -228,12 +246,15 @@ def sync(
             finally:
                 bar.advance(task)
 
-    # A repo gone from the store is gone from the index (within the namespace listed).
-    gone = [
+    # A repo gone from the store is gone from the index (within the namespace listed), once
+    # the store confirms it for that repo: a listing can miss repos it may not show (a token
+    # lost or expired, private repos) and those keep their rows.
+    unlisted = [
         r
         for r in index.repos()
         if r not in listed and (author is None or r.startswith(f"{author}/"))
     ]
+    gone = [r for r in unlisted if _confirmed_gone(store, r, errors)]
     for repo_id in gone:
         index.remove_repo(repo_id)
     report = SyncReport(

@@ -13,6 +13,7 @@ this base) or ``any`` (any registry repo, downloaded on demand). A name the admi
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -20,8 +21,11 @@ from typing import Any
 
 from loradock.errors import (
     AdapterNotFoundError,
+    AliasNotFoundError,
     IncompatibleAdapterError,
+    IntegrityError,
     InvalidNameError,
+    StoreError,
 )
 from loradock.serving.engines.base import AdapterSpec
 
@@ -31,9 +35,18 @@ RESOLVE_TTL_S = 2.0  # how long a resolved name is reused before the registry is
 # before the request goes on. Without it, every request for a name that expired waited on the
 # store, all at once under load (8 names x 4 concurrent clients: 32 reads every 2 s).
 STALE_TTLS = 10
+# When reading the registry fails for a reason that passes (the Hub unreachable, slow, 429/5xx),
+# a name resolved before is served from its last good resolve (a verified snapshot) for at most
+# this long after that resolve succeeded; past it the error reaches the client.
+STALE_IF_ERROR_S = 300.0
+# An alias missing on the Hub is what a move looks like there (delete, then create): the last
+# good sha is kept this long, so readers never see the gap; a deleted alias fails after it.
+ALIAS_MOVE_GRACE_S = 30.0
 
 
 SCOPES = ("listed", "indexed", "any")
+
+logger = logging.getLogger(__name__)
 
 
 def _check_characters(model: str) -> None:
@@ -98,6 +111,8 @@ class AdapterResolver:
         # change rarely, so an alias moved or a revision published is seen within the TTL.
         self.cache_ttl_s = cache_ttl_s
         self._resolved: dict[str, tuple[float, AdapterSpec]] = {}
+        self._last_ok: dict[str, float] = {}  # name -> when its cached spec was last read
+        self.stale_if_error = 0  # times a failing read was answered from the last good spec
         self._refreshing: set[str] = set()
         # Striped, not one per name: names come from requests, and a dict of them would grow.
         self._name_locks = [threading.Lock() for _ in range(64)]
@@ -132,9 +147,10 @@ class AdapterResolver:
         def refresh() -> None:
             try:
                 self._resolve_once(model)
-            except Exception:  # gone, moved out of reach, now incompatible: forget it, and
-                with self._lock:  # the next request reads the store and gets the error
-                    self._resolved.pop(model, None)
+            except Exception as exc:  # gone, moved out of reach, now incompatible: forget it,
+                if self._stale_fallback(model, exc) is None:  # and the next request reads
+                    with self._lock:  # the store and gets the error
+                        self._resolved.pop(model, None)
             finally:
                 with self._lock:
                     self._refreshing.discard(model)
@@ -154,11 +170,47 @@ class AdapterResolver:
             hit = self._resolved.get(model)
             if hit is not None and hit[0] > time.monotonic():
                 return hit[1]  # another caller resolved it while this one waited
-            spec = self._resolve_once(model, admin=admin)
+            try:
+                spec = self._resolve_once(model, admin=admin)
+            except Exception as exc:
+                spec = self._stale_fallback(model, exc)
+                if spec is None:
+                    raise
         if admin:
             with self._lock:
                 self._admitted.add(spec.repo_id)
         return spec
+
+    def stats(self) -> dict[str, float]:
+        """Counters for ``/metrics`` (``loradock_stale_if_error_total``)."""
+        return {"stale_if_error": float(self.stale_if_error)}
+
+    def _stale_fallback(self, model: str, exc: Exception) -> AdapterSpec | None:
+        """The last good spec of ``model`` when ``exc`` is a passing failure of the registry
+        and that spec is recent enough; it is then served for one more TTL (so a Hub that is
+        down is asked once per TTL, not per request). ``None``: the error stands."""
+        if isinstance(exc, AliasNotFoundError):
+            bound = ALIAS_MOVE_GRACE_S
+        elif isinstance(exc, StoreError) and not isinstance(exc, IntegrityError):
+            bound = STALE_IF_ERROR_S
+        else:
+            return None
+        with self._lock:
+            hit, last_ok = self._resolved.get(model), self._last_ok.get(model)
+            now = time.monotonic()
+            if hit is None or last_ok is None or now - last_ok > bound:
+                return None
+            self._resolved[model] = (now + self.cache_ttl_s, hit[1])
+            self.stale_if_error += 1
+        logger.warning(
+            "Serving %s from its last good resolve (%s@%s, %.0f s old): %s",
+            model,
+            hit[1].repo_id,
+            hit[1].sha[:12],
+            now - last_ok,
+            exc,
+        )
+        return hit[1]
 
     def _resolve_once(self, model: str, *, admin: bool = False) -> AdapterSpec:
         if self.merged:
@@ -183,7 +235,10 @@ class AdapterResolver:
             target_modules=tuple(artifact.target_modules),
         )
         if self.cache_ttl_s > 0:
-            self._resolved[model] = (time.monotonic() + self.cache_ttl_s, spec)
+            now = time.monotonic()
+            with self._lock:
+                self._resolved[model] = (now + self.cache_ttl_s, spec)
+                self._last_ok[model] = now
         return spec
 
     def _registry_name(self, model: str, *, admin: bool = False) -> str:

@@ -208,18 +208,15 @@ def _check_trainable_tokens(dataset, max_length: int) -> None:
 
 
 def train(session: TrainingSession, *, resume: bool = False) -> dict[str, Any]:
-    """Run the training loop (from the last checkpoint when ``resume``); returns its summary."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """Run the training loop (from this job's last complete checkpoint when ``resume``; a
+    checkpoint of another job or other settings is refused: ``resume.py``); returns its
+    summary."""
+    from loradock.training.resume import prepare_checkpoints
 
     checkpoint = None
-    if resume:
-        folder = session.checkpoint_dir
-        checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-        if checkpoint is None:
-            raise ConfigError(
-                f"Cannot resume job {session.plan.config.name!r}",
-                [f"no checkpoint-* folder in {str(folder)!r}: run without --resume first"],
-            )
+    if resume or session.trainer.is_world_process_zero():
+        # A fresh run clears old checkpoints once (the main process); every process checks.
+        checkpoint = prepare_checkpoints(session.checkpoint_dir, session.plan, resume=resume)
     from loradock.training.lm_head_tiles import cpu_lm_head_tiles
     from loradock.training.packed_attention import restore_attention
 

@@ -3,8 +3,8 @@
 Answers like huggingface.co does where the client looks: error codes in ``X-Error-Code``
 (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``), 401 for anonymous access to
 private or missing repos, ``Link: <...>; rel="next"`` pagination, ``X-Repo-Commit`` and
-``ETag`` on resolve. Preupload always answers ``uploadMode: "regular"`` so files travel
-inline (base64) in the NDJSON commit: no LFS and no Xet. Never sends ``X-Xet-Hash``.
+``ETag`` on resolve. Large and binary files go through Git LFS as on the Hub (``lfs.py``),
+the others inline (base64) in the NDJSON commit; no Xet (never sends ``X-Xet-Hash``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .errors import INVALID_CREDENTIALS, HubError, safe_path
+from .lfs import add_lfs_routes, lfs_redirect, upload_mode
 from .storage import Commit, HubStorage, Repo, card_yaml_problem, hub_tags
 
 KINDS = {"models": "model", "spaces": "space", "datasets": "dataset"}
+
+
+def _remote_oid(entry: dict[str, Any] | None) -> str | None:
+    """What preupload reports for a path: the sha256 of an LFS file, else the git blob id."""
+    if entry is None:
+        return None
+    return entry["sha256"] if entry.get("lfs") else entry["blobId"]
 
 
 def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 1000) -> FastAPI:
@@ -78,8 +86,12 @@ def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 
         out = []
         for path in sorted(commit.tree):
             item: dict[str, Any] = {"rfilename": path}
+            entry = commit.tree[path]
             if sizes:
-                item.update(size=commit.tree[path]["size"], blobId=commit.tree[path]["blobId"])
+                item.update(size=entry["size"], blobId=entry["blobId"])
+                if entry.get("lfs"):
+                    lfs = {"size": entry["size"], "pointerSize": entry["pointerSize"]}
+                    item["lfs"] = {"sha256": entry["sha256"], **lfs}
             out.append(item)
         return out
 
@@ -227,6 +239,9 @@ def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 
                         "size": blob["size"],
                         "path": path,
                     }
+                    if blob.get("lfs"):
+                        lfs = {"size": blob["size"], "pointerSize": blob["pointerSize"]}
+                        entries[path]["lfs"] = {"oid": blob["sha256"], **lfs}
         if prefix and not entries:
             raise HubError(404, f"{folder} does not exist on {revision}", "EntryNotFound")
         return JSONResponse(list(entries.values()))
@@ -242,9 +257,9 @@ def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 
             files = [
                 {
                     "path": f["path"],
-                    "uploadMode": "regular",
+                    "uploadMode": upload_mode(f),
                     "shouldIgnore": False,
-                    "oid": tree[f["path"]]["blobId"] if f["path"] in tree else None,
+                    "oid": _remote_oid(tree.get(f["path"])),
                 }
                 for f in body.get("files", [])
             ]
@@ -255,6 +270,7 @@ def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 
         repo = repo_for(request, kind, f"{ns}/{name}", write=True)
         header: dict[str, Any] = {}
         added: dict[str, bytes] = {}
+        lfs_added: dict[str, tuple[str, int]] = {}
         deleted_files: list[str] = []
         deleted_folders: list[str] = []
         for line in (await request.body()).splitlines():
@@ -268,12 +284,15 @@ def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 
                 if value.get("encoding") != "base64":
                     raise HubError(400, f"Unsupported encoding {value.get('encoding')!r}")
                 added[safe_path(value["path"])] = base64.b64decode(value["content"])
+            elif key == "lfsFile":
+                if value.get("algo") != "sha256":
+                    raise HubError(400, f"Unsupported LFS algorithm {value.get('algo')!r}")
+                lfs_added[safe_path(value["path"])] = (value["oid"], int(value["size"]))
             elif key == "deletedFile":
                 deleted_files.append(safe_path(value["path"]))
             elif key == "deletedFolder":
                 deleted_folders.append(safe_path(value["path"]))
             else:
-                # lfsFile and friends: this server never asked for LFS, so refuse loudly.
                 raise HubError(400, f"Unsupported commit operation {key!r}")
         if not header.get("summary"):
             raise HubError(400, "A commit needs a header line with a summary")
@@ -287,13 +306,15 @@ def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 
                 deleted_files=deleted_files,
                 deleted_folders=deleted_folders,
                 parent_commit=header.get("parentCommit"),
+                lfs_added=lfs_added,
             )
         except LookupError as exc:
             raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound") from exc
         except FileNotFoundError as exc:
             raise HubError(404, f"File to delete not found: {exc}", "EntryNotFound") from exc
         except ValueError as exc:
-            raise HubError(412, str(exc)) from exc
+            status = 422 if "LFS" in str(exc) else 412
+            raise HubError(status, str(exc)) from exc
         base = str(request.base_url).rstrip("/")
         prefix = "" if repo.repo_type == "model" else f"{repo.repo_type}s/"
         return JSONResponse(
@@ -384,11 +405,17 @@ def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 
             if entry is None:
                 raise HubError(404, f"Entry not found: {path}", "EntryNotFound")
             file_path = storage.blob_path(entry)
+        if entry.get("lfs"):
+            linked = {
+                "X-Repo-Commit": commit.id,
+                "ETag": f'"{entry["blobId"]}"',
+                "X-Linked-Etag": f'"{entry["sha256"]}"',
+                "X-Linked-Size": str(entry["size"]),
+            }
+            return lfs_redirect(request, entry, linked)
         headers = {
             "X-Repo-Commit": commit.id,
-            "ETag": f'"{entry["sha256"]}"',
-            "X-Linked-Etag": f'"{entry["sha256"]}"',
-            "X-Linked-Size": str(entry["size"]),
+            "ETag": f'"{entry["blobId"]}"',
             "Content-Length": str(entry["size"]),
             "Accept-Ranges": "bytes",
         }
@@ -397,4 +424,5 @@ def create_app(storage: HubStorage, tokens: dict[str, str], *, page_size: int = 
         response = FileResponse(file_path, headers=headers)
         return response
 
+    add_lfs_routes(app, storage, repo_for)
     return app

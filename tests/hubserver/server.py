@@ -10,6 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from .app import create_app
+from .faults import FaultMiddleware, Faults
 from .storage import HubStorage
 
 WRITE_TOKEN = "hf_loradock_test_write"
@@ -28,7 +29,8 @@ class HubServer:
     """A Hub-API server for tests: ``with HubServer(tmp) as hub: HfApi(endpoint=hub.url)``.
 
     ``token`` may write everything, ``read_token`` only read (private repos included);
-    anonymous callers see public repos only.
+    anonymous callers see public repos only. ``faults`` makes it fail on purpose
+    (see ``faults.py``).
     """
 
     def __init__(self, root: str | Path, *, page_size: int = 1000):
@@ -40,8 +42,13 @@ class HubServer:
         self.app = app = create_app(
             self.storage, {WRITE_TOKEN: "write", READ_TOKEN: "read"}, page_size=page_size
         )
+        self.faults = Faults()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+            FaultMiddleware(app, self.faults),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -65,7 +72,8 @@ class HubServer:
         return self.app.state.requests
 
     def reset(self) -> None:
-        """Forget every repo and request (between tests sharing one server)."""
+        """Forget every repo, request and fault (between tests sharing one server)."""
+        self.faults.clear()
         self.storage.reset()
         self.app.state.requests.clear()
 

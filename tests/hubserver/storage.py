@@ -34,6 +34,22 @@ def git_blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def lfs_pointer(oid: str, size: int) -> bytes:
+    """The pointer file git stores for an LFS object (its blob id is the entry's ``blobId``)."""
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n".encode()
+
+
+def lfs_entry(oid: str, size: int) -> dict[str, Any]:
+    pointer = lfs_pointer(oid, size)
+    return {
+        "sha256": oid,
+        "blobId": git_blob_id(pointer),
+        "size": size,
+        "lfs": True,
+        "pointerSize": len(pointer),
+    }
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -107,6 +123,16 @@ class HubStorage:
             tmp.replace(path)
         return {"sha256": sha256, "blobId": git_blob_id(data), "size": len(data)}
 
+    def put_lfs(self, oid: str, data: bytes) -> None:
+        """Store an LFS object under its sha256; ``ValueError`` if the bytes do not hash to it."""
+        if hashlib.sha256(data).hexdigest() != oid:
+            raise ValueError(f"LFS object does not match its oid {oid}")
+        self.put_blob(data)
+
+    def has_blob(self, sha256: str, size: int | None = None) -> bool:
+        path = self.root / "blobs" / sha256
+        return path.is_file() and (size is None or path.stat().st_size == size)
+
     def blob_path(self, entry: dict[str, Any]) -> Path:
         return self.root / "blobs" / entry["sha256"]
 
@@ -158,8 +184,10 @@ class HubStorage:
         deleted_files: list[str],
         deleted_folders: list[str],
         parent_commit: str | None = None,
+        lfs_added: dict[str, tuple[str, int]] | None = None,
     ) -> Commit:
-        """Apply one commit on ``branch``; raises ``LookupError``/``ValueError`` for bad input."""
+        """Apply one commit on ``branch``; raises ``LookupError``/``ValueError`` for bad input.
+        ``lfs_added`` maps a path to ``(sha256, size)`` of an LFS object uploaded before."""
         with self.lock:
             if branch not in repo.branches:
                 raise LookupError(f"branch {branch!r} not found")
@@ -179,6 +207,12 @@ class HubStorage:
                     del tree[path]
             for path, data in added.items():
                 tree[path] = self.put_blob(data)
+            for path, (oid, size) in (lfs_added or {}).items():
+                if not self.has_blob(oid, size):
+                    raise ValueError(
+                        f"LFS object {oid} ({size} bytes) of {path} was never uploaded"
+                    )
+                tree[path] = lfs_entry(oid, size)
             return self._add_commit(repo, branch, head.id, title, message, tree)
 
     def card_data(self, commit: Commit) -> dict[str, Any] | None:

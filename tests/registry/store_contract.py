@@ -125,6 +125,11 @@ def check_tags(store: Store, tmp_path: Path, adapter_dir: Path) -> None:
     with pytest.raises(RevisionNotFoundError):
         store.create_tag(repo, tag="canary", revision="f" * 40)
 
+    # move_tag creates or moves (in one replace on the local store), same target is a no-op.
+    for tag, target in (("prod", first.sha), ("prod", first.sha), ("new", second.sha)):
+        store.move_tag(repo, tag=tag, revision=target)
+        assert store.list_refs(repo).tags[tag] == target
+
 
 def check_list_repos_filters(store: Store, tmp_path: Path, adapter_dir: Path) -> None:
     org = f"lr-{_suffix(tmp_path)}"
