@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 TargetKind = Literal["base", "adapter"]
 # lm-eval's default filter name; other filters are reported as "<metric>@<filter>".
 DEFAULT_FILTER = "none"
+# " at 0x7f10c6251ee0>": the address in a Python repr.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True)
@@ -99,20 +102,38 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def task_identity(raw: Mapping[str, Any], info: TaskInfo) -> tuple[str | None, str, int | None]:
-    """``(version, hash, n-shot)`` of one reported task (a group: over its leaf tasks)."""
+def _stable(value: Any) -> Any:
+    """A JSON stand-in for what a config holds beyond JSON: a function by its name (its repr
+    carries a memory address, different in every process)."""
     from lm_eval.utils import handle_non_serializable
 
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}"
+    return handle_non_serializable(value)
+
+
+def config_text(config: Mapping[str, Any]) -> str:
+    """A task config as run, as text that is the same in every run that measures the same
+    thing. Where the files lie is no part of the measurement (their content is in the data
+    hash): the data files' paths and the YAML's own path (``metadata.config_source``) are left
+    out."""
+    config = dict(config)
+    kwargs = dict(config.get("dataset_kwargs") or {})
+    kwargs.pop("data_files", None)
+    config["dataset_kwargs"] = kwargs
+    metadata = dict(config.get("metadata") or {})
+    metadata.pop("config_source", None)
+    config["metadata"] = metadata
+    text = json.dumps(config, sort_keys=True, default=_stable)
+    return _ADDRESS.sub(">", text)  # reprs already turned into text by lm-eval
+
+
+def task_identity(raw: Mapping[str, Any], info: TaskInfo) -> tuple[str | None, str, int | None]:
+    """``(version, hash, n-shot)`` of one reported task (a group: over its leaf tasks)."""
     configs = raw.get("configs") or {}
     digest = hashlib.sha256(info.data_hash.encode())
     for leaf in sorted(info.leaves):
-        config = dict(configs.get(leaf) or {})
-        # Where the files lie is no part of the measurement: their content is in data_hash.
-        kwargs = dict(config.get("dataset_kwargs") or {})
-        kwargs.pop("data_files", None)
-        config["dataset_kwargs"] = kwargs
-        text = json.dumps(config, sort_keys=True, default=handle_non_serializable)
-        digest.update(text.encode())
+        digest.update(config_text(configs.get(leaf) or {}).encode())
     version = (raw.get("versions") or {}).get(info.name)
     shots = {(raw.get("n-shot") or {}).get(leaf) for leaf in info.leaves}
     n_shot = shots.pop() if len(shots) == 1 else None

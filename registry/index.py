@@ -39,14 +39,20 @@ from loradock.registry.names import (
     validate_repo_id,
     validate_revision,
 )
-from loradock.registry.records import KINDS, AdapterRecord
+from loradock.registry.records import KINDS, AdapterRecord, TaskVersion
 from loradock.registry.search_query import SearchQuery
 
 BUSY_TIMEOUT_MS = 30_000
+_FRESH = "NOT EXISTS (SELECT 1 FROM stale_revisions s WHERE s.revision_id = r.id)"
 
 
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
+
+
+def _version_row(version: TaskVersion | None) -> tuple[str | None, str | None, int | None]:
+    v = version or TaskVersion()
+    return v.version, v.config_hash, v.num_fewshot
 
 
 class Index:
@@ -186,7 +192,7 @@ class Index:
                         int(rec.is_latest),
                     ),
                 ).fetchone()[0]
-                for table in ("revision_tasks", "revision_tags", "metrics"):
+                for table in ("revision_tasks", "revision_tags", "metrics", "stale_revisions"):
                     conn.execute(f"DELETE FROM {table} WHERE revision_id = ?", (rid,))
                 conn.executemany(
                     "INSERT INTO revision_tasks (task, revision_id) VALUES (?, ?)",
@@ -197,8 +203,12 @@ class Index:
                     [(t, rid) for t in rec.tags],
                 )
                 conn.executemany(
-                    "INSERT INTO metrics (revision_id, key, value) VALUES (?, ?, ?)",
-                    [(rid, k, v) for k, v in rec.metrics.items()],
+                    "INSERT INTO metrics (revision_id, key, value, task_version, task_hash,"
+                    " num_fewshot) VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (rid, k, v, *_version_row(rec.metric_versions.get(k)))
+                        for k, v in rec.metrics.items()
+                    ],
                 )
                 if rec.is_latest:
                     conn.execute(
@@ -323,20 +333,22 @@ class Index:
             return self._load(ids)
 
     def known_shas(self, repo_id: str) -> set[str]:
-        """Shas of the repo already indexed (empty if the repo is unknown)."""
+        """Shas of the repo already indexed (empty if the repo is unknown), less those a
+        schema migration marked stale: a sync reads those again."""
         with self._reading() as conn:
             rows = conn.execute(
                 "SELECT r.sha FROM revisions r JOIN repos p ON p.id = r.repo_pk"
-                " WHERE p.repo_id = ?",
+                f" WHERE p.repo_id = ? AND {_FRESH}",
                 (repo_id,),
             )
             return {r[0] for r in rows}
 
     def latest_sha(self, repo_id: str) -> str | None:
+        """The indexed head of main, or None (none indexed, or marked stale: see known_shas)."""
         with self._reading() as conn:
             row = conn.execute(
                 "SELECT r.sha FROM revisions r JOIN repos p ON p.id = r.repo_pk"
-                " WHERE p.repo_id = ? AND r.is_latest = 1",
+                f" WHERE p.repo_id = ? AND r.is_latest = 1 AND {_FRESH}",
                 (repo_id,),
             ).fetchone()
             return row[0] if row else None

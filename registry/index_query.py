@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from loradock.errors import ConfigError
-from loradock.registry.records import AdapterRecord
+from loradock.registry.records import AdapterRecord, TaskVersion
 from loradock.registry.search_query import SORT_FIELDS, SearchQuery
 
 _CHUNK = 500  # ids per "IN (...)" list: far below SQLite's variable limit
@@ -148,6 +148,7 @@ def load_records(conn: sqlite3.Connection, ids: list[int]) -> list[AdapterRecord
     tasks: dict[int, list[str]] = {}
     tags: dict[int, list[str]] = {}
     metrics: dict[int, dict[str, float]] = {}
+    versions: dict[int, dict[str, TaskVersion]] = {}
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         marks = ",".join("?" * len(chunk))
@@ -166,11 +167,13 @@ def load_records(conn: sqlite3.Connection, ids: list[int]) -> list[AdapterRecord
             f"SELECT revision_id, tag FROM revision_tags WHERE revision_id IN ({marks})", chunk
         ):
             tags.setdefault(rid, []).append(tag)
-        for rid, key, value in conn.execute(
-            f"SELECT revision_id, key, value FROM metrics WHERE revision_id IN ({marks})",
+        for rid, key, value, *version in conn.execute(
+            "SELECT revision_id, key, value, task_version, task_hash, num_fewshot FROM metrics"
+            f" WHERE revision_id IN ({marks})",
             chunk,
         ):
             metrics.setdefault(rid, {})[key] = value
+            versions.setdefault(rid, {})[key] = TaskVersion(*version)
     alias_of: dict[tuple[int, str], list[str]] = {}
     repo_pks = sorted({row[17] for row in rows.values()})
     for start in range(0, len(repo_pks), _CHUNK):
@@ -205,6 +208,7 @@ def load_records(conn: sqlite3.Connection, ids: list[int]) -> list[AdapterRecord
                 tasks=tuple(sorted(tasks.get(rid, ()))),
                 tags=tuple(sorted(tags.get(rid, ()))),
                 metrics=metrics.get(rid, {}),
+                metric_versions=versions.get(rid, {}),
                 aliases=tuple(sorted(alias_of.get((row[17], row[3]), ()))),
             )
         )

@@ -91,7 +91,25 @@ CREATE TABLE aliases (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1_INITIAL),)
+_V2_TASK_VERSIONS = """
+-- What each metric was measured on (lm-eval's task version, config hash, n-shot): two
+-- values of a metric compare only when all three match. NULL where the card does not say.
+ALTER TABLE metrics ADD COLUMN task_version TEXT;
+ALTER TABLE metrics ADD COLUMN task_hash TEXT;
+ALTER TABLE metrics ADD COLUMN num_fewshot INTEGER;
+
+-- Revisions whose card the next sync reads again (their rows stay readable meanwhile):
+-- the ones indexed with metrics before the columns above existed.
+CREATE TABLE stale_revisions (
+    revision_id INTEGER PRIMARY KEY REFERENCES revisions(id) ON DELETE CASCADE
+);
+INSERT INTO stale_revisions (revision_id) SELECT DISTINCT revision_id FROM metrics;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1_INITIAL),
+    Migration(2, "task versions of metrics", _V2_TASK_VERSIONS),
+)
 
 
 def latest_version(migrations: tuple[Migration, ...] = MIGRATIONS) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -37,6 +37,32 @@ def validate_metric_key(key: str) -> str | None:
     if not isinstance(key, str) or not METRIC_KEY_RE.fullmatch(key):
         return f"metric {key!r} is not of the form 'task/metric' (for example 'dates/exact_match')"
     return None
+
+
+@dataclass(frozen=True)
+class TaskVersion:
+    """What one metric was measured on: lm-eval's task version, a hash of the task config as
+    run (prompts, generation arguments, data) and the n-shot. Two values of a metric compare
+    only when all three match; ``None`` where the card does not say."""
+
+    version: str | None = None
+    config_hash: str | None = None
+    num_fewshot: int | None = None
+
+    @property
+    def recorded(self) -> bool:
+        return any(v is not None for v in (self.version, self.config_hash, self.num_fewshot))
+
+    @property
+    def label(self) -> str:
+        """``v3.0, 0-shot, config 1a2b3c4d`` (what the leaderboard shows)."""
+        if not self.recorded:
+            return "not recorded"
+        parts = [f"v{self.version}" if self.version is not None else "version ?"]
+        parts.append(f"{self.num_fewshot}-shot" if self.num_fewshot is not None else "?-shot")
+        if self.config_hash:
+            parts.append(f"config {self.config_hash[:8]}")
+        return ", ".join(parts)
 
 
 def as_utc(value: datetime | str | None) -> datetime:
@@ -87,6 +113,8 @@ class AdapterRecord:
     license: str | None = None
     datasets: tuple[str, ...] = ()
     metrics: Mapping[str, float] = field(default_factory=dict)
+    # "task/metric" -> the task version it was measured on (only metrics whose card says).
+    metric_versions: Mapping[str, TaskVersion] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     private: bool = False
     created_at: datetime = _EPOCH
@@ -131,6 +159,13 @@ class AdapterRecord:
                 continue
             metrics[key] = number
         object.__setattr__(self, "metrics", metrics)
+        versions: dict[str, TaskVersion] = {}
+        for key, version in dict(self.metric_versions or {}).items():
+            if not isinstance(version, TaskVersion) or key not in metrics:
+                problems.append(f"metric_versions[{key!r}]={version!r}: not a measured metric's")
+            elif version.recorded:
+                versions[key] = version
+        object.__setattr__(self, "metric_versions", versions)
         if problems:
             raise ConfigError(f"Invalid index record for {self.repo_id!r}@{self.sha!r}", problems)
 
@@ -176,8 +211,28 @@ def record_from_repo(
         license=card.license,
         datasets=card.datasets,
         metrics=card.metrics,
+        metric_versions={
+            m.key: TaskVersion(m.task_version, m.task_hash, m.num_fewshot)
+            for m in card.eval_results
+        },
         private=bool(info.private),
         created_at=as_utc(info.created_at or info.last_modified),
         updated_at=as_utc(info.last_modified or info.created_at),
         is_latest=False,
+    )
+
+
+def version_note(records: Sequence[AdapterRecord], metric: str) -> str | None:
+    """A warning when the rows' values of ``metric`` were measured on different task
+    versions, configs or n-shots (so ranking them compares unlike measurements), else None."""
+    groups: dict[TaskVersion, list[str]] = {}
+    for r in records:
+        if metric in r.metrics:
+            groups.setdefault(r.metric_versions.get(metric, TaskVersion()), []).append(r.repo_id)
+    if len(groups) < 2:
+        return None
+    parts = [f"{v.label}: {', '.join(names)}" for v, names in groups.items()]
+    return (
+        f"{metric} was measured on different task versions, configs or n-shots "
+        "(not comparable): " + "; ".join(parts)
     )

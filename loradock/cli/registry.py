@@ -44,7 +44,18 @@ def _short(sha: str | None) -> str:
     return (sha or "")[:10]
 
 
+def _measured_on(record: Any, metric: str) -> str:
+    """What ``record``'s value of ``metric`` was measured on: task version, n-shot, config."""
+    from loradock.registry.records import TaskVersion
+
+    return (record.metric_versions.get(metric) or TaskVersion()).label
+
+
 def _print_records(title: str, records: list[Any], metric: str | None = None) -> None:
+    from rich.markup import escape
+
+    from loradock.registry.records import version_note
+
     # Names and shas are what people copy from this table: those columns never wrap or cut.
     table = Table(title=title)
     table.add_column("repo", no_wrap=True)
@@ -53,6 +64,7 @@ def _print_records(title: str, records: list[Any], metric: str | None = None) ->
         table.add_column(name)
     if metric:
         table.add_column(metric, justify="right", no_wrap=True)
+        table.add_column("measured on")  # task version, n-shot, config hash
     for r in records:
         row = [
             r.repo_id,
@@ -65,8 +77,12 @@ def _print_records(title: str, records: list[Any], metric: str | None = None) ->
         if metric:
             value = r.metrics.get(metric)
             row.append("" if value is None else f"{value:.4g}")
+            row.append("" if value is None else _measured_on(r, metric))
         table.add_row(*row)
     console.print(table)
+    note = version_note(records, metric) if metric else None
+    if note:
+        console.print(f"[bold yellow]warning:[/] {escape(note)}", highlight=False, markup=True)
 
 
 @app.command()
@@ -96,6 +112,34 @@ def sync(
             console.print(f"[yellow]skipped:[/] {line}", highlight=False, markup=True)
     if report.errors:
         raise typer.Exit(1)
+
+
+@app.command()
+def gc(
+    keep: Annotated[
+        int, typer.Option(min=1, help="Snapshots kept per repo, newest first (plus aliased).")
+    ] = 3,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only list what would be removed.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove what killed writers left (temporary blobs, refs, staging folders) and prune the
+    snapshot cache to the KEEP newest revisions per repo, keeping latest and aliased ones."""
+    from loradock.registry.gc import collect_garbage
+
+    report = collect_garbage(_registry(), keep=keep, dry_run=dry_run)
+    if as_json:
+        print_json(report)
+        return
+    verb = "would remove" if dry_run else "removed"
+    console.print(
+        f"gc: {verb} {len(report.leftovers)} leftovers and {len(report.pruned)} snapshots "
+        f"({report.pruned_bytes / 1e6:.1f} MB); {report.kept} snapshots kept",
+        highlight=False,
+    )
+    for line in [*report.leftovers, *report.pruned]:
+        console.print(f"  {line}", highlight=False, markup=False)
 
 
 @app.command()
@@ -153,9 +197,14 @@ def show(
         return
     fields = to_jsonable(record)
     fields.pop("metrics")
+    fields.pop("metric_versions")  # shown beside each metric
     print_table(record.name, ["field", "value"], [[k, v] for k, v in fields.items()])
     if record.metrics:
-        print_table("metrics", ["metric", "value"], sorted(record.metrics.items()))
+        print_table(
+            "metrics",
+            ["metric", "value", "measured on"],
+            [[k, v, _measured_on(record, k)] for k, v in sorted(record.metrics.items())],
+        )
     print_table(
         f"revisions of {record.repo_id}",
         ["sha", "latest", "aliases", "updated", "metrics"],

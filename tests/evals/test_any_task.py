@@ -4,7 +4,6 @@ cache, a standard task offline, and the request cache, on tiny models, offline."
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from typer.testing import CliRunner
 
 from loradock.errors import DataError
 from tests.helpers.evals import BASE_ID, publish_tiny
+from tests.helpers.hub_datasets import prefill_hub_cache
 
 MC_ROWS = [
     {"q": f"Which number is {n}?", "choices": [str(n), str(n + 1), str(n + 2)], "answer": 0}
@@ -92,29 +92,6 @@ def test_include_path_runs_base_and_two_adapters_in_one_report(
     assert "## my\\_qa" in markdown and "version `3.0`, 1-shot" in markdown
 
 
-def _prefill_hub_cache(cache: Path, repo_id: str, rows: list[dict]) -> None:
-    """What ``datasets.load_dataset(repo_id)`` leaves in HF_DATASETS_CACHE on a connected
-    machine: the Hub's parquet, prepared as ``<org>___<name>/default/0.0.0/<hash>/``."""
-    import pandas as pd
-    from datasets.packaged_modules.parquet.parquet import Parquet
-
-    org, name = repo_id.split("/")
-    parquet = cache.parent / "hub-download" / "data" / "test-00000-of-00001.parquet"
-    parquet.parent.mkdir(parents=True)
-    pd.DataFrame(rows).to_parquet(parquet)
-    staging = cache.parent / "staging"
-    builder = Parquet(
-        cache_dir=str(staging),
-        dataset_name=name,
-        hash="0123abcd",
-        data_files={"test": [str(parquet)]},
-    )
-    builder.download_and_prepare()
-    (config_dir,) = (staging / name).iterdir()  # "default-<data files hash>" locally
-    (cache / f"{org}___{name}").mkdir(parents=True)
-    shutil.move(config_dir, cache / f"{org}___{name}" / "default")
-
-
 @pytest.mark.parametrize("prefilled", [True, False])
 def test_hub_data_set_from_a_prefilled_cache(tiny_registry, tmp_path, monkeypatch, prefilled):
     import datasets
@@ -127,18 +104,19 @@ def test_hub_data_set_from_a_prefilled_cache(tiny_registry, tmp_path, monkeypatc
     cache.mkdir()
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
-    if prefilled:
-        _prefill_hub_cache(cache, "acme/tinymc", MC_ROWS)
+    if prefilled:  # a named config, as most Hub benchmarks have (ARC-Easy, ...)
+        prefill_hub_cache(cache, "acme/tinymc", {"test": MC_ROWS}, config="easy")
     else:  # the data set is checked before any model loads
         monkeypatch.setattr(InProcessBackend, "_load", _no_model)
     folder = tmp_path / "tasks"
     folder.mkdir()
-    (folder / "tinymc.yaml").write_text(_task_yaml("tinymc", "", "multiple_choice", "acme/tinymc"))
+    task = _task_yaml("tinymc", "", "multiple_choice", "acme/tinymc")
+    (folder / "tinymc.yaml").write_text(task + "dataset_name: easy\n")
     kwargs = dict(tasks=["tinymc"], include_paths=[folder], registry=registry, dtype="float32")
     if not prefilled:
         with pytest.raises(DataError) as info:
             evaluate([BASE_ID], **kwargs)
-        assert "'acme/tinymc'" in str(info.value) and str(cache) in str(info.value)
+        assert "'acme/tinymc' (config 'easy')" in str(info.value) and str(cache) in str(info.value)
         return
     run = evaluate([BASE_ID], **kwargs)
     acc = run.base.get("tinymc", "acc")

@@ -82,6 +82,10 @@ def test_eval_publish_round_trip(cli_run):
         # card -> registry index: search ranks by what was measured.
         row = registry.show(repo)
         assert dict(row.metrics) == {k: v for k, (v, _) in card_metrics.items()}
+        version = row.metric_versions["dates/exact_match"]  # and what it was measured on
+        assert (version.version, version.config_hash, version.num_fewshot) == (
+            "1.0", entry.task_hash, 0,
+        )  # fmt: skip
 
     ranked = registry.search(task="dates", sort="heldout_ppl/bits_per_byte", descending=False)
     assert [r.repo_id for r in ranked] == [published["dates"]]
@@ -127,3 +131,5 @@ def test_registry_search_ranks_by_measured_metric(cli_run, module_home):
     assert [r["repo_id"] for r in rows] == sorted(measured, key=measured.get, reverse=True)
     for row in rows:
         assert row["metrics"]["heldout_ppl/bits_per_byte"] == measured[row["repo_id"]]
+        version = row["metric_versions"]["heldout_ppl/bits_per_byte"]  # what the Space reads
+        assert version["config_hash"] == summary["task_hashes"]["heldout_ppl"]

@@ -105,6 +105,40 @@ def test_targets_on_another_task_version_are_marked(version, task_hash, shots, m
     assert ("Not comparable" in render_markdown(run, {}, {})) is marked
 
 
+def _docs(docs):
+    return docs
+
+
+_CONFIG = {
+    "task": "dates",
+    "process_docs": "<function dates_docs at 0x7f10c6251ee0>",
+    "dataset_kwargs": {"data_files": {"test": "/tmp/a/test.jsonl"}},
+    "metadata": {"version": 1.0, "config_source": "/tmp/loradock-eval-tasks-a/dates.yaml"},
+    "num_fewshot": 0,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "same"),
+    [
+        ({"process_docs": "<function dates_docs at 0x7f7eb471a200>"}, True),  # another process
+        ({"dataset_kwargs": {"data_files": {"test": "/elsewhere/test.jsonl"}}}, True),
+        ({"metadata": {"version": 1.0, "config_source": "/home/me/tasks/dates.yaml"}}, True),
+        ({"process_docs": "<function other_docs at 0x7f10c6251ee0>"}, False),
+        ({"process_docs": _docs}, False),  # a function object: named by module and name
+        ({"metadata": {"version": 2.0}}, False),
+        ({"num_fewshot": 5}, False),
+    ],
+    ids=["address", "data-path", "yaml-path", "function", "callable", "version", "n-shot"],
+)
+def test_task_hash_changes_with_the_measurement_only(change, same):
+    from loradock.evals.results import config_text
+
+    changed = config_text({**_CONFIG, **change})
+    assert (config_text(_CONFIG) == changed) is same
+    assert " at 0x" not in changed and "/tmp/" not in changed
+
+
 def test_report_files_and_flags(tmp_path):
     from loradock.evals.report import write_report
 
