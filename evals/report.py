@@ -5,7 +5,9 @@ under the task's lm-eval version, n-shot and config hash (targets measured on di
 are marked, never silently compared). The general-capability tasks (``--forgetting``, or the
 shipped general and perplexity tasks) carry the forgetting check: an adapter worse than the
 base by more than ``--forgetting-sigmas`` combined standard errors is flagged; a metric without
-a stderr (perplexity) is flagged beyond a relative ``--forgetting-threshold``.
+a stderr (perplexity) is flagged beyond a relative ``--forgetting-threshold``. An adapter
+combined from several (``loradock merge --into adapter``) is shown next to each source on the
+source's task (``report_merge``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loradock.evals.forgetting import forgetting_checks, version_mismatches
+from loradock.evals.report_merge import merge_lines
 from loradock.evals.results import MetricResult, TargetResult
 
 if TYPE_CHECKING:
@@ -179,6 +182,7 @@ def render_markdown(run: EvalRun, plots: dict[str, str], raw_files: dict[str, st
         lines.append("")
         if spec.name in plots:
             lines += [f"![{_text(spec.name)}]({plots[spec.name]})", ""]
+    lines += merge_lines(run, _text, _code, _fmt)
     if run.judged:
         lines += [
             "## Pairwise judge (base = A)",

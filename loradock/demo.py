@@ -3,15 +3,21 @@
 1. import the base model into the local hub (SmolLM2-135M-Instruct; a tiny random model with
    ``small=True``);
 2. train the two shipped task adapters (LoRA; ``dates`` also as QLoRA);
-3. evaluate base and adapters with lm-eval and write the report;
-4. publish the results into the cards (new revisions), sync the registry and print adapters
+3. combine the ``dates`` and ``extraction`` LoRA adapters into one new adapter
+   (``loradock merge``, ``loradock.demo_merge``);
+4. evaluate base, adapters and the combination with lm-eval and write the report (the
+   combination next to its sources on both tasks);
+5. publish the results into the cards (new revisions), sync the registry and print adapters
    by base model and task, ranked by their metric;
-5. start the multi-adapter endpoint and ask each adapter and the base the same questions
-   through the ``openai`` client, answers side by side;
-6. start the Gradio Space on 127.0.0.1 and print its address.
+6. start the multi-adapter endpoint and ask each adapter and the base the same questions
+   through the ``openai`` client, answers side by side (``loradock.demo_serving``);
+7. merge the promoted ``dates`` adapter into its base's weights, serve them alone (vLLM; the
+   PEFT engine with ``small=True``) and ask the same prompts, next to the hot-swapped answers;
+8. start the Gradio Space on 127.0.0.1 and print its address.
 
-Every step is skipped when its result is already there (same job, same evaluated revision),
-so a second run is much faster. This module composes the parts; it holds no logic of theirs.
+Every step is skipped when its result is already there (same job, same evaluated revision,
+same source weights), so a second run is much faster; each step's time is printed at the end.
+This module composes the parts; it holds no logic of theirs.
 """
 
 from __future__ import annotations
@@ -21,8 +27,6 @@ import copy
 import json
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -34,13 +38,13 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from loradock.demo_serving import TASKS, free_port, running
 from loradock.errors import ConfigError, LoradockError
 
 console = Console()
 
 SMALL_BASE = "local/tiny-base"
-TASKS = ("dates", "extraction")
-STEPS = 6
+STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -80,19 +84,13 @@ class DemoResult:
     answers: list[dict[str, Any]] = field(default_factory=list)
     ranking: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     prod: dict[str, str] = field(default_factory=dict)  # task -> "org/name@prod"
+    combined: str | None = None  # the dates + extraction combination's repo id
+    merged: dict[str, Any] = field(default_factory=dict)  # repo_id, sha, source, check
+    merged_answers: list[dict[str, Any]] = field(default_factory=list)
     api_url: str | None = None
     space_url: str | None = None
     seconds: float = 0.0
-
-
-def _step(k: int, title: str) -> None:
-    console.rule(f"[bold cyan]Step {k}/{STEPS}: {title}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    step_seconds: dict[str, float] = field(default_factory=dict)
 
 
 # -- step 1 ---------------------------------------------------------------------------------
@@ -256,93 +254,6 @@ def show_ranking(registry: Any, result: DemoResult) -> None:
             console.print(f"alias: {best.repo_id}@prod -> {sha[:8]}")
 
 
-# -- step 5 ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _process(cmd: list[str], *, env: dict[str, str], url: str, name: str, timeout: float):
-    """Start ``cmd``, wait until ``url`` answers 200, yield, then stop it."""
-    import httpx
-
-    log = Path(env["LORADOCK_HOME"]) / f"{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise LoradockError(
-                    f"{name} exited with status {proc.returncode} before it was ready; "
-                    f"its log is {log}:\n{log.read_text()[-2000:]}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise LoradockError(
-                    f"{name} did not answer {url} within {timeout:.0f} s; see {log}"
-                )
-            time.sleep(0.5)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _test_prompts(task: str, n: int) -> list[dict[str, str]]:
-    data = Path(__import__("loradock.training", fromlist=["x"]).__file__).parent / "data"
-    rows = []
-    with (data / task / "test.jsonl").open() as fh:
-        for line in fh:
-            rows.append(json.loads(line))
-            if len(rows) == n:
-                break
-    return rows
-
-
-def ask_side_by_side(api_url: str, api_key: str, result: DemoResult, *, n: int) -> None:
-    from openai import OpenAI
-
-    client = OpenAI(base_url=api_url, api_key=api_key, max_retries=0, timeout=120)
-    for task in TASKS:
-        models = [result.base] + [r for r in result.adapters if task in r]
-        if task in result.prod:
-            models.append(result.prod[task])  # the promoted adapter, asked for by its alias
-        table = Table(title=f"{task}: the same prompts, base against adapters", show_lines=True)
-        table.add_column("prompt", max_width=40)
-        table.add_column("expected")
-        for m in models:
-            table.add_column(m.split("/")[-1])
-        for row in _test_prompts(task, n):
-            answers = []
-            for model in models:
-                reply = client.chat.completions.create(
-                    model=model,
-                    messages=[{"role": "user", "content": row["instruction"]}],
-                    max_tokens=48,
-                    temperature=0,
-                )
-                text = (reply.choices[0].message.content or "").strip()
-                answers.append(text)
-                result.answers.append(
-                    {
-                        "task": task,
-                        "id": row["id"],
-                        "model": model,
-                        "answer": text,
-                        "expected": row["answer"],
-                        "correct": text == row["answer"].strip(),
-                    }
-                )
-            # the task instruction is the same on every row: show only the input line
-            table.add_row(row["instruction"].splitlines()[-1], row["answer"], *answers)
-        console.print(table)
-
-
 # -- the whole thing ------------------------------------------------------------------------
 
 
@@ -362,69 +273,96 @@ def _demo_env(home: Path | None) -> Iterator[dict[str, str]]:
         os.environ.update(saved)
 
 
+class _Steps:
+    """The step headings, and how long each step took (printed at the end)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def start(self, k: int, title: str) -> None:
+        self.stop()
+        console.rule(f"[bold cyan]Step {k}/{STEPS}: {title}")
+        self._current = (f"{k}. {title}", time.monotonic())
+
+    def stop(self) -> None:
+        if self._current is not None:
+            name, started = self._current
+            self.seconds[name] = time.monotonic() - started
+            self._current = None
+
+
 def run_demo(config: DemoConfig | None = None) -> DemoResult:
     """Run every step; returns what it built, measured and answered."""
+    from loradock.demo_merge import combine_task_adapters
     from loradock.registry.api import Registry
 
     config = config or DemoConfig()
-    start = time.monotonic()
+    start, steps = time.monotonic(), _Steps()
     with _demo_env(config.home) as env:
         home = Path(env["LORADOCK_HOME"])
         registry = Registry.open()
 
-        _step(1, "base model into the local hub")
+        steps.start(1, "base model into the local hub")
         base = import_demo_base(registry, small=config.small)
         result = DemoResult(base=base)
 
-        _step(2, "train the task adapters (LoRA, and QLoRA for dates)")
+        steps.start(2, "train the task adapters (LoRA, and QLoRA for dates)")
         train_adapters(registry, demo_jobs(small=config.small, base=base), result)
 
-        _step(3, "evaluate base and adapters with lm-eval")
+        steps.start(3, "merge: the dates and extraction adapters combined into one")
+        combine_task_adapters(registry, result)
+
+        steps.start(4, "evaluate base, adapters and the combination with lm-eval")
         limit = config.eval_limit or (4 if config.small else 50)
         evaluate_adapters(
             registry, result, report_dir=home / "report", limit=limit, small=config.small
         )
 
-        _step(4, "registry: adapters by base model and task, ranked")
+        steps.start(5, "registry: adapters by base model and task, ranked")
         show_ranking(registry, result)
 
-        _step(5, "one endpoint, many adapters: the openai client asks each")
-        api_port = config.api_port or _free_port()
-        api_key = f"demo-{secrets.token_urlsafe(18)}"
-        result.api_url = f"http://127.0.0.1:{api_port}/v1"
-        serve_cmd = [
-            sys.executable, "-m", "loradock.cli", "serve", "--base", base,
-            "--port", str(api_port), "--max-loaded", "4",
-        ]  # fmt: skip
-        # the keys travel in the environment, never on a command line that `ps` shows
-        keys = {"LORADOCK_API_KEY": api_key, "LORADOCK_ADMIN_KEY": secrets.token_urlsafe(24)}
-        with _process(
-            serve_cmd, env={**env, **keys}, url=f"http://127.0.0.1:{api_port}/health",
-            name="server", timeout=300,
-        ):  # fmt: skip
-            ask_side_by_side(result.api_url, api_key, result, n=config.prompts_per_task)
-
-            _step(6, "the Gradio Space for reviewers")
-            if config.space:
-                space_port = config.space_port or _free_port()
-                result.space_url = f"http://127.0.0.1:{space_port}/"
-                space_env = {**env, "LORADOCK_ENDPOINT": result.api_url,
-                             "LORADOCK_API_KEY": api_key}  # fmt: skip
-                space_app = Path(__import__("loradock.spaces", fromlist=["x"]).__file__).parent
-                space_cmd = [
-                    sys.executable, str(space_app / "app.py"), "--endpoint", result.api_url,
-                    "--host", "127.0.0.1", "--port", str(space_port),
-                ]  # fmt: skip
-                with _process(
-                    space_cmd, env=space_env, url=result.space_url, name="space", timeout=180
-                ):
-                    console.print(f"[bold green]Space running at {result.space_url}[/]")
-                    console.print(f"endpoint: {result.api_url} (api key {api_key!r})")
-                    if config.keep_running:
-                        console.print("Ctrl-C stops the server and the Space.")
-                        with contextlib.suppress(KeyboardInterrupt):
-                            while True:
-                                time.sleep(3600)
+        serve_and_show(config, env, registry, result, steps)
+    steps.stop()
+    result.step_seconds = steps.seconds
     result.seconds = time.monotonic() - start
+    for name, seconds in steps.seconds.items():
+        console.print(f"{seconds:7.0f} s  step {name}")
     console.rule(f"[bold green]demo done in {result.seconds:.0f} s")
     return result
+
+
+def serve_and_show(
+    config: DemoConfig, env: dict[str, str], registry: Any, result: DemoResult, steps: _Steps
+) -> None:
+    """Steps 6 to 8: the hot-swap endpoint, the merged weights served alone, the Space."""
+    from loradock.demo_merge import merge_promoted_adapter
+    from loradock.demo_serving import ask_merged, ask_side_by_side, run_space, serve_merged_command
+
+    steps.start(6, "one endpoint, many adapters: the openai client asks each")
+    api_key = f"demo-{secrets.token_urlsafe(18)}"
+    # the keys travel in the environment, never on a command line that `ps` shows
+    env = {**env, "LORADOCK_API_KEY": api_key, "LORADOCK_ADMIN_KEY": secrets.token_urlsafe(24)}
+    api_port = config.api_port or free_port()
+    result.api_url = f"http://127.0.0.1:{api_port}/v1"
+    serve_cmd = [
+        sys.executable, "-m", "loradock.cli", "serve", "--base", result.base,
+        "--port", str(api_port), "--max-loaded", "4",
+    ]  # fmt: skip
+    health = f"http://127.0.0.1:{api_port}/health"
+    with running(serve_cmd, env=env, url=health, name="server", timeout=300):
+        ask_side_by_side(result.api_url, api_key, result, n=config.prompts_per_task)
+
+        engine = "the PEFT engine" if config.small else "vLLM"
+        steps.start(7, f"the best dates adapter merged into its base, served by {engine}")
+        merged = merge_promoted_adapter(registry, result, result.prod["dates"])
+        port = free_port()
+        with running(
+            serve_merged_command(merged, port, small=config.small), env=env,
+            url=f"http://127.0.0.1:{port}/health", name="merged-server", timeout=900,
+        ):  # fmt: skip
+            ask_merged(f"http://127.0.0.1:{port}/v1", api_key, result, merged)
+
+        steps.start(8, "the Gradio Space for reviewers")
+        if config.space:
+            run_space(config, env, result, api_key)

@@ -16,18 +16,21 @@ def test_small_demo_runs_every_step_and_reuses_its_work(tmp_path):
     home = tmp_path / "demo-home"
     first = run_demo(DemoConfig(small=True, home=home, keep_running=False))
 
-    assert set(first.adapters) == {
-        "local/tiny-dates-lora",
-        "local/tiny-extraction-lora",
-        "local/tiny-dates-qlora",
-    }
-    assert sorted(first.trained) == sorted(first.adapters)
+    combination = "local/tiny-dates-extraction-cat"
+    trained = {"local/tiny-dates-lora", "local/tiny-extraction-lora", "local/tiny-dates-qlora"}
+    assert set(first.adapters) == {*trained, combination} and first.combined == combination
+    assert sorted(first.trained) == sorted(trained)
     # lm-eval report with its raw results, and metrics that reached the index
     assert (home / "report" / "report.html").is_file()
-    assert (home / "report" / "report.md").is_file()
+    report = (home / "report" / "report.md").read_text()
+    # the combination evaluated on both tasks, next to each of its two sources
+    assert "what each combination kept of its sources" in report
+    assert report.count("| `local/tiny-dates-lora` | 1.0 | dates |") >= 1
+    assert report.count("| `local/tiny-extraction-lora` | 1.0 | extraction |") >= 1
     assert {r["repo_id"] for r in first.ranking["dates"]} == {
         "local/tiny-dates-lora",
         "local/tiny-dates-qlora",
+        combination,
     }
     assert all("dates/exact_match" in r for r in first.ranking["dates"])
     # every model answered every prompt through the endpoint
@@ -35,15 +38,32 @@ def test_small_demo_runs_every_step_and_reuses_its_work(tmp_path):
     assert models == {first.base, *first.adapters, *first.prod.values()}
     assert first.prod["dates"].endswith("@prod")
     assert first.space_url and first.api_url
+    # the promoted dates adapter merged (float32, like the tiny base), checked, served alone
+    # and asked what the hot-swapped adapter was asked
+    merged = first.merged
+    assert merged["source"].split("@")[0] == first.prod["dates"].split("@")[0]
+    assert merged["check"]["dtype"] == "float32" and merged["check"]["mean_kl"] < 1e-4
+    hot = [a for a in first.answers if (a["model"], a["task"]) == (first.prod["dates"], "dates")]
+    assert [(a["id"], a["model"]) for a in first.merged_answers] == [
+        (a["id"], f"{merged['repo_id']}@{merged['sha']}") for a in hot
+    ]
+    assert len(first.step_seconds) == 8
     # the demo stops what it started: its endpoint no longer answers
     with pytest.raises(httpx.HTTPError):
         httpx.get(first.api_url.removesuffix("/v1") + "/health", timeout=2)
 
-    # second run: nothing retrained, same adapter revisions, the report reused
+    # second run: nothing retrained, recombined or remerged, the report reused
     second = run_demo(DemoConfig(small=True, home=home, keep_running=False, space=False))
     assert second.trained == []
-    assert second.adapters == first.adapters
-    assert sorted(second.reused) == sorted(["eval", *(f"train:{r}" for r in first.adapters)])
+    assert second.adapters == first.adapters and second.merged["sha"] == merged["sha"]
+    assert sorted(second.reused) == sorted(
+        [
+            "eval",
+            f"combine:{combination}",
+            f"merge:{merged['repo_id']}",
+            *(f"train:{r}" for r in trained),
+        ]
+    )
     assert first.reused == []
     json.dumps([a for a in second.answers])  # answers are plain data
 
