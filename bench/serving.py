@@ -1,30 +1,35 @@
 """Serving figures as ratios, measured side by side in one run: ``python -m bench.serving``.
 
-One process builds a tiny-but-not-trivial Llama model (``loradock.tiny``, hidden 256, 4 layers),
-publishes LoRA adapters for it into a temporary LocalHub, then runs the PEFT server (uvicorn
-on 127.0.0.1, driven by the real ``openai`` client from a separate client process, as real
-clients are) against baselines on the same prompts:
+One process builds a model of the chosen shape (``bench/model_shapes.py``: SmolLM2-135M's by
+default, a 1B-class Llama, or the toy of the smoke tests), publishes LoRA adapters for it into
+a temporary LocalHub, then runs the PEFT server (uvicorn on 127.0.0.1, driven by the real
+``openai`` client from separate client processes, as real clients are) against baselines on
+the same prompts (goals: ``GOALS`` in ``serving_setup.py``):
 
+(l) the limit: the model's linear layers alone at batch 32 (``serving_limit.py``), the PEFT
+    engine's decode step against it, and where that step's time goes (``serving_profile.py``)
 (a) HTTP throughput, 32 concurrent clients over 8 adapters / offline batched generation of the
-    merged model (goal >= 0.8)
-(b) 16 distinct adapters in one batch / one adapter (goal >= 0.9)
-(c) time to first token, an adapter not yet loaded / a loaded one, under the same load (<= 1.5)
-(d) the batching server / a server handling one request at a time (goal >= 5)
+    merged model; beside it PEFT's ``adapter_names`` batch and the engine alone (tokens/s rows)
+(b) 16 distinct adapters in one batch / one adapter
+(c) time to first token, an adapter not yet loaded / a loaded one, under the same load
+(d) the batching server / a server handling one request at a time
 (e) throughput and peak RSS as distinct adapters grow (1, 8, 64, 256), slots fixed at 8
+(s) half of each batch constrained by a JSON schema / none (``serving_structured.py``)
 
-    python -m bench.serving                 # full run: table + bench/results/serving.{json,png}
-    python -m bench.serving --quick --json  # smoke-test sizes
-    python -m bench.serving --runs 3        # each figure the median of 3 runs (noisy machine)
-    python -m bench.serving --device cuda   # every row on the GPU (bf16): serving-cuda.json
+    python -m bench.serving                    # full run: table + bench/results/serving.{json,png}
+    python -m bench.serving --shape llama-1b   # the 1B-class shape: serving-llama-1b.json
+    python -m bench.serving --quick --json     # smoke-test sizes (the toy model)
+    python -m bench.serving --runs 3           # each figure the median of 3 runs (noisy machine)
+    python -m bench.serving --device cuda      # every row on the GPU: serving-cuda.json
 
 ``--device``/``--dtype`` place every model of every row (servers, in-process engines, the
-offline merged baseline) on one device in one dtype, so the ratios compare like with like; a
-non-CPU device writes its own files (``serving-cuda.json``, ``serving_ratios-cuda.png``), so
-the CPU results stay.
+offline baselines) on one device in one dtype (by default what ``loradock serve`` picks there),
+so the ratios compare like with like; another shape, device or ``--quick`` writes its own files
+(``serving_report.results_suffix``), so no run overwrites another kind's results.
 
-Other engines add rows through ``EXTRA_ROWS`` (S2: vLLM): each hook gets the ``BenchSetup``
-and returns ``Row``s; ``bench.serving_vllm`` is imported if it exists and may append hooks
-(they run when ``--only`` holds ``v``, as by default).
+Other engines add rows through ``EXTRA_ROWS``: each hook gets the ``BenchSetup`` and returns
+``Row``s; ``bench.serving_vllm`` is imported if it exists and appends its hook (it runs when
+``--only`` holds ``v``, as by default).
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import importlib
 import json
 import os
@@ -43,13 +47,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
+from bench.model_shapes import SHAPES, default_shape
+from bench.serving_baselines import adapter_names_tps, engine_tps, offline_merged_tps
 from bench.serving_clients import drive, drive_apart
+from bench.serving_limit import bench_limit, of_limit
+from bench.serving_report import median_rows, write_results
 from bench.serving_setup import (  # noqa: F401  (re-exported: bench.serving_vllm uses them)
     DEVICES,
     DTYPES,
+    GOALS,
     PROMPTS,
     BenchSetup,
     GpuPeak,
@@ -61,10 +69,9 @@ from bench.serving_setup import (  # noqa: F401  (re-exported: bench.serving_vll
     best_of,
     build_setup,
     device_name,
-    engine_tps,
-    offline_merged_tps,
     resolve_device,
 )
+from bench.serving_structured import bench_structured
 from loradock.errors import ConfigError
 
 # Before anything imports huggingface_hub (the helpers import it lazily): never reach a hub.
@@ -84,6 +91,7 @@ def bench_throughput(setup: BenchSetup) -> list[Row]:
     eight = setup.adapters[:8]
     jobs = [(eight[i % 8], prompts[i % n]) for i in range(n * rounds)]
     offline = offline_merged_tps(setup, prompts, t)
+    names_tps = adapter_names_tps(setup, jobs[:n], t)  # the same rows' adapters, one batch
     with Server(setup, max_loaded=8, max_batch_size=n) as srv:
         _preload(srv.url, eight)
         drive_apart(srv.url, jobs[:n], concurrency=n, max_tokens=4)  # warm-up
@@ -102,15 +110,26 @@ def bench_throughput(setup: BenchSetup) -> list[Row]:
     d_engine = engine_batched / engine_serial
     return [
         Row("a_http_vs_offline_merged", f"(a) HTTP, {n} clients over 8 adapters / offline merged batch",
-            a, goal=">= 0.8", ok=a >= 0.8,
+            a, goal=f">= {GOALS['a']}", ok=a >= GOALS["a"],
             detail=f"{batched['tps']:.0f} vs {offline:.0f} tok/s"),
+        Row("a_adapter_names_vs_offline_merged", f"PEFT adapter_names, 8 adapters in a batch of {n} "
+            "/ offline merged", names_tps / offline,
+            detail=f"{names_tps:.0f} vs {offline:.0f} tok/s"),
         Row("d_batched_vs_one_at_a_time", "(d) batching server / one request at a time",
-            d, goal=">= 5", ok=d >= 5,
+            d, goal=f">= {GOALS['d']:g}", ok=d >= GOALS["d"],
             detail=f"{batched['tps']:.0f} vs {serial['tps']:.0f} tok/s"),
         Row("d_engine_only", "(d, engine alone) batching / one at a time, no HTTP", d_engine,
             detail=f"{engine_batched:.0f} vs {engine_serial:.0f} tok/s"
                    + (f", peak GPU memory {gpu.mib:.0f} MiB" if gpu.mib is not None else ""),
             gpu_mib=gpu.mib),
+        Row("tps_endpoint", f"endpoint (PEFT engine over HTTP), {n} clients over 8 adapters",
+            batched["tps"], unit="tok/s"),
+        Row("tps_offline_merged", f"offline transformers generate, merged model, batch {n}",
+            offline, unit="tok/s"),
+        Row("tps_adapter_names", f"PEFT adapter_names, 8 adapters in a batch of {n}", names_tps,
+            unit="tok/s"),
+        Row("tps_engine_alone", f"PEFT engine alone (no HTTP), {n} requests over 8 adapters",
+            engine_batched, unit="tok/s"),
     ]  # fmt: skip
 
 
@@ -129,7 +148,7 @@ def bench_distinct_adapters(setup: BenchSetup) -> list[Row]:
     b = mixed["tps"] / one["tps"]
     return [
         Row("b_16_adapters_vs_1", "(b) 16 distinct adapters in one batch / one adapter", b,
-            goal=">= 0.9", ok=b >= 0.9, detail=f"{mixed['tps']:.0f} vs {one['tps']:.0f} tok/s"),
+            goal=f">= {GOALS['b']}", ok=b >= GOALS["b"], detail=f"{mixed['tps']:.0f} vs {one['tps']:.0f} tok/s"),
     ]  # fmt: skip
 
 
@@ -171,7 +190,7 @@ def bench_cold_ttft(setup: BenchSetup) -> list[Row]:
     c = statistics.median(cold_t) / statistics.median(warm_t)
     return [
         Row("c_ttft_cold_vs_loaded", "(c) TTFT not-yet-loaded / loaded adapter, under load", c,
-            goal="<= 1.5", ok=c <= 1.5,
+            goal=f"<= {GOALS['c']}", ok=c <= GOALS["c"],
             detail=f"median {statistics.median(cold_t) * 1000:.0f} vs "
                    f"{statistics.median(warm_t) * 1000:.0f} ms ({samples} each)"),
     ]  # fmt: skip
@@ -202,48 +221,15 @@ def bench_scaling(setup: BenchSetup, counts: list[int]) -> list[Row]:
             )  # fmt: skip
         )
         rows[-1].rss_mib = round(rss.peak / 2**20, 1)
+    by_count = dict(zip(counts, rows, strict=True))
+    if 256 in by_count and 8 in by_count:
+        e = by_count[256].value / by_count[8].value
+        rows.append(
+            Row("e_256_vs_8", "(e) 256 distinct adapters / 8, 8 slots", e,
+                goal=f">= {GOALS['e']}", ok=e >= GOALS["e"],
+                detail=f"{by_count[256].value:.0f} vs {by_count[8].value:.0f} tok/s")
+        )  # fmt: skip
     return rows
-
-
-# ---- output ------------------------------------------------------------------------------
-def plot(rows: list[Row], out_dir: Path, *, suffix: str = "", device: str = "cpu") -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    ratios = [r for r in rows if r.unit == "x"]
-    if ratios:
-        fig, ax = plt.subplots(figsize=(8, 3.5))
-        ax.barh([r.label.split(")")[0] + ")" for r in ratios], [r.value for r in ratios],
-                color=["tab:gray" if r.ok is None else "tab:green" if r.ok else "tab:red"
-                       for r in ratios])  # fmt: skip
-        for i, r in enumerate(ratios):
-            goal = f" (goal {r.goal})" if r.goal else " (no goal: context)"
-            ax.text(r.value, i, f" {r.value:.2f}{goal}", va="center")
-        ax.set_xlabel("ratio")
-        ax.set_title(f"loradock serving on {device}: ratios measured in one run")
-        fig.tight_layout()
-        paths.append(out_dir / f"serving_ratios{suffix}.png")
-        fig.savefig(paths[-1])
-        plt.close(fig)
-    scaling = [r for r in rows if r.key.startswith("e_")]
-    if scaling:
-        counts = [int(r.key.rsplit("_", 1)[1]) for r in scaling]
-        fig, ax1 = plt.subplots(figsize=(6, 3.5))
-        ax1.plot(counts, [r.value for r in scaling], "o-", color="tab:blue")
-        ax1.set_xscale("log", base=2)
-        ax1.set_xlabel("distinct adapters in the workload (8 slots)")
-        ax1.set_ylabel("tokens/s", color="tab:blue")
-        ax2 = ax1.twinx()
-        ax2.plot(counts, [r.rss_mib or 0 for r in scaling], "s--", color="tab:red")
-        ax2.set_ylabel("peak RSS (MiB)", color="tab:red")
-        fig.tight_layout()
-        paths.append(out_dir / f"serving_scaling{suffix}.png")
-        fig.savefig(paths[-1])
-        plt.close(fig)
-    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,75 +240,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--device", default="cpu", choices=DEVICES, help="where every model runs (cpu)"
     )
-    parser.add_argument("--dtype", choices=DTYPES, help="default: float32 on cpu, bfloat16 on cuda")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, help="default: what `loradock serve --dtype auto` picks"
+    )
+    parser.add_argument(
+        "--shape",
+        choices=SHAPES,
+        help="model shape (bench/model_shapes.py): smollm2 (default), llama-1b; toy with --quick",
+    )
     parser.add_argument(
         "--runs", type=int, default=1, help="repeat the figures; the table shows medians"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument(
-        "--only", default="abcdev", help="which figures, e.g. 'ae' ('v': other engines' rows)"
+        "--only",
+        default="labcdesv",
+        help="which figures, e.g. 'ae' ('l': the limit and profile, 'v': other engines' rows)",
     )
     args = parser.parse_args(argv)
+    args.shape = args.shape or default_shape(args.quick)
     try:
         args.device, args.dtype = resolve_device(args.device, args.dtype)
     except ConfigError as exc:
         parser.error(str(exc))  # exit status 2, before any work: nothing half done
     # Stdout carries only the table or the JSON: anything printed while measuring goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        rows, seconds = _measure(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    suffix = device_suffix(args.device)
-    plots = plot(rows, args.out, suffix=suffix, device=args.device)
-    result = {
-        "bench": "serving",
-        "quick": args.quick,
-        "device": args.device,
-        "dtype": args.dtype,
-        "gpu": device_name(args.device),
-        "threads": args.threads,
-        "runs": args.runs,
-        "seconds": seconds,
-        "rows": [asdict(r) for r in rows],
-        "plots": [str(p) for p in plots],
-    }
-    name = f"serving{suffix}{'-quick' if args.quick else ''}.json"
-    (args.out / name).write_text(json.dumps(result, indent=2))
+        rows, seconds, about = _measure(args)
+    result = write_results(args, rows, seconds, about)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         from loradock.cli._common import print_table
 
         print_table(
-            f"serving ({'quick' if args.quick else 'full'}, {args.device} {args.dtype}, "
-            f"{seconds} s)",
+            f"serving ({'quick' if args.quick else 'full'}, {about['model']}, {args.device} "
+            f"{args.dtype}, {seconds} s)",
             ["figure", "value", "goal", "ok", "detail"],
             [(r.label, f"{r.value:.2f} {r.unit}", r.goal, r.ok, r.detail) for r in rows],
         )
     return 0
 
 
-def device_suffix(device: str) -> str:
-    """``""`` on the CPU (the committed results keep their names), else ``"-<device>"``: a GPU
-    run never overwrites the CPU's files."""
-    return "" if device == "cpu" else f"-{device}"
-
-
-def median_rows(runs: list[list[Row]]) -> list[Row]:
-    """Each figure's median over whole runs of the bench (the machine is shared and noisy);
-    ``detail`` is the median run's, and lists every run's value."""
-    if len(runs) == 1:
-        return runs[0]
-    out = []
-    for same in zip(*runs, strict=True):
-        ordered = sorted(same, key=lambda r: r.value)
-        mid = ordered[(len(ordered) - 1) // 2]  # the lower median: an actual run
-        values = ", ".join(f"{r.value:.2f}" for r in same)
-        ok = mid.ok if mid.ok is None else bool(mid.ok)
-        out.append(dataclasses.replace(mid, ok=ok, detail=f"{mid.detail}; runs: {values}"))
-    return out
-
-
-def _measure(args: argparse.Namespace) -> tuple[list[Row], float]:
+def _measure(args: argparse.Namespace) -> tuple[list[Row], float, dict]:
     try:
         importlib.import_module("bench.serving_vllm")  # S2's rows, when present
     except ModuleNotFoundError as exc:
@@ -336,15 +295,19 @@ def _measure(args: argparse.Namespace) -> tuple[list[Row], float]:
             Path(tmp),
             quick=args.quick,
             threads=args.threads,
-            n_adapters=max(max(counts), 24),
+            # (c) reads adapters 16 on as never loaded; (e) needs its largest count.
+            n_adapters=max(max(counts) if "e" in args.only else 0, 24 if args.quick else 32),
             device=args.device,
             dtype=args.dtype,
+            shape=args.shape,
         )
         steps = [
+            ("l" in args.only, lambda: bench_limit(setup)),
             ("a" in args.only or "d" in args.only, lambda: bench_throughput(setup)),
             ("b" in args.only, lambda: bench_distinct_adapters(setup)),
             ("c" in args.only, lambda: bench_cold_ttft(setup)),
             ("e" in args.only, lambda: bench_scaling(setup, counts)),
+            ("s" in args.only, lambda: bench_structured(setup)),
         ]
         runs: list[list[Row]] = []
         for _ in range(args.runs):
@@ -352,7 +315,9 @@ def _measure(args: argparse.Namespace) -> tuple[list[Row], float]:
         rows += median_rows(runs)
         for hook in EXTRA_ROWS if "v" in args.only else ():
             rows += hook(setup)
-    return rows, round(time.perf_counter() - started, 1)
+        of_limit(rows)
+    about = {"model": setup.model, "profile": setup.extra.get("profile")}
+    return rows, round(time.perf_counter() - started, 1), about
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
-"""Workloads and measuring tools of ``bench/serving.py``: the tiny model and its adapters in a
-temporary registry, an in-process server, offline generation, RSS (the clients that load the
-servers: ``serving_clients.py``).
+"""Workloads and measuring tools of ``bench/serving.py``: the model of a shape and its
+adapters in a temporary registry, the device and dtype, an in-process server, RSS and GPU
+memory (the clients that load the servers: ``serving_clients.py``; the rows without HTTP:
+``serving_baselines.py``).
 
-Every model the bench runs (each server's engine, the offline merged baseline) is placed on
+Every model the bench runs (each server's engine, the offline baselines) is placed on
 ``BenchSetup.device`` in ``BenchSetup.dtype``, so all rows compare like with like."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
@@ -21,7 +21,10 @@ from loradock.serving.config import DTYPES as SERVER_DTYPES
 
 DEVICES = ("cpu", "cuda")
 DTYPES = tuple(d for d in SERVER_DTYPES if d != "auto")  # the bench names one for every row
-DEFAULT_DTYPES = {"cpu": "float32", "cuda": "bfloat16"}
+# Issue 17's goals, on SmolLM2-135M's shape on a CPU: (a) endpoint / offline merged, (b) 16
+# adapters / 1, (c) cold / loaded TTFT, (d) batching / one at a time, (e) 256 adapters / 8,
+# (l) the engine's decode step against the linear-layer limit.
+GOALS = {"a": 1.3, "b": 0.95, "c": 1.5, "d": 5.0, "e": 0.8, "l": 0.5}
 REPEATS = 2  # throughput figures keep the best of this many runs (noise from other processes)
 PROMPTS = [
     "Convert the date 3 March 2024 to ISO format:",
@@ -46,6 +49,7 @@ class Row:
     detail: str = ""
     rss_mib: float | None = None
     gpu_mib: float | None = None  # peak CUDA memory allocated, where it is measured
+    of_limit: float | None = None  # tokens/s rows: the fraction of the linear-layer limit
 
 
 @dataclass
@@ -60,6 +64,9 @@ class BenchSetup:
     clients: int
     device: str = "cpu"
     dtype: str = "float32"
+    shape: str = "toy"
+    model: str = ""  # what the weights are, for the results
+    rank: int = 8  # every adapter's LoRA rank
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,7 +83,7 @@ def resolve_device(device: str, dtype: str | None = None) -> tuple[str, str]:
         problems.append(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if problems:
         raise ConfigError("Invalid bench options", problems)
-    dtype = dtype or DEFAULT_DTYPES[device]
+    dtype = dtype or served_dtype(device)
     if device == "cuda":
         import torch
 
@@ -94,6 +101,19 @@ def resolve_device(device: str, dtype: str | None = None) -> tuple[str, str]:
     if problems:
         raise ConfigError("Invalid bench options", problems)
     return device, dtype
+
+
+def served_dtype(device: str) -> str:
+    """What ``loradock serve --dtype auto`` runs on ``device``: bf16 on a GPU or on a CPU with
+    bf16 matmuls (AVX-512 BF16, AMX), else float32. The bench measures what a user gets."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "bfloat16"  # resolve_device refuses the device itself
+    from loradock.modeling import pick_dtype
+
+    return str(pick_dtype(device, "auto")).removeprefix("torch.")
 
 
 def device_name(device: str) -> str | None:
@@ -114,7 +134,7 @@ def synchronize(device: str) -> None:
 
 
 # ---- setup -------------------------------------------------------------------------------
-def _clone_adapter(src: Path, dst: Path, seed: int) -> Path:
+def _clone_adapter(src: Path, dst: Path, seed: int, dtype: str) -> Path:
     import shutil
 
     import torch
@@ -126,8 +146,11 @@ def _clone_adapter(src: Path, dst: Path, seed: int) -> Path:
             shutil.copy(f, dst / f.name)
     gen = torch.Generator().manual_seed(seed)
     tensors = load_file(str(src / "adapter_model.safetensors"))
-    save_file(
-        {k: torch.randn(v.shape, generator=gen) * v.float().std() for k, v in tensors.items()},
+    save_file(  # in the served dtype: 256 SmolLM2-shape adapters in float32 would be 5 GB
+        {
+            k: (torch.randn(v.shape, generator=gen) * v.float().std()).to(getattr(torch, dtype))
+            for k, v in tensors.items()
+        },
         str(dst / "adapter_model.safetensors"),
     )
     return dst
@@ -141,27 +164,21 @@ def build_setup(
     n_adapters: int,
     device: str = "cpu",
     dtype: str = "float32",
+    shape: str = "toy",
 ) -> BenchSetup:
     from rich.console import Console
     from rich.progress import track
 
+    from bench.model_shapes import adapter_shape, build_base
     from loradock.registry.api import Registry
     from loradock.registry.card import build_adapter_card, build_base_card
     from loradock.settings import Settings
-    from loradock.tiny import make_tiny_adapter, make_tiny_base
+    from loradock.tiny import make_tiny_adapter
 
-    # Head size 32 (quick) or 64: sizes vLLM's CPU attention supports, for S2's rows.
-    hidden, layers, heads = (64, 2, 2) if quick else (256, 4, 4)
-    base_dir = make_tiny_base(
-        root / "base",
-        hidden_size=hidden,
-        num_layers=layers,
-        num_heads=heads,
-        num_kv_heads=heads // 2,
-        intermediate_size=hidden * 2,
-    )
+    base_dir, model = build_base(shape, root / "base", quick=quick)
+    lora = adapter_shape(shape)
     first = make_tiny_adapter(
-        base_dir, root / "src-0", r=8, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")
+        base_dir, root / "src-0", r=lora.r, target_modules=lora.target_modules
     )
     settings = Settings(
         home=root, hub_dir=root / "hub", index_path=root / "index.sqlite", cache_dir=root / "snap"
@@ -171,7 +188,7 @@ def build_setup(
     names = []
     progress = Console(stderr=True)  # stdout carries the table or the JSON only
     for i in track(range(n_adapters), "publishing adapters", transient=True, console=progress):
-        folder = first if i == 0 else _clone_adapter(first, root / f"src-{i}", seed=i)
+        folder = first if i == 0 else _clone_adapter(first, root / f"src-{i}", seed=i, dtype=dtype)
         card = build_adapter_card(base_model="bench/base")
         names.append(registry.publish(folder, f"bench/lora-{i:03d}", card=card).repo_id)
     return BenchSetup(
@@ -185,6 +202,9 @@ def build_setup(
         clients=8 if quick else 32,
         device=device,
         dtype=dtype,
+        shape=shape,
+        model=model,
+        rank=lora.r,
     )
 
 
@@ -262,6 +282,7 @@ class Server:
         options.setdefault("max_model_len", 256)
         config = ServerConfig.from_options(
             base="bench/base",
+            engine="peft",
             dtype=setup.dtype,
             device=setup.device,
             port=0,
@@ -279,90 +300,6 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self._server.stop()
-
-
-def offline_merged_tps(setup: BenchSetup, prompts: list[str], max_tokens: int) -> float:
-    """Offline batched generation with the adapter merged into the base (no server, no PEFT)."""
-    import torch
-    from peft import PeftModel
-
-    from loradock.modeling import load_base
-    from loradock.serving.engines.peft.attention import use_grouped_attention
-
-    torch.set_num_threads(setup.threads)
-    model, tok = load_base(setup.base.path, dtype=setup.dtype, device=setup.device)
-    adapter = setup.registry.resolve(setup.adapters[0]).path
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
-    # The server's attention too (grouped GQA heads; float32 maths for bf16 on a CPU, where
-    # torch's masked SDPA is 4-6x slower): (a) then compares serving overhead, not attention.
-    use_grouped_attention(merged)
-    tok.padding_side = "left"
-    batch = tok(prompts, return_tensors="pt", padding=True).to(setup.device)
-    kw = dict(max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False)
-    best = 0.0
-    with torch.inference_mode():
-        merged.generate(**batch, **{**kw, "max_new_tokens": 2, "min_new_tokens": 2})  # warm-up
-        for _ in range(REPEATS):
-            synchronize(setup.device)
-            t0 = time.perf_counter()
-            out = merged.generate(**batch, **kw, pad_token_id=tok.pad_token_id)
-            synchronize(setup.device)
-            wall = time.perf_counter() - t0
-            best = max(best, (out.shape[1] - batch["input_ids"].shape[1]) * len(prompts) / wall)
-    return best
-
-
-def engine_tps(
-    setup: BenchSetup, jobs: list[tuple[str, str]], *, max_tokens: int, max_batch_size: int
-) -> float:
-    """Tokens/s of the PEFT engine driven directly (no HTTP, no client, in this process):
-    ``jobs`` submitted all at once, each adapter resolved and attached beforehand."""
-    from loradock.serving.config import ServerConfig
-    from loradock.serving.engines.base import AdapterSpec, GenerationRequest, SamplingParams
-    from loradock.serving.server import build_engine
-
-    config = ServerConfig.from_options(
-        base="bench/base",
-        dtype=setup.dtype,
-        device=setup.device,
-        torch_threads=setup.threads,
-        max_batch_size=max_batch_size,
-        max_model_len=256,
-        engine_process=False,
-    )
-    engine = build_engine(config, setup.base.path)
-    specs = {}
-    for name in {model for model, _ in jobs}:
-        r = setup.registry.resolve(name)
-        specs[name] = AdapterSpec(name=name, repo_id=r.repo_id, sha=r.sha, path=r.path, rank=8)
-
-    async def run() -> float:
-        await engine.start()
-        try:
-            for spec in specs.values():
-                await engine.load(spec)
-
-            async def one(i: int, model: str, prompt: str, tokens: int) -> int:
-                sampling = SamplingParams(max_tokens=tokens, temperature=0)
-                request = GenerationRequest(str(i), prompt, sampling, specs[model], stream=False)
-                done = 0
-                async for chunk in engine.generate(request):
-                    done = chunk.completion_tokens
-                return done
-
-            await asyncio.gather(*(one(i, m, p, 4) for i, (m, p) in enumerate(jobs)))  # warm-up
-            best = 0.0
-            for _ in range(REPEATS):
-                started = time.perf_counter()
-                counts = await asyncio.gather(
-                    *(one(i, m, p, max_tokens) for i, (m, p) in enumerate(jobs))
-                )
-                best = max(best, sum(counts) / (time.perf_counter() - started))
-            return best
-        finally:
-            await engine.shutdown()
-
-    return asyncio.run(run())
 
 
 def best_of(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -8,13 +8,20 @@ the same HTTP workload (``clients`` concurrent clients over 8 adapters, greedy, 
 - the PEFT hot-swap server (measured again here, so every ratio compares runs of one process),
 - the vLLM server in multi-LoRA mode (the 8 adapters as LoRARequests),
 - the vLLM server on merged weights (adapter 0 merged into the base, no LoRA at all),
+- on a GPU, plain ``vllm serve BASE --enable-lora --lora-modules NAME=PATH ...`` with the same
+  adapters (vLLM's own server, in its own process): what ``loradock serve`` (``--engine auto``
+  picks vLLM there) adds to or takes from vLLM,
 
-and reports ratios: vLLM multi-LoRA / PEFT, vLLM merged / vLLM multi-LoRA, and the engine start.
+and reports ratios: vLLM multi-LoRA / PEFT, vLLM merged / vLLM multi-LoRA, the endpoint /
+plain ``vllm serve`` on a GPU, and the engine start; each server's tokens/s is a row too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +43,7 @@ class VllmServer:
 
         options.setdefault("max_model_len", 256)
         config = ServerConfig.from_options(
-            base="bench/base", engine="vllm", dtype="float32", port=0,
+            base="bench/base", engine="vllm", dtype=setup.dtype, port=0,
             allow_any_registry_adapter=merged is None, **options,
         )  # fmt: skip
         if merged is None:
@@ -67,9 +74,56 @@ def _merge_first_adapter(setup: BenchSetup) -> Path:
     if not out.exists():
         model = AutoModelForCausalLM.from_pretrained(setup.base.path, dtype=torch.float32)
         adapter = setup.registry.resolve(setup.adapters[0]).path
-        PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().save_pretrained(out)
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        merged.to(getattr(torch, setup.dtype)).save_pretrained(out)  # merged in float32
         AutoTokenizer.from_pretrained(setup.base.path).save_pretrained(out)
     return out
+
+
+class PlainVllmServe:
+    """``vllm serve`` itself, in its own process: the base and ``names`` as LoRA modules."""
+
+    def __init__(self, setup: BenchSetup, names: list[str], *, max_batch_size: int):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        modules = [f"{n}={setup.registry.resolve(n).path}" for n in names]
+        vllm = Path(sys.executable).with_name("vllm")
+        self.command = [
+            str(vllm), "serve", str(setup.base.path), "--served-model-name", "bench/base",
+            "--host", "127.0.0.1", "--port", str(self.port), "--dtype", setup.dtype,
+            "--max-model-len", "256", "--max-num-seqs", str(max_batch_size),
+            "--enable-lora", "--max-lora-rank", str(setup.rank), "--max-loras", str(len(names)),
+            "--lora-modules", *modules,
+        ]  # fmt: skip
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.start_seconds = 0.0
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> PlainVllmServe:
+        import httpx
+
+        t0 = time.perf_counter()
+        self._proc = subprocess.Popen(self.command, stdout=sys.stderr, stderr=sys.stderr)
+        while time.perf_counter() - t0 < 600:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"vllm serve exited with {self._proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    self.start_seconds = time.perf_counter() - t0
+                    return self
+            time.sleep(1.0)
+        self.__exit__()
+        raise RuntimeError("vllm serve did not answer /health within 600 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
 
 
 def _head_size(folder: Path) -> int:
@@ -103,22 +157,49 @@ def run_vllm_rows(setup: BenchSetup) -> list[Row]:
         result["start"] = getattr(server, "start_seconds", 0.0)
         return result
 
-    peft = measure(Server(setup, max_loaded=8, max_batch_size=n), jobs, eight)
-    multi = measure(VllmServer(setup, max_loaded=8, max_batch_size=n), jobs, eight)
+    tps = {
+        "peft": measure(Server(setup, max_loaded=8, max_batch_size=n), jobs, eight),
+        "multi": measure(VllmServer(setup, max_loaded=8, max_batch_size=n), jobs, eight),
+    }
     merged_dir = _merge_first_adapter(setup)
-    merged = measure(VllmServer(setup, merged=merged_dir, max_batch_size=n), merged_jobs, [])
+    tps["merged"] = measure(VllmServer(setup, merged=merged_dir, max_batch_size=n), merged_jobs, [])
+    if setup.device == "cuda":  # where --engine auto serves through vLLM
+        tps["plain"] = measure(PlainVllmServe(setup, eight, max_batch_size=n), jobs, [])
+    return _rows(tps, n, gpu=setup.device == "cuda")
+
+
+def _rows(tps: dict[str, dict], n: int, *, gpu: bool) -> list[Row]:
+    peft, multi, merged = tps["peft"], tps["multi"], tps["merged"]
     f = multi["tps"] / peft["tps"]
     g = merged["tps"] / multi["tps"]
-    return [
+    # The GPU goals (issue 17): vLLM's LoRA costs little, and loradock's endpoint adds little
+    # to vLLM's own server. On a CPU these are context.
+    lora_cost = Row("g_vllm_multi_lora_vs_merged", "(g) vLLM multi-LoRA / vLLM merged weights",
+                    1 / g, goal=">= 0.8" if gpu else "report", ok=1 / g >= 0.8 if gpu else None,
+                    detail=f"{multi['tps']:.0f} vs {merged['tps']:.0f} tok/s")  # fmt: skip
+    rows = [
         Row("f_vllm_multi_lora_vs_peft", f"(f) vLLM multi-LoRA / PEFT hot-swap, HTTP, {n} clients "
             "over 8 adapters", f, goal="report",
             detail=f"{multi['tps']:.0f} vs {peft['tps']:.0f} tok/s"),
-        Row("g_vllm_merged_vs_multi_lora", "(g) vLLM merged weights / vLLM multi-LoRA, same "
-            "workload", g, goal="report",
-            detail=f"{merged['tps']:.0f} vs {multi['tps']:.0f} tok/s"),
+        lora_cost,
         Row("h_vllm_engine_start", "(h) vLLM server start (multi-LoRA)", multi["start"],
             unit="s", detail=f"merged: {merged['start']:.0f} s"),
+        Row("tps_vllm_multi_lora", f"loradock endpoint, vLLM engine, multi-LoRA, {n} clients "
+            "over 8 adapters", multi["tps"], unit="tok/s"),
+        Row("tps_vllm_merged", f"loradock endpoint, vLLM engine, merged weights, {n} clients",
+            merged["tps"], unit="tok/s"),
     ]  # fmt: skip
+    if "plain" in tps:
+        plain = tps["plain"]
+        i = multi["tps"] / plain["tps"]
+        rows += [
+            Row("i_endpoint_vs_plain_vllm", "(i) loradock endpoint (--engine auto: vLLM) / plain "
+                "vllm serve, same adapters", i, goal=">= 0.9", ok=i >= 0.9,
+                detail=f"{multi['tps']:.0f} vs {plain['tps']:.0f} tok/s"),
+            Row("tps_plain_vllm_serve", f"plain vllm serve --enable-lora, {n} clients over 8 "
+                "adapters", plain["tps"], unit="tok/s", detail=f"start {plain['start']:.0f} s"),
+        ]  # fmt: skip
+    return rows
 
 
 EXTRA_ROWS.append(run_vllm_rows)

@@ -18,7 +18,8 @@ less disturbed by other jobs than wall time. Every measurement runs in its own s
 (so peak RSS is that run's alone); runs alternate between the compared sides and each figure
 keeps the best of ``--repeats`` (a shared machine's noise only ever slows a run down).
 
-    python -m bench.training --threads 1          # SmolLM2-135M (needs the base imported)
+    python -m bench.training --threads 1          # SmolLM2-135M's shape (imported or random)
+    python -m bench.training --shape llama-1b     # a 1B-class Llama, random weights
     python -m bench.training --data dates         # packing measured on the uniform rows only
     python -m bench.training --small --json       # tiny random model: the smoke test's size
 """
@@ -33,6 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.model_shapes import SHAPES, build_base, default_shape
 from bench.training_runs import bf16_autocast, measure, run_device, trl_rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,7 +44,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 RESULTS = Path(__file__).parent / "results" / "training.json"
 DATES = Path(__file__).resolve().parents[1] / "training" / "data" / "dates" / "train.jsonl"
 DATA_SETS = ("mixed", "dates")
-REAL_BASE = "loradock/SmolLM2-135M-Instruct"
+TRAINING_SHAPES = tuple(s for s in SHAPES if s != "toy")  # --small is the toy here
+DEFAULT_SHAPE = default_shape(quick=False)
 GOALS = {"loradock_vs_bare": 0.95, "packing_vs_no_packing": 1.5}
 
 
@@ -102,24 +105,31 @@ def _cpu_speed(run: dict[str, Any]) -> float:
 
 
 def resolve_base(
-    small: bool, base: str | None, tmp: Path, random_base: str | None = None
+    small: bool,
+    base: str | None,
+    tmp: Path,
+    random_base: str | None = None,
+    shape: str = DEFAULT_SHAPE,
 ) -> tuple[str, str]:
-    """(name for the job, folder for the bare script): a tiny model, a random-weight copy of a
-    model folder's architecture (``--random-base``), or a registry base."""
+    """(model folder both sides train, what its weights are): a tiny model (``--small``), a
+    random-weight copy of a model folder's architecture (``--random-base``), a registry base
+    (``--base``), or a shape of ``bench/model_shapes.py`` (SmolLM2's by default)."""
     if random_base:
         from loradock.tiny import make_random_base
 
         path = make_random_base(random_base, tmp / "random-base")
-        return str(path), str(path)
+        return str(path), f"random weights, architecture of {random_base}"
     if small:
         from loradock.tiny import make_tiny_base
 
         path = make_tiny_base(tmp / "tiny-base", hidden_size=128, num_layers=2)
-        return str(path), str(path)
-    from loradock.registry.api import Registry
+        return str(path), "tiny (hidden 128, 2 layers)"
+    if base:
+        from loradock.registry.api import Registry
 
-    resolved = Registry.open().resolve_base(base or REAL_BASE)
-    return str(resolved.path), str(resolved.path)
+        return str(Registry.open().resolve_base(base).path), base
+    path, model = build_base(shape, tmp / "shape-base")
+    return str(path), model
 
 
 def _side(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -158,6 +168,7 @@ def run(
     rows: int | None = None,
     threads: int | None = None,
     random_base: str | None = None,
+    shape: str = DEFAULT_SHAPE,
 ) -> dict[str, Any]:
     if data not in DATA_SETS:
         raise ValueError(f"data={data!r}: use one of {', '.join(DATA_SETS)}")
@@ -165,11 +176,11 @@ def run(
     packing_sets = [data] + [d for d in DATA_SETS if d != data and data == "mixed"]
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
-        name, path = resolve_base(small, base, Path(tmp), random_base)
+        path, model = resolve_base(small, base, Path(tmp), random_base, shape)
         files = {d: write_data(d, settings["rows"][d], Path(tmp)) for d in packing_sets}
         decisions = {d: default_packing(files[d], path, settings) for d in packing_sets}
         default = decisions[data][0].packing
-        spec = {"base": name, "base_path": path, "settings": settings, "threads": threads}
+        spec = {"base": path, "base_path": path, "settings": settings, "threads": threads}
         runs: dict[str, list[dict[str, Any]]] = {"bare": []}
         runs.update({f"{d}_{side}": [] for d in packing_sets for side in ("packed", "unpacked")})
         for _ in range(repeats):  # alternate so drifting load hits every side alike
@@ -193,13 +204,7 @@ def run(
     ratios.update({f"packing_vs_no_packing_{d}": packing_ratio[d] for d in packing_sets[1:]})
     cpu_best = {side: max(_cpu_speed(r) for r in rs) for side, rs in runs.items()}
     return {
-        "model": (
-            f"random weights, architecture of {random_base}"
-            if random_base
-            else "tiny (hidden 128, 2 layers)"
-            if small
-            else (base or REAL_BASE)
-        ),
+        "model": model,
         "gpu": _gpu_name(),
         "data": data,
         "settings": settings,
@@ -258,7 +263,14 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny random model (smoke test)")
-    parser.add_argument("--base", default=None, help=f"registry base (default {REAL_BASE})")
+    parser.add_argument(
+        "--shape",
+        choices=TRAINING_SHAPES,
+        default=DEFAULT_SHAPE,
+        help="model shape (bench/model_shapes.py): SmolLM2's (its imported weights where the "
+        "local hub has them, else random ones) or a 1B-class Llama (random weights)",
+    )
+    parser.add_argument("--base", default=None, help="a registry base instead of a shape")
     parser.add_argument(
         "--data",
         choices=DATA_SETS,
@@ -292,9 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         rows=args.rows,
         threads=args.threads,
         random_base=args.random_base,
+        shape=args.shape,
     )
     device = "" if results["device"] == "cpu" else f"-{results['device']}"
-    default = RESULTS.with_name(f"training{'-small' if args.small else ''}{device}.json")
+    kind = "-small" if args.small else "" if args.shape == DEFAULT_SHAPE else f"-{args.shape}"
+    default = RESULTS.with_name(f"training{kind}{device}.json")
     out = args.out or default
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

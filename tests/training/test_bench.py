@@ -41,3 +41,28 @@ def test_bench_training_small(tmp_path):
     assert memory["lora_peak_rss"] > 0 and memory["qlora_peak_rss"] > 0
     # NF4 weights take less memory than fp32 ones (timings are never asserted).
     assert memory["qlora_model_footprint"] < memory["lora_model_footprint"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"small": True}, "tiny"),
+        ({"shape": "smollm2"}, "shape smollm2"),  # the default: a shape of bench/model_shapes
+        ({"shape": "llama-1b"}, "shape llama-1b"),
+    ],
+)
+def test_bench_training_base_by_shape(tmp_path, monkeypatch, options, expected):
+    from bench import training as bench
+
+    seen = []
+
+    def build_base(shape, dest):
+        seen.append(shape)
+        return dest, f"shape {shape}"
+
+    monkeypatch.setattr(bench, "build_base", build_base)
+    monkeypatch.setattr("loradock.tiny.make_tiny_base", lambda dest, **kw: dest)
+    args = {"small": False, "base": None, "tmp": tmp_path, **options}
+    path, model = bench.resolve_base(**args)
+    assert model.startswith(expected)
+    assert seen == ([] if options.get("small") else [options["shape"]])
