@@ -130,10 +130,13 @@ def normalise_endpoint(url: str) -> str:
 class EndpointBackend:
     """A running OpenAI-compatible server (``loradock serve``): adapters are model names.
 
-    lm-eval's ``local-chat-completions`` sends each prompt as a chat message (the server
-    applies the chat template); ``local-completions`` sends raw prompts for models without
-    one. Neither can score log-likelihoods here, since loradock's server returns no prompt
-    log-probabilities, so multiple-choice and perplexity tasks are refused up front.
+    Generative tasks alone go through lm-eval's ``local-chat-completions`` (each prompt sent
+    as a chat message; the server applies the chat template) or ``local-completions`` (raw
+    prompts, for models without one). Multiple-choice and perplexity tasks score
+    log-likelihoods: ``local-completions`` sends token ids with ``echo`` and ``logprobs`` and
+    reads the prompt's logprobs back, tokenising through the server's ``/tokenize`` (lm-eval's
+    remote tokenizer), and applies the chat template itself from ``/tokenizer_info``, as the
+    hf backend does; a run with such a task sends every task that way.
     """
 
     url: str
@@ -145,15 +148,10 @@ class EndpointBackend:
 
     def __post_init__(self) -> None:
         self.url = normalise_endpoint(self.url)
+        self._scores = False  # a task needs log-likelihoods (check_tasks)
 
     def check_tasks(self, specs: Sequence[TaskInfo]) -> None:
-        refused = [s.name for s in specs if not s.generative]
-        if refused:
-            raise EvalError(
-                f"Task(s) {', '.join(map(repr, refused))} need log-probabilities, which an endpoint "
-                "does not return: evaluate them in-process (--backend hf) or with --backend vllm, "
-                "or choose generative tasks (--tasks dates,extraction)."
-            )
+        self._scores = any(not s.generative for s in specs)
 
     def served_name(self, target: EvalTarget) -> str:
         if target.kind == "adapter":
@@ -174,14 +172,59 @@ class EndpointBackend:
             timeout=self.timeout,
             header=header,
         )
+        if self._scores:
+            # Context and the one answer token lm-eval asks for must fit the server's context.
+            remote = dict(
+                tokenizer_backend="remote",
+                tokenized_requests=True,
+                max_length=self._server_context(header) - 1,
+            )
+            lm = _scoring_completions(
+                base_url=f"{self.url}/v1/completions",
+                **{**common, **remote, "auth_token": self.api_key},
+            )
+            yield lm, self.chat
+            return
         if self.chat:
             lm = LocalChatCompletion(base_url=f"{self.url}/v1/chat/completions", **common)
         else:
             lm = LocalCompletionsAPI(base_url=f"{self.url}/v1/completions", **common)
         yield lm, self.chat
 
+    def _server_context(self, header: dict[str, str]) -> int:
+        import requests
+
+        try:
+            reply = requests.get(f"{self.url}/tokenizer_info", headers=header, timeout=self.timeout)
+            reply.raise_for_status()
+            return int(reply.json()["model_max_length"])
+        except (requests.RequestException, KeyError, ValueError) as exc:
+            raise EvalError(
+                f"{self.url}/tokenizer_info did not answer ({exc}): log-likelihood tasks need a "
+                "server with /tokenize and /tokenizer_info (loradock serve, or vLLM's)."
+            ) from exc
+
     def close(self) -> None:
         return None
+
+
+def _scoring_completions(**kwargs: Any) -> Any:
+    """lm-eval's ``local-completions`` with the remote tokenizer, rendering chat prompts to
+    text with the server's template (lm-eval 0.4 hands the remote backend the messages
+    themselves, which its log-likelihood path cannot split)."""
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    class ScoringCompletions(LocalCompletionsAPI):
+        def apply_chat_template(self, chat_history, add_generation_prompt=True):
+            tok = self.tokenizer
+            return tok.apply_chat_template(
+                chat_history,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=tok.bos_token or "",
+                eos_token=tok.eos_token or "",
+            )
+
+    return ScoringCompletions(**kwargs)
 
 
 # vLLM accepts these LoRA ranks only; the engine is sized for the largest adapter of the run.

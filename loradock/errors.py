@@ -148,6 +148,21 @@ class EngineError(LoradockError, RuntimeError):
     code = "engine_unavailable"
 
 
+class RequestTimeoutError(LoradockError, TimeoutError):
+    """A request ran past the server's ``--request-timeout``: cancelled in the engine (HTTP 504)."""
+
+    http_status = 504
+    code = "request_timeout"
+
+
+class ClientDisconnectedError(LoradockError, ConnectionError):
+    """The client left before its answer: its generation is cancelled, nobody reads the reply
+    (HTTP 499, nginx's "client closed request", in the request metrics)."""
+
+    http_status = 499
+    code = "client_closed_request"
+
+
 class GenerationError(LoradockError, RuntimeError):
     """Generation failed for one request (its model output was not finite, ...): that request
     gets a 500, the others sharing its batch go on."""

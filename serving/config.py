@@ -1,10 +1,11 @@
 """The server's configuration: one typed tree, every option and its default defined once.
 
 ``ServerConfig`` holds what the whole server shares (``base``, ``adapters``, ``engine``,
-``merged``, ``engine_process``) and three parts: ``http`` (``HttpConfig``, in
+``merged``, ``engine_process``) and four parts: ``http`` (``HttpConfig``, in
 ``http_config.py``: address, keys, what it serves and accepts), ``peft`` (``PeftEngineConfig``: the engine sizes; the vLLM engine takes the ones
-the two engines share from here too, so each is given once) and ``vllm`` (``VllmConfig``:
-options only vLLM has). Fields made with ``option()`` are also ``loradock serve`` options:
+the two engines share from here too, so each is given once), ``vllm`` (``VllmConfig``:
+options only vLLM has) and ``scale`` (``ScaleConfig``, in ``scale/config.py``: replicas on
+Ray Serve). Fields made with ``option()`` are also ``loradock serve`` options:
 ``loradock/cli/serve.py`` builds each flag from the field's name, type, default and help text.
 
 Each part is validated when created; problems are collected, then one ``ConfigError`` lists
@@ -19,6 +20,7 @@ every part at once.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,8 +31,9 @@ from loradock.serving.config_fields import CLI, int_problems, option, refuse
 from loradock.serving.engines.peft.limits import MAX_CPU_ADAPTER_BYTES, MAX_LORA_RANK
 from loradock.serving.engines.vllm.options import VllmConfig
 from loradock.serving.http_config import SERVED_NAME_RE, HttpConfig
+from loradock.serving.scale.config import ScaleConfig
 
-ENGINES = ("peft", "vllm")
+ENGINES = ("auto", "peft", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 VLLM_LORA_OPTIONS = ("max_lora_rank", "max_loras", "max_cpu_loras")
 PEFT_ONLY_OPTIONS = (
@@ -40,6 +43,37 @@ PEFT_ONLY_OPTIONS = (
     "max_adapter_rank",
     "max_cpu_adapter_bytes",
 )
+# The engine process's supervision (engines/peft/supervisor.py): nothing to supervise in-process.
+SUPERVISION_OPTIONS = (
+    "restart_backoff_s",
+    "restart_backoff_max_s",
+    "crash_loop_deaths",
+    "crash_loop_window_s",
+)
+
+
+def resolve_engine(engine: str) -> str:
+    """``auto``: vLLM where a CUDA GPU is present and vLLM is installed, else the PEFT engine.
+
+    Measured (``bench/serving.py``): on a CPU the PEFT engine out-runs vLLM's CPU build several
+    times over, while on a GPU vLLM's paged attention, CUDA graphs and kernels are far ahead of
+    it. The device is ``loradock.modeling.pick_device`` (``LORADOCK_DEVICE`` overrides it)."""
+    if engine != "auto":
+        return engine
+    from loradock.modeling import pick_device
+
+    device = pick_device()
+    has_vllm = vllm_installed()
+    chosen = "vllm" if device.startswith("cuda") and has_vllm else "peft"
+    why = f"device {device}" + ("" if has_vllm else ", vllm not installed")
+    logging.getLogger(__name__).info("engine auto: %s (%s)", chosen, why)
+    return chosen
+
+
+def vllm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
 
 
 def looks_like_path(name: str) -> bool:
@@ -72,25 +106,52 @@ class PeftEngineConfig:
         "PEFT: tensor bytes the CPU adapter tier holds, beside --max-cpu-adapters",
     )
 
+    # A request past this is cancelled in the engine and answered 504 (both engines).
+    request_timeout: float = option(600.0, "Seconds a request may run before 504")
+    restart_backoff_s: float = option(
+        0.5, "PEFT process: wait before restarting a dead engine (doubles per recent death)"
+    )
+    restart_backoff_max_s: float = option(30.0, "PEFT process: longest wait before a restart")
+    crash_loop_deaths: int = option(
+        5, "PEFT process: engine deaths within --crash-loop-window-s that stop restarts"
+    )
+    crash_loop_window_s: float = option(
+        120.0, "PEFT process: seconds over which engine deaths are counted"
+    )
+
     def __post_init__(self) -> None:
         refuse(self.problems(vars(self)))
 
     @staticmethod
     def problems(v: Mapping[str, Any]) -> list[str]:
         problems = []
+        for name in ("request_timeout", "restart_backoff_max_s", "crash_loop_window_s"):
+            problems += _positive_number(name, v[name], low=0.0, strict=True)
+        problems += _positive_number("restart_backoff_s", v["restart_backoff_s"], low=0.0)
         if v["dtype"] not in DTYPES:
             problems.append(f"dtype {v['dtype']!r} is not one of {', '.join(DTYPES)}")
         lows = {"max_loaded": 1, "max_cpu_adapters": 0, "max_batch_size": 1, "max_queue": 1}
+        lows["crash_loop_deaths"] = 1
         problems += int_problems(v, {**lows, "max_model_len": 8})
         problems += int_problems(v, {"torch_threads": 1}, optional={"torch_threads"})
         problems += int_problems(v, {"max_adapter_rank": 1, "max_cpu_adapter_bytes": 0})
-        wait = v["max_wait_ms"]
-        if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
-            problems.append(f"max_wait_ms={wait!r} must be a number >= 0")
-        return problems
+        return problems + _positive_number("max_wait_ms", v["max_wait_ms"], low=0.0)
 
 
-PARTS = {"http": HttpConfig, "peft": PeftEngineConfig, "vllm": VllmConfig}
+def _positive_number(name: str, value: Any, *, low: float, strict: bool = False) -> list[str]:
+    """``name=value must be a number > low`` (``>=`` unless ``strict``), if it is not."""
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if number and (value > low if strict else value >= low):
+        return []
+    return [f"{name}={value!r} must be a number {'>' if strict else '>='} {low:g}"]
+
+
+PARTS = {
+    "http": HttpConfig,
+    "peft": PeftEngineConfig,
+    "vllm": VllmConfig,
+    "scale": ScaleConfig,
+}
 
 
 @dataclass(frozen=True)
@@ -99,7 +160,7 @@ class ServerConfig:
 
     base: str
     adapters: dict[str, str] = field(default_factory=dict)
-    engine: str = "peft"
+    engine: str = "auto"  # resolve_engine: vLLM on a CUDA GPU, else the PEFT engine
     merged: bool = False  # `base` is a merged model: served alone, no adapters
     # PEFT: run the model in its own process (engines/peft/process.py), so HTTP work never
     # holds the GIL the model needs. False keeps it in this process (tests, notebooks).
@@ -112,8 +173,10 @@ class ServerConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     peft: PeftEngineConfig = field(default_factory=PeftEngineConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "engine", resolve_engine(self.engine))
         refuse(self._problems(self._flat()))
 
     @classmethod
@@ -125,6 +188,7 @@ class ServerConfig:
         if unknown:
             raise TypeError(f"unknown server option(s): {', '.join(unknown)}")
         values = {**_defaults(cls, top - {"base"}), "base": base, **options}
+        values["engine"] = resolve_engine(values["engine"])
         problems = []
         for part in PARTS.values():
             values.update(_defaults(part, _field_names(part) - set(options)))
@@ -166,7 +230,7 @@ class ServerConfig:
         served = v["served_base_name"]
         if served is not None and served in v["adapters"]:
             problems.append(f"served base name {served!r} is also an --adapter name")
-        return problems + _merged_problems(v) + _engine_problems(v)
+        return problems + _merged_problems(v) + _engine_problems(v) + _scale_problems(v)
 
     @property
     def serves_adapters(self) -> bool:
@@ -221,6 +285,23 @@ def _merged_problems(v: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _scale_problems(v: Mapping[str, Any]) -> list[str]:
+    """Replicas run the PEFT engine inside each Ray Serve replica: Ray replaces a dead replica,
+    so the engine-process supervision has nothing to do there."""
+    if v["replicas"] is None:
+        return []
+    if v["engine"] == "vllm":
+        return ["replicas run the PEFT engine, but engine is vllm: add --engine peft"]
+    if v["merged"] is True:
+        return ["replicas serve a base with its adapters: drop --merged (or --replicas)"]
+    return [
+        f"{name}={v[name]!r} supervises the engine process, but with --replicas Ray replaces "
+        f"a dead replica: drop {_flag(name, v[name])}"
+        for name in SUPERVISION_OPTIONS
+        if v[name] != _DEFAULTS[name]
+    ]
+
+
 def _engine_problems(v: Mapping[str, Any]) -> list[str]:
     """An option of one engine given with the other is refused, never silently ignored."""
     engine = v["engine"]
@@ -229,13 +310,22 @@ def _engine_problems(v: Mapping[str, Any]) -> list[str]:
     if engine == "peft":
         other, fix, names = "vLLM", "add --engine vllm or drop", list(_defaults(VllmConfig))
     else:
-        other, fix, names = "PEFT-engine", "drop", [*PEFT_ONLY_OPTIONS, "engine_process"]
-    return [
+        names = [*PEFT_ONLY_OPTIONS, *SUPERVISION_OPTIONS, "engine_process"]
+        other, fix = "PEFT-engine", "add --engine peft or drop"
+    problems = [
         f"{name}={v[name]!r} is a {other} option, but engine is {engine!r}: "
         f"{fix} {_flag(name, v[name])}"
         for name in names
         if v[name] != _DEFAULTS[name]
     ]
+    if engine == "peft" and v["engine_process"] is False:
+        problems += [
+            f"{name}={v[name]!r} supervises the engine process, but the engine runs in the "
+            f"server's process (--in-process): drop {_flag(name, v[name])}"
+            for name in SUPERVISION_OPTIONS
+            if v[name] != _DEFAULTS[name]
+        ]
+    return problems
 
 
 def _flag(name: str, value: Any) -> str:

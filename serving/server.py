@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loradock.errors import ConfigError
+from loradock.errors import ConfigError, LoradockError
 from loradock.serving.config import ServerConfig
 from loradock.serving.engines.base import Engine
 
@@ -65,7 +65,23 @@ def build_app(config: ServerConfig, *, registry: Any = None):
     base = registry.resolve_base(config.base)
     check_merged_model(config, base.path)
     engine = build_engine(config, base.path, registry=registry)
-    return create_app(engine, registry=registry, config=config, base=base)
+    app = create_app(engine, registry=registry, config=config, base=base)
+    check_listed_adapters(config, app.state.loradock.resolver)
+    return app
+
+
+def check_listed_adapters(config: ServerConfig, resolver: Any) -> None:
+    """Every ``--adapter`` resolved and checked against the base before the server starts:
+    a missing repo, revision or alias, or an adapter the engine cannot serve, stops it with
+    the reason (one ``ConfigError`` naming each), instead of a 404 on every request later."""
+    problems = []
+    for name, target in config.adapters.items():
+        try:
+            resolver.resolve(name)
+        except LoradockError as exc:
+            problems.append(f"--adapter {name}={target}: {exc}")
+    if problems:
+        raise ConfigError("Adapters given with --adapter cannot be served", problems)
 
 
 def serve(config: ServerConfig, *, registry: Any = None) -> None:

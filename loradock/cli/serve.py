@@ -84,7 +84,23 @@ def serve_command(
         adapters=ServerConfig.parse_adapter_options(adapter or []),
         **options,
     )
-    serve(config)
+    if config.scale.replicas is not None:  # Ray is imported only here, only when asked for
+        _serve_replicas(config)
+    else:
+        serve(config)
+
+
+def _serve_replicas(config: ServerConfig) -> None:
+    from loradock.errors import ConfigError
+
+    try:
+        from loradock.serving.scale.app import serve_replicas
+    except ImportError as exc:
+        raise ConfigError(
+            "Invalid serve options",
+            [f"--replicas needs Ray Serve ({exc.name} is missing): pip install 'loradock[scale]'"],
+        ) from None
+    serve_replicas(config)
 
 
 def _keys_from_files(options: dict[str, Any], **files: Path | None) -> dict[str, str]:

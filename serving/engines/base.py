@@ -18,18 +18,53 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length"]
+# Bounds of the sampling surface, the same on every engine (OpenAI's and vLLM's).
+MAX_TOP_LOGPROBS = 20
+MAX_LOGIT_BIAS = 300  # entries of ``logit_bias``
+MAX_STOP_TOKEN_IDS = 64
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; vLLM's seeds are int64 too
 
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """How a request samples; both engines honour every field (vLLM's meanings).
+
+    Penalties follow vLLM: ``repetition_penalty`` divides positive (multiplies negative)
+    logits of every token of the prompt and the output so far; ``presence_penalty`` and
+    ``frequency_penalty`` subtract from the logits of output tokens (once, and per
+    occurrence). ``logit_bias`` is added to the logits before them. Logprobs are those of the
+    model's raw distribution (log-softmax of its logits before any of these), as vLLM reports
+    by default.
+    """
+
     max_tokens: int = 16
     temperature: float = 1.0  # 0 means greedy
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    top_k: int = 0  # 0: every token
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias)
+    stop_token_ids: tuple[int, ...] = ()  # end the answer like EOS (finish_reason "stop")
+    min_tokens: int = 0  # EOS, stop tokens and stop strings do not end the answer before
+    logprobs: int | None = None  # per output token: its logprob and this many top ones
+    prompt_logprobs: int | None = None  # the same for every prompt token but the first
+
+    def adjusts_logits(self) -> bool:
+        """Whether anything but temperature / top-p / top-k / min-p shapes the logits."""
+        return bool(
+            self.logit_bias
+            or self.min_tokens
+            or self.repetition_penalty != 1.0
+            or self.presence_penalty
+            or self.frequency_penalty
+        )
 
 
 @dataclass(frozen=True)
@@ -42,6 +77,17 @@ class AdapterSpec:
     path: Path  # verified local snapshot
     rank: int
     target_modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """What the output must match: ``kind`` "json" (``value`` a JSON schema as JSON text; ""
+    any JSON object), "regex" (``value`` the pattern) or "choice" (exactly one of ``choices``).
+    Sizes are bounded by the HTTP layer before an engine sees it."""
+
+    kind: Literal["json", "regex", "choice"]
+    value: str = ""
+    choices: tuple[str, ...] = ()
 
 
 @dataclass
@@ -59,6 +105,16 @@ class GenerationRequest:
     # sparing the event loop a wake-up per token; an engine that ignores it stays correct.
     stream: bool = True
     messages: list[dict[str, str]] | None = None
+    structured: StructuredOutput | None = None  # constrained decoding
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token's logprob and the ``top`` alternatives asked for, best first."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass
@@ -70,6 +126,12 @@ class GenerationChunk:
     prompt_tokens: int = 0
     completion_tokens: int = 0  # cumulative
     finish_reason: FinishReason | None = None
+    # With ``SamplingParams.logprobs``: one per id of ``token_ids``.
+    logprobs: list[TokenLogprob] | None = None
+    # With ``SamplingParams.prompt_logprobs``, in the first chunk: one per prompt token (None
+    # for the first, which nothing predicts), and the prompt's ids.
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    prompt_token_ids: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +147,9 @@ class EngineCapabilities:
 class Engine(Protocol):
     capabilities: EngineCapabilities
     base_name: str
+    # its ``frontend.PromptFrontend`` (set once started): the HTTP layer tokenises with it, so
+    # token limits are 400s before a request is submitted, and renders token texts with it
+    frontend: Any
 
     async def start(self) -> None: ...
 

@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse, Response
 
 from loradock.errors import LoradockError, RequestError
 from loradock.serving.http.metrics import CONTENT_TYPE
-from loradock.serving.http.schemas import AdapterLoadRequest, ModelCard, ModelList
+from loradock.serving.http.responses import ModelCard, ModelList
+from loradock.serving.http.schemas import AdapterLoadRequest
 from loradock.serving.http.state import ServerState, state_of
 
 router = APIRouter()
@@ -27,9 +28,11 @@ async def health(request: Request, state: ServerState = Depends(state_of)):
     engine, config = state.engine, state.config
     caps = engine.capabilities
     stopped = engine.health()  # why the engine is not running (its process exited...)
-    body: dict[str, Any] = {
-        "status": "engine_stopped" if stopped else "ok" if state.started else "starting"
-    }
+    # The PEFT engine process is supervised: restarted when it dies, until a crash loop.
+    supervision = engine.supervision() if hasattr(engine, "supervision") else None
+    restarting = supervision is not None and supervision["state"] == "restarting"
+    status = "restarting" if restarting else "engine_stopped" if stopped else None
+    body: dict[str, Any] = {"status": status or ("ok" if state.started else "starting")}
     if state.keys.authorized(request.headers.get("authorization")):
         body |= {
             "engine": caps.name,
@@ -41,7 +44,9 @@ async def health(request: Request, state: ServerState = Depends(state_of)):
         }
         if stopped:
             body["detail"] = stopped
-    if stopped:  # 503: a load balancer takes this server out
+        if supervision is not None:
+            body["engine_process"] = supervision
+    if stopped:  # 503: a load balancer takes this server out (until a restart brings it back)
         return JSONResponse(body, status_code=503)
     return body
 

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from loradock.errors import LoradockError
 from loradock.serving.config import ServerConfig, looks_like_path
 from loradock.serving.engines.base import Engine
-from loradock.serving.http import admin_routes, openai_routes, registry_routes
+from loradock.serving.http import admin_routes, openai_routes, registry_routes, tokenize_routes
 from loradock.serving.http.auth import KeyChecker
 from loradock.serving.http.errors import Redactor, error_response, validation_message
 from loradock.serving.http.gate import RequestGate
@@ -53,7 +53,7 @@ def create_app(
         registry=registry,
         config=config,
         resolver=resolver,
-        metrics=ServerMetrics(engine),
+        metrics=ServerMetrics(engine, resolver),
         keys=KeyChecker(api_key=config.http.api_key, admin_key=config.http.admin_key),
         redact=Redactor(_server_paths(registry, base)),
     )
@@ -81,7 +81,8 @@ def create_app(
     )
     app.state.loradock = state
     _add_error_handlers(app, state)
-    for router in (admin_routes.router, openai_routes.router, registry_routes.router):
+    routers = (admin_routes, openai_routes, registry_routes, tokenize_routes)
+    for router in (r.router for r in routers):
         app.include_router(router)
     public = {"/health", "/metrics", *(paths.values() if docs else ())}
     app.add_middleware(

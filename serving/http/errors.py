@@ -31,7 +31,8 @@ ERROR_TYPES = {
 }
 
 
-# How long a client told "queue full" (429) waits before trying again, in seconds.
+# How long a client told "queue full" (429) or "engine restarting" (503) waits before trying
+# again, in seconds.
 RETRY_AFTER_S = 1
 SERVER_PATH = "<server path>"
 
@@ -57,7 +58,7 @@ class Redactor:
 def error_response(status: int, message: str, code: str | None, param: str | None = None):
     kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 429 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
     return JSONResponse(body, status_code=status, headers=headers)
 
 

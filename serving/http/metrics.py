@@ -49,6 +49,18 @@ _ENGINE_METRICS: dict[str, tuple[str, str, str, dict[str, str]]] = {
         "counter",
         {"tier": "cpu"},
     ),
+    "engine_restarts": (
+        "loradock_engine_restarts",
+        "Engine process restarts after it died",
+        "counter",
+        {},
+    ),
+    "engine_up": (
+        "loradock_engine_up",
+        "1 while the engine serves, 0 while it is down",
+        "gauge",
+        {},
+    ),
     "batch_steps": ("loradock_batch_steps", "Forward passes run", "counter", {}),
     "batch_batched_rows": ("loradock_batch_rows", "Sequence-steps run in batches", "counter", {}),
     "batch_prefill_seconds": (
@@ -90,8 +102,23 @@ class _EngineCollector:
         yield from families.values()
 
 
+class _ResolverCollector:
+    """Names served from their last good resolve while the registry (the Hub) failed."""
+
+    def __init__(self, resolver: Any):
+        self.resolver = resolver
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "loradock_stale_if_error",
+            "Adapter names answered from their last good resolve while the registry failed",
+        )
+        family.add_metric([], float(self.resolver.stats().get("stale_if_error", 0)))
+        yield family
+
+
 class ServerMetrics:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, resolver: Any = None):
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "loradock_requests",
@@ -120,6 +147,8 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.registry.register(_EngineCollector(engine))
+        if resolver is not None:
+            self.registry.register(_ResolverCollector(resolver))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,14 +1,10 @@
 """``/v1/completions`` and ``/v1/chat/completions``, streamed over SSE or returned whole.
 
-Flow: schema -> limits -> resolver (registry) -> engine -> chunks back. The first chunk is
-awaited before the response starts, so every error the engine raises up front (prompt too
-long, queue full, adapter incompatible) is a proper HTTP status, not an error inside a 200
-stream.
-
-Before any tokenising, a prompt's characters are checked against the context (no tokenizer
-puts more than ``MAX_CHARS_PER_TOKEN`` characters in a token of ordinary text), and
-``max_tokens`` against the context. A long prompt is tokenised in a worker thread, so the
-event loop keeps serving; a short one inline, where a thread hop would cost more than it saves.
+Flow: schema -> resolver (registry) -> prompts tokenised and checked (``prompts.py``) ->
+one engine request per choice (``choices.py``: ``n`` samples of each prompt) -> chunks back.
+Every choice's first chunk is awaited before the response starts, so every error the engine
+raises up front (prompt too long, queue full, adapter incompatible) is a proper HTTP status,
+not an error inside a 200 stream. Logprobs are rendered by ``logprob_format.py``.
 """
 
 from __future__ import annotations
@@ -16,136 +12,108 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
-from loradock.errors import RequestError
-from loradock.serving.engines.base import GenerationChunk, GenerationRequest, SamplingParams
+from loradock.serving.engines.base import GenerationChunk, GenerationRequest
+from loradock.serving.http.choices import Choice, close_all, open_all, rest, samples
 from loradock.serving.http.errors import error_payload
-from loradock.serving.http.schemas import (
+from loradock.serving.http.lifetime import Lifetime
+from loradock.serving.http.logprob_format import chat_logprobs, completion_logprobs, token_texts
+from loradock.serving.http.prompts import prepare, sampling_of
+from loradock.serving.http.responses import (
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
-    ChatCompletionRequest,
     ChatCompletionResponse,
     ChatDelta,
     ChatResponseMessage,
     CompletionChoice,
-    CompletionRequest,
     CompletionResponse,
     Usage,
 )
+from loradock.serving.http.schemas import ChatCompletionRequest, CompletionRequest
 from loradock.serving.http.state import ServerState, state_of
+from loradock.serving.http.structured import structured_of
+from loradock.serving.http.tools import (
+    ToolCallDelta,
+    ToolPlan,
+    chat_constraint,
+    finish_reason,
+    message_dict,
+    plan_tools,
+    prompt_ids,
+    tool_calls,
+)
 
 router = APIRouter()
 COMPLETIONS, CHAT = "/v1/completions", "/v1/chat/completions"
-MAX_CHARS_PER_TOKEN = 32
-# Above this many characters a prompt is tokenised in a worker thread. Measured on the
-# SmolLM2 tokenizer on this project's 2-core machine: 2,000 characters take ~4 ms to render
-# and tokenise, a thread hop ~0.3 ms; below it, the hop is the bigger cost.
-INLINE_TOKENIZE_CHARS = 2_000
+DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default max_tokens for completions
 
 
 class _Run:
-    """One request in flight: its chunk stream plus what metrics and ``usage`` need."""
+    """One HTTP request in flight: its choices plus what metrics and ``usage`` need."""
 
-    def __init__(self, state: ServerState, route: str, kind: str, stream: AsyncIterator):
-        self.state, self.route, self.kind, self.stream = state, route, kind, stream
+    def __init__(self, state: ServerState, route: str, kind: str, choices: list[Choice]):
+        self.state, self.route, self.kind, self.choices = state, route, kind, choices
         self.started = time.perf_counter()
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.finish_reason: str | None = None
-
-    def record(self, chunk: GenerationChunk) -> GenerationChunk:
-        self.prompt_tokens = chunk.prompt_tokens or self.prompt_tokens
-        self.completion_tokens = chunk.completion_tokens
-        self.finish_reason = chunk.finish_reason or self.finish_reason
-        return chunk
 
     def usage(self) -> Usage:
+        prompt = sum(c.prompt_tokens for c in self.choices if c.first_of_prompt)
+        completion = sum(c.completion_tokens for c in self.choices)
         return Usage(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            total_tokens=self.prompt_tokens + self.completion_tokens,
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
         )
 
+    def finished(self) -> bool:
+        return all(c.finish_reason is not None for c in self.choices)
+
     def done(self, status: str = "200") -> None:
-        m = self.state.metrics
+        m, usage = self.state.metrics, self.usage()
         m.latency.labels(self.route).observe(time.perf_counter() - self.started)
         m.requests.labels(self.route, status).inc()
-        m.prompt_tokens.labels(self.kind).inc(self.prompt_tokens)
-        m.completion_tokens.labels(self.kind).inc(self.completion_tokens)
+        m.prompt_tokens.labels(self.kind).inc(usage.prompt_tokens)
+        m.completion_tokens.labels(self.kind).inc(usage.completion_tokens)
 
 
 async def _start(
     state: ServerState,
     route: str,
-    model: str,
-    prompt: str | None,
-    sampling: SamplingParams,
+    http: Request,
+    body: Any,
+    prompts: list[GenerationRequest],
     *,
-    stream: bool,
-    messages: list[dict[str, str]] | None = None,
-) -> tuple[_Run, GenerationChunk]:
-    chars = _check_sizes(state, prompt, messages, sampling)
-    known, spec = state.resolver.cached(model)
+    max_tokens: int | None,
+    default: int | None,
+) -> _Run:
+    """Resolve the model, prepare every prompt, open every choice's stream."""
+    known, spec = state.resolver.cached(body.model)
     if not known:  # the store is read in a worker thread, never on the event loop
-        spec = await run_in_threadpool(state.resolver.resolve, model)
-    request = GenerationRequest(
-        request_id=uuid.uuid4().hex,
-        prompt=prompt,
-        sampling=sampling,
-        adapter=spec,
-        stream=stream,
-        messages=messages,
-    )
-    # Engines that tokenise in this process expose their PromptFrontend as ``frontend``; the
-    # ids computed here are taken as they are (an engine in another process tokenises here).
-    frontend = getattr(state.engine, "frontend", None)
-    if chars > INLINE_TOKENIZE_CHARS and frontend is not None:
-        request.prompt_token_ids = await run_in_threadpool(frontend.encode, request)
-    run = _Run(state, route, "base" if spec is None else "adapter", None)
-    run.stream = state.engine.generate(request)
-    first = await run.stream.__anext__()
+        spec = await run_in_threadpool(state.resolver.resolve, body.model)
+    choices: list[Choice] = []
+    for p, request in enumerate(prompts):
+        request.adapter, request.stream = spec, bool(body.stream)
+        ready = await prepare(state.engine, request, max_tokens=max_tokens, default=default)
+        choices += samples(ready, body.n, p * body.n)
+    run = _Run(state, route, "base" if spec is None else "adapter", choices)
+    timeout = state.config.peft.request_timeout
+
+    def open_stream(request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        # Closed (cancelled in the engine) past the deadline or when the client leaves.
+        life = Lifetime.of(http, timeout)
+        return life.guard(state.engine.generate(request), streaming=request.stream)
+
+    await open_all(choices, open_stream)
     state.metrics.ttft.labels(route).observe(time.perf_counter() - run.started)
-    return run, run.record(first)
+    return run
 
 
-def _check_sizes(
-    state: ServerState,
-    prompt: str | None,
-    messages: list[dict[str, str]] | None,
-    sampling: SamplingParams,
-) -> int:
-    """The prompt's characters, checked against the context before anything tokenises it."""
-    context = state.engine.capabilities.max_model_len
-    if sampling.max_tokens > context:
-        raise RequestError(
-            f"max_tokens={sampling.max_tokens} is over this server's context of {context} "
-            "tokens (max_model_len): ask for fewer."
-        )
-    chars = len(prompt) if prompt is not None else sum(len(m["content"]) for m in messages or ())
-    if chars > context * MAX_CHARS_PER_TOKEN:
-        raise RequestError(
-            f"The prompt has {chars} characters, more than a context of {context} tokens "
-            f"(max_model_len) can hold ({context * MAX_CHARS_PER_TOKEN} characters at most). "
-            "Shorten the prompt."
-        )
-    return chars
-
-
-def _sampling(body: Any, max_tokens: int | None) -> SamplingParams:
-    return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=body.stop_list(),
-        seed=body.seed,
-    )
+def _new_request(**parts: Any) -> GenerationRequest:
+    return GenerationRequest(request_id=uuid.uuid4().hex, **parts)
 
 
 def _json(payload: Any) -> Response:
@@ -159,120 +127,213 @@ def _sse(payload: Any) -> str:
     return f"data: {data}\n\n"
 
 
-async def _events(run: _Run, first: GenerationChunk, render) -> AsyncIterator[str]:
-    """SSE frames for every chunk; an error mid-stream becomes an error event; then [DONE]."""
+async def _events(run: _Run, render: Callable, end: Callable) -> AsyncIterator[str]:
+    """SSE frames for every choice's chunks; an error mid-stream becomes an error event;
+    then ``end``'s frames (a usage chunk) and [DONE]."""
     status = "200"
     try:
-        for frame in render(first):
+        for choice in run.choices:
+            for frame in render(choice, choice.first):
+                yield frame
+        async for choice, chunk in rest(run.choices):
+            for frame in render(choice, chunk):
+                yield frame
+        for frame in end():
             yield frame
-        if first.finish_reason is None:
-            async for chunk in run.stream:
-                for frame in render(run.record(chunk)):
-                    yield frame
     except Exception as exc:
         status = str(getattr(exc, "http_status", 500))
         yield _sse(error_payload(exc, run.state.redact))
     finally:
-        await run.stream.aclose()
+        await close_all(run.choices)
         run.done(status)
     yield "data: [DONE]\n\n"
 
 
-async def _collect(run: _Run, first: GenerationChunk) -> str:
-    parts = [first.text]
-    if first.finish_reason is None:
-        async for chunk in run.stream:
-            parts.append(run.record(chunk).text)
+async def _collect(run: _Run) -> None:
+    try:
+        async for _ in rest(run.choices):
+            pass
+    finally:
+        await close_all(run.choices)
     run.done()
-    return "".join(parts)
 
 
-def _wants_usage_chunk(body: Any) -> bool:
-    options = (body.model_extra or {}).get("stream_options") or {}
-    return isinstance(options, dict) and bool(options.get("include_usage"))
+def _usage_frames(run: _Run, body: Any, make: Callable[..., Any]) -> Callable:
+    """The usage chunk (``stream_options.include_usage``) after every choice has finished."""
+
+    def end():
+        if body.wants_usage_chunk():
+            yield _sse(make(choices=[], usage=run.usage()))
+
+    return end
+
+
+def _last_usage(run: _Run, body: Any, chunk: GenerationChunk) -> Usage | None:
+    """Without a usage chunk, ``usage`` rides on the chunk that ends the last choice."""
+    last = chunk.finish_reason is not None and run.finished()
+    return run.usage() if last and not body.wants_usage_chunk() else None
 
 
 @router.post(COMPLETIONS)
-async def completions(body: CompletionRequest, state: ServerState = Depends(state_of)):
-    prompt = body.prompt_text()
-    sampling = _sampling(body, body.max_tokens or 16)
-    run, first = await _start(
-        state, COMPLETIONS, body.model, prompt, sampling, stream=bool(body.stream)
-    )
-    rid = f"cmpl-{uuid.uuid4().hex}"
-    if not body.stream:
-        text = await _collect(run, first)
-        choice = CompletionChoice(
-            text=(prompt + text) if body.echo else text, finish_reason=run.finish_reason
-        )
-        return _json(
-            CompletionResponse(id=rid, model=body.model, choices=[choice], usage=run.usage())
-        )
-
-    def render(chunk: GenerationChunk):
-        last = chunk.finish_reason is not None
-        yield _sse(
-            CompletionResponse(
-                id=rid,
-                model=body.model,
-                choices=[CompletionChoice(text=chunk.text, finish_reason=chunk.finish_reason)],
-                usage=run.usage() if last else None,
+async def completions(
+    body: CompletionRequest, http: Request, state: ServerState = Depends(state_of)
+):
+    tokenizer = state.engine.frontend.tokenizer
+    structured = structured_of(body)
+    prompts = []
+    for p in body.prompt_list():
+        sampling = _completion_sampling(body)
+        if isinstance(p, str):
+            prompts.append(_new_request(prompt=p, sampling=sampling, structured=structured))
+            continue
+        # Token ids: the engine runs the ids; the text is there to echo it.
+        text = tokenizer.decode(p) if body.echo else None
+        prompts.append(
+            _new_request(
+                prompt=text, prompt_token_ids=list(p), sampling=sampling, structured=structured
             )
         )
+    run = await _start(
+        state,
+        COMPLETIONS,
+        http,
+        body,
+        prompts,
+        max_tokens=body.max_tokens,
+        default=DEFAULT_COMPLETION_TOKENS,
+    )
+    rid, texts = f"cmpl-{uuid.uuid4().hex}", token_texts(tokenizer)
+    if not body.stream:
+        await _collect(run)
+        choices = [_completion_choice(c, body, texts) for c in run.choices]
+        return _json(
+            CompletionResponse(id=rid, model=body.model, choices=choices, usage=run.usage())
+        )
 
-    return StreamingResponse(_events(run, first, render), media_type="text/event-stream")
+    def make(**parts: Any) -> CompletionResponse:
+        return CompletionResponse(id=rid, model=body.model, **parts)
+
+    def render(choice: Choice, chunk: GenerationChunk):
+        echo = _echo(choice, body, texts) if chunk is choice.first else ("", None)
+        text, logprobs = echo[0] + chunk.text, echo[1]
+        if chunk.logprobs is not None:
+            mine = completion_logprobs(
+                texts, chunk.logprobs, chunk.token_ids, choice.sent_chars + len(echo[0])
+            )
+            logprobs = _joined(logprobs, mine)
+        choice.sent_chars += len(text)
+        one = CompletionChoice(
+            index=choice.index, text=text, logprobs=logprobs, finish_reason=chunk.finish_reason
+        )
+        yield _sse(make(choices=[one], usage=_last_usage(run, body, chunk)))
+
+    events = _events(run, render, _usage_frames(run, body, make))
+    return StreamingResponse(events, media_type="text/event-stream")
+
+
+def _completion_sampling(body: CompletionRequest):
+    echo_logprobs = body.logprobs if body.echo else None
+    return sampling_of(body, logprobs=body.logprobs, prompt_logprobs=echo_logprobs)
+
+
+def _echo(choice: Choice, body: CompletionRequest, texts) -> tuple[str, Any]:
+    """With ``echo``: the prompt's text and (with ``logprobs``) its tokens' logprobs."""
+    if not body.echo:
+        return "", None
+    prompt, first = choice.request.prompt or "", choice.first
+    if body.logprobs is None or first.prompt_logprobs is None:
+        return prompt, None
+    return prompt, completion_logprobs(texts, first.prompt_logprobs, first.prompt_token_ids)
+
+
+def _joined(head: Any, tail: Any) -> Any:
+    if head is None:
+        return tail
+    for name in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+        getattr(head, name).extend(getattr(tail, name))
+    return head
+
+
+def _completion_choice(choice: Choice, body: CompletionRequest, texts) -> CompletionChoice:
+    prompt, logprobs = _echo(choice, body, texts)
+    if body.logprobs is not None:
+        mine = completion_logprobs(texts, choice.logprobs, choice.token_ids, len(prompt))
+        logprobs = _joined(logprobs, mine)
+    return CompletionChoice(
+        index=choice.index,
+        text=prompt + choice.text(),
+        logprobs=logprobs,
+        finish_reason=choice.finish_reason,
+    )
+
+
+def _tool_delta(plan: ToolPlan, text: str, reason: str) -> tuple[ChatDelta, str | None]:
+    """A tool-using answer's one delta: its content and calls (OpenAI's shape, indexed)."""
+    content, calls = tool_calls(plan, text)
+    deltas = [ToolCallDelta(index=i, **call.model_dump()) for i, call in enumerate(calls)]
+    return ChatDelta(content=content, tool_calls=deltas or None), finish_reason(reason, calls)
+
+
+def _chat_choice(c: Choice, plan: Any, texts: Any) -> ChatChoice:
+    """A whole answer as a chat choice (``texts``: None unless logprobs were asked for)."""
+    content, calls = (c.text(), []) if plan is None else tool_calls(plan, c.text())
+    return ChatChoice(
+        index=c.index,
+        message=ChatResponseMessage(content=content, tool_calls=calls or None),
+        logprobs=chat_logprobs(texts, c.logprobs) if texts is not None else None,
+        finish_reason=finish_reason(c.finish_reason, calls),
+    )
 
 
 @router.post(CHAT)
-async def chat_completions(body: ChatCompletionRequest, state: ServerState = Depends(state_of)):
-    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-    limit = body.token_limit() or state.engine.capabilities.max_model_len
-    sampling = _sampling(body, limit)
-    run, first = await _start(
-        state, CHAT, body.model, None, sampling, stream=bool(body.stream), messages=messages
+async def chat_completions(
+    body: ChatCompletionRequest, http: Request, state: ServerState = Depends(state_of)
+):
+    tokenizer = state.engine.frontend.tokenizer
+    plan = plan_tools(body.tools, body.tool_choice, tokenizer, parallel=body.parallel_tool_calls)
+    messages = [message_dict(m) for m in body.messages]
+    top = (body.top_logprobs or 0) if body.logprobs else None
+    prompt = _new_request(
+        prompt=None,
+        messages=messages,
+        sampling=sampling_of(body, logprobs=top),
+        structured=chat_constraint(body, plan, structured_of(body)),
+        prompt_token_ids=prompt_ids(tokenizer, messages, plan),
     )
-    rid = f"chatcmpl-{uuid.uuid4().hex}"
+    run = await _start(
+        state, CHAT, http, body, [prompt], max_tokens=body.token_limit(), default=None
+    )
+    rid, texts = f"chatcmpl-{uuid.uuid4().hex}", token_texts(state.engine.frontend.tokenizer)
     if not body.stream:
-        text = await _collect(run, first)
-        choice = ChatChoice(
-            message=ChatResponseMessage(content=text), finish_reason=run.finish_reason
-        )
+        await _collect(run)
+        choices = [_chat_choice(c, plan, texts if body.logprobs else None) for c in run.choices]
         return _json(
-            ChatCompletionResponse(id=rid, model=body.model, choices=[choice], usage=run.usage())
+            ChatCompletionResponse(id=rid, model=body.model, choices=choices, usage=run.usage())
         )
-    usage_chunk = _wants_usage_chunk(body)
-    opened = False
 
-    def render(chunk: GenerationChunk):
-        nonlocal opened
-        if not opened:
-            opened = True
-            delta = ChatDelta(role="assistant", content="")
-            yield _sse(
-                ChatCompletionChunk(
-                    id=rid, model=body.model, choices=[ChatChunkChoice(delta=delta)]
-                )
-            )
-        if chunk.text:
-            delta = ChatDelta(content=chunk.text)
-            yield _sse(
-                ChatCompletionChunk(
-                    id=rid, model=body.model, choices=[ChatChunkChoice(delta=delta)]
-                )
-            )
-        if chunk.finish_reason is not None:
-            end = ChatChunkChoice(delta=ChatDelta(), finish_reason=chunk.finish_reason)
-            yield _sse(
-                ChatCompletionChunk(
-                    id=rid,
-                    model=body.model,
-                    choices=[end],
-                    usage=None if usage_chunk else run.usage(),
-                )
-            )
-            if usage_chunk:
-                yield _sse(
-                    ChatCompletionChunk(id=rid, model=body.model, choices=[], usage=run.usage())
-                )
+    def make(**parts: Any) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=rid, model=body.model, **parts)
 
-    return StreamingResponse(_events(run, first, render), media_type="text/event-stream")
+    def render(choice: Choice, chunk: GenerationChunk):
+        if chunk is choice.first:
+            opening = ChatChunkChoice(
+                index=choice.index, delta=ChatDelta(role="assistant", content="")
+            )
+            yield _sse(make(choices=[opening]))
+        # With tools the answer is sent once whole (its calls parsed): ``_tool_delta``.
+        if (chunk.text and plan is None) or chunk.logprobs:
+            logprobs = chat_logprobs(texts, chunk.logprobs) if chunk.logprobs else None
+            delta = ChatDelta(content=chunk.text if plan is None else None)
+            yield _sse(
+                make(choices=[ChatChunkChoice(index=choice.index, delta=delta, logprobs=logprobs)])
+            )
+        reason = chunk.finish_reason
+        if reason is not None and plan is not None:
+            delta, reason = _tool_delta(plan, choice.text(), reason)
+            yield _sse(make(choices=[ChatChunkChoice(index=choice.index, delta=delta)]))
+        if reason is not None:
+            end = ChatChunkChoice(index=choice.index, delta=ChatDelta(), finish_reason=reason)
+            yield _sse(make(choices=[end], usage=_last_usage(run, body, chunk)))
+
+    events = _events(run, render, _usage_frames(run, body, make))
+    return StreamingResponse(events, media_type="text/event-stream")

@@ -79,11 +79,10 @@ def test_endpoint_and_in_process_agree(served, task_data):
 @pytest.mark.parametrize(
     ("kwargs", "quoted"),
     [
-        (dict(tasks=["general_mc"]), "'general_mc' need log-probabilities"),
-        (dict(tasks=["heldout_ppl"]), "'heldout_ppl' need log-probabilities"),
         (dict(tasks=["dates"], api_key="wrong-key"), "401"),
+        (dict(tasks=["general_mc"], api_key="wrong-key"), "401"),
     ],
-    ids=["multiple-choice", "perplexity", "bad-key"],
+    ids=["bad-key", "bad-key-scoring"],
 )
 def test_endpoint_refusals_are_clear(served, task_data, kwargs, quoted):
     from loradock.evals.run import evaluate
@@ -100,6 +99,26 @@ def test_endpoint_refusals_are_clear(served, task_data, kwargs, quoted):
             **kwargs,
         )
     assert quoted in str(info.value)
+
+
+@pytest.mark.parametrize(("task", "metric"), [("general_mc", "acc"), ("heldout_ppl", None)])
+def test_endpoint_scores_loglikelihood_tasks_as_in_process(served, task_data, task, metric):
+    """Multiple-choice and perplexity through the server's echo + logprobs: the base's scores
+    agree with the in-process hf backend's within their stderr."""
+    from loradock.evals.run import evaluate
+
+    url, registry, published = served
+    common = dict(tasks=[task], limit=16, registry=registry, data_dir=task_data)
+    remote = evaluate([BASE_ID], endpoint=url, api_key=API_KEY, **common)
+    local = evaluate([BASE_ID], backend="hf", dtype="float32", batch_size=1, **common)
+    got = {m.metric: m for m in remote.results[0].metrics}
+    want = {m.metric: m for m in local.results[0].metrics}
+    assert got.keys() == want.keys() and got
+    for name, m in want.items():
+        tolerance = max(m.stderr or 0, 1e-3 * abs(m.value))
+        assert got[name].value == pytest.approx(m.value, abs=tolerance), (name, got[name], m)
+    if metric is not None:
+        assert got[metric].stderr is not None and got[metric].n_samples == 16
 
 
 def test_pairwise_judge_with_a_loradock_server_as_judge(served, task_data, tmp_path):

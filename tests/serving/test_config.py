@@ -100,6 +100,37 @@ def test_good_vllm_and_merged_options(options):
 
 
 @pytest.mark.parametrize(
+    ("device", "has_vllm", "asked", "expected"),
+    [
+        ("cpu", True, None, "peft"),  # the default is auto: on a CPU, the PEFT engine
+        ("cuda", True, None, "vllm"),
+        ("cuda:1", True, "auto", "vllm"),
+        ("cuda", False, "auto", "peft"),  # no vLLM to run: the engine that can
+        ("cuda", True, "peft", "peft"),  # a named engine is kept
+        ("cpu", True, "vllm", "vllm"),
+    ],
+)
+@pytest.mark.parametrize("build", ["from_options", "constructor"])
+def test_engine_auto_resolves_once_by_device(monkeypatch, device, has_vllm, asked, expected, build):
+    monkeypatch.setenv("LORADOCK_DEVICE", device)
+    monkeypatch.setattr("loradock.serving.config.vllm_installed", lambda: has_vllm)
+    options = {} if asked is None else {"engine": asked}
+    if build == "from_options":
+        config = ServerConfig.from_options(base="tiny/base", **options)
+    else:
+        config = ServerConfig(base="tiny/base", **options)
+    assert config.engine == expected
+
+
+def test_engine_auto_choosing_vllm_refuses_peft_options(monkeypatch):
+    monkeypatch.setenv("LORADOCK_DEVICE", "cuda")
+    monkeypatch.setattr("loradock.serving.config.vllm_installed", lambda: True)
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.from_options(base="tiny/base", torch_threads=2)
+    assert "torch_threads=2 is a PEFT-engine option, but engine is 'vllm'" in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("base", "served", "expected"),
     [
         ("tiny/base", None, "tiny/base"),

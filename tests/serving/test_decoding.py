@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from loradock.serving.engines.base import SamplingParams
-from loradock.serving.engines.peft.output import TextState, make_generator, sample_next
+from loradock.serving.engines.peft.output import TextState
+from loradock.serving.engines.peft.sampling import make_generator, sample_next
 
 
 class CharTokenizer:

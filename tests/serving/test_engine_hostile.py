@@ -222,11 +222,11 @@ def test_failed_forward_fails_only_the_rows_in_it(
     forward = runner._forward
     armed = threading.Event()
 
-    def flaky(ids, mask, positions, past, slots):
+    def flaky(ids, mask, positions, past, slots, keep=1):
         if armed.is_set() and (past is None) == (failing == "prefill"):
             armed.clear()
             raise RuntimeError("simulated out of memory")
-        return forward(ids, mask, positions, past, slots)
+        return forward(ids, mask, positions, past, slots, keep)
 
     monkeypatch.setattr(runner, "_forward", flaky)
     long = GenerationRequest("long", PROMPT, SamplingParams(**{**GREEDY, "max_tokens": 40}),

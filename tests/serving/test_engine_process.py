@@ -1,5 +1,6 @@
 """The PEFT engine in its own process: faithful to the in-process engine, errors cross the
-pipe intact, a cancelled stream frees its row, and a dead engine gives 503s, not a dead server.
+pipe intact, a cancelled stream frees its row, a failed start is reported. A dead engine (503s,
+then a restart): tests/serving/test_faults.py.
 
 The whole API suite (test_api.py, test_api_errors.py, test_load.py) also runs on this engine
 (engine kind "peft-process"); these are the cases only a second process has.
@@ -143,25 +144,3 @@ def test_start_failure_is_reported(published):
     with pytest.raises(RequestError, match="exceeds the base model's context"):
         asyncio.run(engine.start())
     assert not engine._process.is_alive()
-
-
-def test_dead_engine_gives_503_and_the_server_stays_up(published):
-    server, app = start_server("peft-process", published, max_loaded=2, max_model_len=128)
-    try:
-        client = _client(server)
-        assert client.completions.create(model=BASE_ID, prompt=PROMPT, max_tokens=2).choices
-        engine = app.state.loradock.engine
-        engine._process.kill()
-        deadline = time.monotonic() + 20
-        while engine.dead is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "exited" in (engine.dead or "")
-        with pytest.raises(openai.APIStatusError) as info:
-            client.completions.create(model=BASE_ID, prompt=PROMPT, max_tokens=2)
-        assert info.value.status_code == 503
-        assert "restart the server" in info.value.response.json()["error"]["message"]
-        health = httpx.get(f"{server.url}/health")
-        assert health.status_code == 503 and health.json()["status"] == "engine_stopped"
-        assert [m.id for m in client.models.list().data][0] == BASE_ID  # HTTP still answers
-    finally:
-        server.stop()

@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from loradock.serving.http.openai_routes import INLINE_TOKENIZE_CHARS
+from loradock.serving.http.prompts import INLINE_TOKENIZE_CHARS
 from tests.helpers.processes import free_port, server_process
 from tests.helpers.serving import (
     ADMIN_KEY,
@@ -27,6 +27,7 @@ from tests.helpers.serving import (
 )
 
 ADAPTER = "acme/adapter-001"
+FILES = f"/v1/registry/adapters/{ADAPTER}/files"
 CONTEXT = 128  # the server's max_model_len
 LIMIT = 2 * 1024 * 1024  # the default max_request_bytes
 MB = 1024 * 1024
@@ -84,6 +85,19 @@ CASES = [
     ("not-indexed", "json", "POST", "/v1/completions", _completion(model="acme/other-base-lora"), API_KEY, 404, "not served here"),
     ("any-repo", "json", "POST", "/v1/completions", _completion(model="evil/sixty-megabytes"), API_KEY, 404, "--any-registry-adapter"),
     ("card-not-indexed", "json", "GET", "/v1/registry/adapters/evil/x/card", None, API_KEY, 404, "not in this server's index"),
+    # files a card links: only files of an indexed repo's revision, never a path or a page
+    ("files-dotdot", "json", "GET", f"{FILES}/..%2F..%2F..%2Fetc%2Fpasswd", None, API_KEY, 400, "not a file path"),
+    ("files-dot-segment", "json", "GET", f"{FILES}/a/%2E%2E/%2E%2E/README.md", None, API_KEY, 400, "not a file path"),
+    ("files-absolute", "json", "GET", f"{FILES}//etc/passwd.txt", None, API_KEY, 400, "not a file path"),
+    ("files-backslash", "json", "GET", f"{FILES}/..%5C..%5Cetc%5Cpasswd.txt", None, API_KEY, 400, "not a file path"),
+    ("files-hidden", "json", "GET", f"{FILES}/.loradock-snapshot.json", None, API_KEY, 400, "not a file path"),
+    ("files-svg", "json", "GET", f"{FILES}/plot.svg", None, API_KEY, 400, "only images and text"),
+    ("files-html", "json", "GET", f"{FILES}/index.html", None, API_KEY, 400, "only images and text"),
+    ("files-weights", "json", "GET", f"{FILES}/adapter_model.safetensors", None, API_KEY, 400, "only images and text"),
+    ("files-missing", "json", "GET", f"{FILES}/training_loss.png", None, API_KEY, 404, "has no file"),
+    ("files-bad-revision", "json", "GET", f"{FILES}/README.md?revision=..%2F..", None, API_KEY, 400, "not a sha"),
+    ("files-not-indexed", "json", "GET", "/v1/registry/adapters/evil/x/files/a.png", None, API_KEY, 404, "not in this server's index"),
+    ("files-no-key", "json", "GET", f"{FILES}/README.md", None, None, 401, "Missing API key"),
     # open endpoints: keys first, docs off, /health without details
     ("docs-off", "json", "GET", "/docs", None, API_KEY, 404, "Not Found"),
     ("openapi-off", "json", "GET", "/openapi.json", None, API_KEY, 404, "Not Found"),

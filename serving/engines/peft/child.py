@@ -108,6 +108,7 @@ class _Requests:
         self.stopped = asyncio.Event()
         # request id -> its sequence, for cancels; weak: a finished sequence leaves by itself
         self.sequences: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self.preparing: set[int] = set()  # requests whose output constraint is compiling
 
     def read(self) -> None:
         """Input thread: each message to the event loop."""
@@ -124,11 +125,13 @@ class _Requests:
         kind = message[0]
         if kind == "gen":
             _, rid, request = message
-            try:
-                self.sequences[rid] = self.engine.submit(request, self.sink, rid)
-            except Exception as exc:
-                self.sink.fail(rid, exc)
+            if request.structured is not None:  # its grammar compiles first, off this loop
+                self.preparing.add(rid)
+                self.loop.create_task(self.prepare(rid, request))
+                return
+            self.submit(rid, request, None)
         elif kind == "cancel":
+            self.preparing.discard(message[1])
             seq = self.sequences.get(message[1])
             if seq is not None:
                 seq.cancelled = True
@@ -136,6 +139,23 @@ class _Requests:
             self.loop.create_task(self.call(*message[1:]))
         elif kind == "stop":
             self.stopped.set()
+
+    def submit(self, rid: int, request: Any, grammar: Any) -> None:
+        try:
+            self.sequences[rid] = self.engine.submit(request, self.sink, rid, grammar)
+        except Exception as exc:
+            self.sink.fail(rid, exc)
+
+    async def prepare(self, rid: int, request: Any) -> None:
+        try:
+            grammar = await self.engine.prepare(request)
+        except Exception as exc:
+            self.preparing.discard(rid)
+            self.sink.fail(rid, exc)
+            return
+        if rid in self.preparing:  # else cancelled meanwhile
+            self.preparing.discard(rid)
+            self.submit(rid, request, grammar)
 
     async def call(self, cid: int, method: str, args: tuple) -> None:
         try:

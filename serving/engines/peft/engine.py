@@ -30,10 +30,12 @@ from loradock.serving.engines.frontend import PromptFrontend
 from loradock.serving.engines.peft.adapter_cache import AdapterCache, CpuAdapter, adapter_key
 from loradock.serving.engines.peft.attention import use_grouped_attention
 from loradock.serving.engines.peft.delivery import LoopSink, Sink
+from loradock.serving.engines.peft.grammar import GrammarCache, SequenceGrammar
 from loradock.serving.engines.peft.limits import capabilities
 from loradock.serving.engines.peft.multi_lora import MultiLora
-from loradock.serving.engines.peft.output import OutputStage, TextState, check_sampling
+from loradock.serving.engines.peft.output import OutputStage, TextState
 from loradock.serving.engines.peft.runner import Runner
+from loradock.serving.engines.peft.sampling import check_sampling
 from loradock.serving.engines.peft.scheduler import Scheduler
 from loradock.serving.engines.peft.sequence import Sequence
 
@@ -54,6 +56,7 @@ class PeftEngine:
         self.frontend: PromptFrontend | None = None
         self._cache: AdapterCache | None = None
         self._scheduler: Scheduler | None = None
+        self._grammars: GrammarCache | None = None
         self._sink: LoopSink | None = None  # the sink of the event loop ``generate`` runs on
         # adapter key -> names requests used for it (frozensets: other threads read them)
         self._names: dict[tuple[str, str], frozenset[str]] = {}
@@ -82,6 +85,9 @@ class PeftEngine:
             )
         self.frontend = PromptFrontend(self.tokenizer, options.max_model_len)
         self.model.eval()
+        self._grammars = GrammarCache(
+            self.tokenizer, vocab_size=self.model.config.vocab_size, stop_ids=self._eos_ids()
+        )
         use_grouped_attention(self.model)  # GQA without copying the KV cache every step
         lora = MultiLora(self.model, options.max_loaded, max_rank=options.max_adapter_rank)
         self._cache = AdapterCache(
@@ -110,16 +116,36 @@ class PeftEngine:
         return {i for i in ids if i is not None}
 
     async def shutdown(self) -> None:
+        if self._grammars is not None:
+            self._grammars.close()
         if self._scheduler is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._scheduler.stop)
 
     # ---- requests -------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, sink: Sink, reply_to: Any) -> Sequence:
+    async def prepare(self, request: GenerationRequest) -> SequenceGrammar | None:
+        """The matcher of ``request``'s output constraint (None without one), compiled in a
+        worker thread or taken from the cache; ``RequestError`` for a bad or too slow spec.
+        Awaited before ``submit``, so the model thread never compiles."""
+        if request.structured is None:
+            return None
+        compiled = await self._grammars.get(request.structured)
+        return self._grammars.matcher(compiled, request.structured.kind)
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        sink: Sink,
+        reply_to: Any,
+        grammar: SequenceGrammar | None = None,
+    ) -> Sequence:
         """Queue ``request``; its chunks go to ``sink`` addressed to ``reply_to``. Raises
         ``RequestError`` (prompt too long, sampling options out of range) and
         ``QueueFullError`` at once. Runs on the event loop, which reads a missing adapter while
-        the request already waits in the queue."""
+        the request already waits in the queue. A request with an output constraint brings
+        its ``grammar`` (from ``prepare``)."""
         check_sampling(request.sampling)
+        if request.structured is not None and grammar is None:
+            raise RequestError("An output constraint must be compiled (prepare) before submit.")
         ids = self.frontend.encode(request)
         cpu = reading = None
         if request.adapter is not None:
@@ -137,6 +163,7 @@ class PeftEngine:
             sink=sink,
             reply_to=reply_to,
             loading=reading is not None,
+            grammar=grammar,
         )
         if reading is not None:
             # Even if the queue refuses ``seq`` below, the read goes on: its adapter is cached
@@ -154,7 +181,8 @@ class PeftEngine:
         if self._sink is None or self._sink.loop is not loop:
             self._sink = LoopSink(loop)
         queue: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
-        seq = self.submit(request, self._sink, queue)
+        grammar = await self.prepare(request)
+        seq = self.submit(request, self._sink, queue, grammar)
         try:
             while True:
                 item = await queue.get()
@@ -231,6 +259,8 @@ class PeftEngine:
             out["queue_depth"] = self._scheduler.queue_depth()
             out["running"] = self._scheduler.running()
             out.update({f"batch_{k}": v for k, v in self._scheduler.stats.items()})
+        if self._grammars is not None:
+            out.update({f"grammar_{k}": v for k, v in self._grammars.stats.items()})
         if self._cache is not None:
             out.update({f"adapter_{k}": v for k, v in self._cache.stats.items()})
             out["adapters_attached"] = len(self._cache.attached())

@@ -11,79 +11,27 @@ one chunk instead of one event-loop wake-up per token. The step's chunks are gro
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from loradock.errors import GenerationError, RequestError
-from loradock.serving.engines.base import GenerationChunk, SamplingParams
+from loradock.errors import GenerationError
+from loradock.serving.engines.base import GenerationChunk, TokenLogprob
 from loradock.serving.engines.peft.delivery import Outbox
+from loradock.serving.engines.peft.grammar import constrain
+from loradock.serving.engines.peft.logprobs import token_logprob
+from loradock.serving.engines.peft.sampling import (
+    adjust_logits,
+    is_greedy,
+    make_generator,
+    sample_next,
+)
 
 if TYPE_CHECKING:
     from loradock.serving.engines.peft.sequence import Sequence
 
 log = logging.getLogger(__name__)
-# Below this temperature sampling is greedy: logits / 1e-40 overflow to inf, and the softmax
-# of a row with inf in it is NaN. At 1e-5 a gap of 0.001 between the two best logits already
-# gives the runner-up e**-100 of the best's probability: greedy in all but name.
-GREEDY_BELOW = 1e-5
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; vLLM's seeds are int64 too
-
-
-def check_sampling(params: SamplingParams) -> None:
-    """Refuse (``RequestError``, 400) what sampling cannot run, before a request joins a batch:
-    a bad row must fail alone at submission, never inside a step every request shares."""
-    problems = []
-    t, top_p, seed, max_tokens = params.temperature, params.top_p, params.seed, params.max_tokens
-    if not _number(t) or not (math.isfinite(t) and t >= 0):
-        problems.append(f"temperature={t!r} must be a finite number >= 0")
-    if not _number(top_p) or not 0 < top_p <= 1:
-        problems.append(f"top_p={top_p!r} must be a number in (0, 1]")
-    if seed is not None and (not _integer(seed) or not 0 <= seed <= MAX_SEED):
-        problems.append(f"seed={seed!r} must be an integer in 0..{MAX_SEED} (2**63-1)")
-    if not _integer(max_tokens) or max_tokens < 1:
-        problems.append(f"max_tokens={max_tokens!r} must be an integer >= 1")
-    if problems:
-        raise RequestError("Invalid sampling parameters: " + "; ".join(problems))
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _integer(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_greedy(params: SamplingParams) -> bool:
-    return params.temperature < GREEDY_BELOW
-
-
-def make_generator(seed: int | None) -> torch.Generator | None:
-    if seed is None:
-        return None
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(seed)
-    return gen
-
-
-def sample_next(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
-    """One token from a row of logits: argmax below ``GREEDY_BELOW``, else temperature +
-    top-p."""
-    if is_greedy(params):
-        return int(torch.argmax(logits).item())
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        cumulative = torch.cumsum(sorted_probs, dim=-1)
-        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-        keep = cumulative - sorted_probs < params.top_p
-        sorted_probs = sorted_probs * keep
-        choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=gen)
-        return int(order[choice].item())
-    return int(torch.multinomial(probs, 1, generator=gen).item())
 
 
 @dataclass
@@ -98,6 +46,7 @@ class TextState:
 
     tokenizer: object
     stop: tuple[str, ...] = ()
+    min_tokens: int = 0  # stop strings end nothing before this many tokens
     token_ids: list[int] = field(default_factory=list)
     text: str = ""  # every character decoded so far
     emitted: str = ""
@@ -112,6 +61,8 @@ class TextState:
         if not self._advance(final=False):
             return ""
         text = self.text
+        if len(self.token_ids) < self.min_tokens:
+            return self._emit(text)
         longest = max((len(stop) for stop in self.stop), default=0)
         # A stop string can only end in the new characters: search from just before them.
         since = max(0, before - longest + 1)
@@ -179,6 +130,14 @@ class OutputStage:
         best, greedy = logits.max(dim=-1)
         finite = torch.isfinite(best).tolist()
         greedy = greedy.tolist()
+        # One log-softmax for the rows that want logprobs (of the raw logits: logprobs.py).
+        want = [
+            i for i, row in enumerate(rows) if active[row].request.sampling.logprobs is not None
+        ]
+        logprobs = (
+            dict(zip(want, torch.log_softmax(logits[want], dim=-1), strict=True)) if want else {}
+        )
+        constrain(active, rows, logits, greedy)  # rows with an output constraint: grammar.py
         finished: set[int] = set()
         outbox: Outbox = {}
         for i, row in enumerate(rows):
@@ -187,7 +146,7 @@ class OutputStage:
                 finished.add(row)
                 continue
             try:
-                chunk = self._next(seq, logits, i, greedy[i], finite[i])
+                chunk = self._next(seq, logits[i], greedy[i], finite[i], logprobs.get(i))
             except Exception as exc:  # this request's failure, not the batch's
                 log.warning("request %s failed: %r", seq.request.request_id, exc)
                 seq.fail(exc)
@@ -201,9 +160,14 @@ class OutputStage:
         return finished, outbox
 
     def _next(
-        self, seq: Sequence, logits: torch.Tensor, i: int, greedy: int, finite: bool
+        self,
+        seq: Sequence,
+        logits: torch.Tensor,
+        greedy: int,
+        finite: bool,
+        logprobs: torch.Tensor | None,
     ) -> GenerationChunk | None:
-        """``seq``'s next token (from row ``i`` of ``logits``) and its chunk."""
+        """``seq``'s next token (from its row of ``logits``) and its chunk."""
         if not finite:
             raise GenerationError(
                 "The model's output for this request is not finite (NaN or inf), so no token "
@@ -212,18 +176,35 @@ class OutputStage:
         params = seq.request.sampling
         if seq.generated == 0:
             seq.gen = make_generator(params.seed)
-        token = greedy if is_greedy(params) else sample_next(logits[i], params, seq.gen)
+            seq.text.min_tokens = params.min_tokens
+        if params.adjusts_logits():
+            adjusted = adjust_logits(
+                logits,
+                params,
+                prompt_ids=seq.prompt_ids,
+                output_ids=seq.text.token_ids,
+                end_ids=self.eos_ids,
+            )
+            token = sample_next(adjusted, params, seq.gen)
+        else:
+            token = greedy if is_greedy(params) else sample_next(logits, params, seq.gen)
+        entry = None if logprobs is None else token_logprob(logprobs, token, params.logprobs)
         seq.generated += 1
         seq.pos += 1
         seq.last_token = token
-        return self._chunk(seq, token)
+        if seq.grammar is not None:
+            seq.grammar.accept(token)
+        return self._chunk(seq, token, entry)
 
-    def _chunk(self, seq: Sequence, token: int) -> GenerationChunk | None:
+    def _chunk(
+        self, seq: Sequence, token: int, entry: TokenLogprob | None
+    ) -> GenerationChunk | None:
         """``token``'s chunk for ``seq``, or None while a non-streaming answer is held."""
         reason = None
+        params = seq.request.sampling
         # Sent whole, no stop strings: nothing to decode until the end (see below).
         quiet = not seq.request.stream and seq.generated > 1 and not seq.text.stop
-        if token in self.eos_ids:
+        if token in self.eos_ids or token in params.stop_token_ids:
             delta, reason = seq.text.flush(), "stop"
         elif quiet:
             seq.text.add_quietly(token)
@@ -236,21 +217,30 @@ class OutputStage:
                 reason = "stop"
             elif seq.generated >= seq.max_new:
                 delta, reason = delta + seq.text.flush(), "length"
+        entries = None if entry is None else [entry]
         if not seq.request.stream and seq.generated > 1:
             # The whole answer is all it wants: hold tokens after the first (TTFT) and send
             # them at the end, one event-loop wake-up instead of one per token.
             if reason is None:
                 seq.held_text += delta
                 seq.held_ids.append(token)
+                seq.held_logprobs.extend(entries or ())
                 return None
             delta, seq.held_text = seq.held_text + delta, ""
             token_ids, seq.held_ids = [*seq.held_ids, token], []
+            if entries is not None:
+                entries, seq.held_logprobs = [*seq.held_logprobs, *entries], []
         else:
             token_ids = [token]
-        return GenerationChunk(
+        chunk = GenerationChunk(
             text=delta,
             token_ids=token_ids,
             prompt_tokens=len(seq.prompt_ids),
             completion_tokens=seq.generated,
             finish_reason=reason,
+            logprobs=entries,
         )
+        if seq.generated == 1 and params.prompt_logprobs is not None:
+            chunk.prompt_logprobs = seq.prompt_logprobs
+            chunk.prompt_token_ids = list(seq.prompt_ids)
+        return chunk

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from loradock.serving.engines.peft.kv_cache import SlabCache
+from loradock.serving.engines.peft.logprobs import prompt_logprobs
 from loradock.serving.engines.peft.multi_lora import MultiLora
 from loradock.serving.engines.peft.sequence import Sequence
 
@@ -44,7 +45,16 @@ class Runner:
             mask[row, width - n :] = 1
             seq.pos = n
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits, past = self._forward(ids, mask, positions, None, [s.slot for s in new])
+        # Every position's logits only when a request asks for its prompt's logprobs (echo).
+        keep = width if any(s.request.sampling.prompt_logprobs is not None for s in new) else 1
+        logits, past = self._forward(ids, mask, positions, None, [s.slot for s in new], keep)
+        if keep > 1:
+            for row, seq in enumerate(new):
+                top = seq.request.sampling.prompt_logprobs
+                if top is not None:
+                    span = logits[row, width - len(seq.prompt_ids) :]
+                    seq.prompt_logprobs = prompt_logprobs(span, seq.prompt_ids, top)
+        logits = logits[:, -1, :]
         if self.active:
             past, mask = self._merge(past, mask)
         first = len(self.active)
@@ -61,7 +71,7 @@ class Runner:
         logits, self._past = self._forward(
             ids, self._mask, positions, self._past, [s.slot for s in active]
         )
-        return logits, list(range(len(active)))
+        return logits[:, -1, :], list(range(len(active)))
 
     def drop(self, rows: set[int]) -> None:
         """Remove finished rows from the batch and their cache."""
@@ -84,7 +94,10 @@ class Runner:
     def reset(self) -> None:
         self.active, self._past, self._mask = [], None, None
 
-    def _forward(self, ids, mask, positions, past, slots: list[int]) -> tuple[torch.Tensor, Any]:
+    def _forward(
+        self, ids, mask, positions, past, slots: list[int], keep: int = 1
+    ) -> tuple[torch.Tensor, Any]:
+        """The logits of the last ``keep`` positions, and the cache."""
         self.lora.set_rows(slots)
         out = self.model(
             input_ids=ids.to(self.device),
@@ -92,9 +105,9 @@ class Runner:
             position_ids=positions.to(self.device),
             past_key_values=past if past is not None else SlabCache(),
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=keep,
         )
-        return out.logits[:, -1, :], out.past_key_values
+        return out.logits, out.past_key_values
 
     def _merge(self, past: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
         """Stack a freshly prefilled cache under the running one, left-padding the shorter.

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from loradock.serving.engines.base import GenerationRequest
+from loradock.serving.engines.base import GenerationRequest, TokenLogprob
 from loradock.serving.engines.peft.adapter_cache import CpuAdapter
 from loradock.serving.engines.peft.delivery import Sink
 from loradock.serving.engines.peft.output import TextState
@@ -36,6 +36,10 @@ class Sequence:
     last_token: int = 0
     held_text: str = ""  # a non-streaming request's text and ids not sent yet
     held_ids: list[int] = field(default_factory=list)
+    held_logprobs: list[TokenLogprob] = field(default_factory=list)
+    # With ``prompt_logprobs``: set by the runner's prefill, sent with the first chunk.
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    grammar: Any = None  # its output constraint's matcher (``grammar.SequenceGrammar``)
     enqueued_at: float = field(default_factory=time.perf_counter)
 
     def fail(self, error: BaseException) -> None:

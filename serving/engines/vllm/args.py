@@ -1,5 +1,5 @@
 """What a ``VllmEngine`` hands to vLLM: the engine arguments it starts with (from its options
-and LoRA limits) and each request's sampling parameters."""
+and LoRA limits); each request's sampling parameters are ``sampling.py``'s."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from loradock.serving.config import PeftEngineConfig
-from loradock.serving.engines.base import SamplingParams
 from loradock.serving.engines.vllm.limits import LoraLimits
 from loradock.serving.engines.vllm.options import VllmConfig
 
@@ -32,6 +31,7 @@ def build_engine_args(
     null_adapter: bool,
 ) -> Any:
     """vLLM's engine arguments; ``limits`` None starts it without LoRA (a merged model)."""
+    from vllm.config import StructuredOutputsConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     cuda = has_cuda()
@@ -45,6 +45,12 @@ def build_engine_args(
         "enforce_eager": (not cuda) if options.enforce_eager is None else options.enforce_eager,
         "seed": options.seed,
         "disable_log_stats": True,
+        # Compact JSON for output constraints, as the PEFT engine writes it (vLLM reads this
+        # engine-wide, not per request, and only for a named backend): no free whitespace
+        # for a model to pad with. xgrammar: vLLM's default, and the PEFT engine's.
+        "structured_outputs_config": StructuredOutputsConfig(
+            backend="xgrammar", disable_any_whitespace=True
+        ),
     }
     passed = ("tensor_parallel_size", "gpu_memory_utilization", "kv_cache_memory_bytes")
     kwargs.update({k: getattr(options, k) for k in passed if getattr(options, k) is not None})
@@ -64,18 +70,3 @@ def build_engine_args(
             max_cpu_loras=limits.max_cpu_loras + extra + loras,
         )
     return AsyncEngineArgs(**kwargs)
-
-
-def sampling_params(s: SamplingParams) -> Any:
-    """vLLM's ``SamplingParams`` for ours; raises vLLM's ValueError for values it refuses."""
-    from vllm import SamplingParams as VllmSamplingParams
-    from vllm.sampling_params import RequestOutputKind
-
-    return VllmSamplingParams(
-        max_tokens=s.max_tokens,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        stop=list(s.stop) or None,
-        seed=s.seed,
-        output_kind=RequestOutputKind.DELTA,  # stream only what is new
-    )

@@ -31,7 +31,7 @@ from loradock.serving.engines.base import (
     GenerationRequest,
 )
 from loradock.serving.engines.frontend import PromptFrontend
-from loradock.serving.engines.vllm.args import build_engine_args, has_cuda, sampling_params
+from loradock.serving.engines.vllm.args import build_engine_args, has_cuda
 from loradock.serving.engines.vllm.limits import (
     LoraLimits,
     derive_lora_limits,
@@ -45,6 +45,12 @@ from loradock.serving.engines.vllm.null_adapter import (
 )
 from loradock.serving.engines.vllm.options import VllmConfig
 from loradock.serving.engines.vllm.residency import LoraResidency
+from loradock.serving.engines.vllm.sampling import (
+    check_prompt_logprobs,
+    chunk_of,
+    vllm_sampling_params,
+)
+from loradock.serving.engines.vllm.structured import vllm_structured
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +113,7 @@ class VllmEngine:
         self._checked: dict[str, AdapterArtifact] = {}
         self._running = 0
         self._max_running = 0
+        self._awaiting_slot = 0  # admitted requests waiting for an adapter slot (--max-queue)
         self._check_preloaded()
 
     def _check_preloaded(self) -> None:
@@ -232,8 +239,7 @@ class VllmEngine:
         """
         counts, resident = self.residency.counts, self.residency.resident_count()
         return {
-            "queue_depth": self.residency.waiting
-            + max(0, self._running - self.sizes.max_batch_size),
+            "queue_depth": self._awaiting_slot + max(0, self._running - self.sizes.max_batch_size),
             "running": self._running,
             "adapters_attached": resident,
             "adapters_in_cpu": resident,
@@ -262,8 +268,9 @@ class VllmEngine:
         if not ids:
             raise RequestError("The prompt is empty: send at least one token of text.")
         queue = self.sizes.max_queue
-        if self._running >= self.sizes.max_batch_size + queue:
-            # The same bound as the PEFT engine: vLLM itself would queue without limit.
+        if self._running + self._awaiting_slot >= self.sizes.max_batch_size + queue:
+            # The same bound as the PEFT engine, requests waiting for an adapter slot
+            # included: vLLM itself would queue without limit.
             raise QueueFullError(
                 f"The server's queue is full ({queue} requests waiting): "
                 "retry after a short wait, or raise --max-queue."
@@ -271,7 +278,9 @@ class VllmEngine:
         room = self.sizes.max_model_len - len(ids)
         max_tokens = min(request.sampling.max_tokens, room)  # as the PEFT engine: stop at context
         try:
-            return ids, sampling_params(replace(request.sampling, max_tokens=max_tokens))
+            params = vllm_sampling_params(replace(request.sampling, max_tokens=max_tokens))
+            params.structured_outputs = vllm_structured(request.structured)
+            return ids, params
         except (ValueError, VLLMValidationError) as exc:
             raise RequestError(f"vLLM refused the request: {exc}") from exc
 
@@ -283,9 +292,15 @@ class VllmEngine:
         ids, params = self._admit(request)
         lora = self._null_lora  # None unless base requests need it (null_adapter.py)
         adapter = request.adapter
+        if request.sampling.prompt_logprobs is not None:
+            check_prompt_logprobs(adapter is not None or lora is not None)
         if adapter is not None:
             self.check_adapter(adapter)
-            lora = await self.residency.acquire(adapter)
+            self._awaiting_slot += 1
+            try:
+                lora = await self.residency.acquire(adapter)
+            finally:
+                self._awaiting_slot -= 1
         self._running += 1
         self._max_running = max(self._max_running, self._running)
         try:
@@ -294,16 +309,10 @@ class VllmEngine:
             )
             completion = 0
             async for out in stream:
-                piece = out.outputs[0]
-                completion += len(piece.token_ids)
-                finish = piece.finish_reason if out.finished else None
-                yield GenerationChunk(
-                    text=piece.text,
-                    token_ids=list(piece.token_ids),
-                    prompt_tokens=len(ids),
-                    completion_tokens=completion,
-                    finish_reason=("length" if finish == "length" else "stop") if finish else None,
-                )
+                chunk = chunk_of(out, ids, request.sampling, first=completion == 0)
+                completion += len(chunk.token_ids)
+                chunk.completion_tokens = completion
+                yield chunk
         except (ValueError, VLLMValidationError) as exc:  # vLLM's own request checks
             raise RequestError(f"vLLM refused the request: {exc}") from exc
         except EngineDeadError as exc:

@@ -25,7 +25,6 @@ class LoraResidency:
         self.capacity = capacity  # max_cpu_loras
         self.base_name = base_name
         self.counts: Counter[str] = Counter()  # disk_loads, evictions, slot_hits
-        self.waiting = 0  # requests waiting for a free adapter slot
         self._llm: Any = None
         self._names: OrderedDict[str, AdapterSpec] = OrderedDict()  # name -> spec, LRU first
         self._resident: OrderedDict[str, Any] = OrderedDict()  # sha -> LoRARequest, LRU first
@@ -115,11 +114,7 @@ class LoraResidency:
         while len(self._resident) >= self.capacity:
             idle = next((s for s in self._resident if not self._inflight[s]), None)
             if idle is None:
-                self.waiting += 1
-                try:
-                    await self._slot_freed.wait()
-                finally:
-                    self.waiting -= 1
+                await self._slot_freed.wait()
                 continue
             request = self._resident.pop(idle)
             self.counts["evictions"] += 1
