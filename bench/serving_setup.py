@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.serving_clients import client_pids
-from loradock.serving.config import DTYPES as SERVER_DTYPES
+from loradock.serving.peft_config import DTYPES as SERVER_DTYPES
 
 DEVICES = ("cpu", "cuda")
 DTYPES = tuple(d for d in SERVER_DTYPES if d != "auto")  # the bench names one for every row

@@ -2,8 +2,9 @@
 
 ``ServerConfig`` holds what the whole server shares (``base``, ``adapters``, ``engine``,
 ``merged``, ``engine_process``) and four parts: ``http`` (``HttpConfig``, in
-``http_config.py``: address, keys, what it serves and accepts), ``peft`` (``PeftEngineConfig``: the engine sizes; the vLLM engine takes the ones
-the two engines share from here too, so each is given once), ``vllm`` (``VllmConfig``:
+``http_config.py``: address, keys, what it serves and accepts), ``peft`` (``PeftEngineConfig``,
+in ``peft_config.py``: the engine sizes; the vLLM engine takes the ones the two engines share
+from there too, so each is given once), ``vllm`` (``VllmConfig``:
 options only vLLM has) and ``scale`` (``ScaleConfig``, in ``scale/config.py``: replicas on
 Ray Serve). Fields made with ``option()`` are also ``loradock serve`` options:
 ``loradock/cli/serve.py`` builds each flag from the field's name, type, default and help text.
@@ -27,14 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loradock.errors import ConfigError, InvalidNameError
-from loradock.serving.config_fields import CLI, int_problems, option, refuse
-from loradock.serving.engines.peft.limits import MAX_CPU_ADAPTER_BYTES, MAX_LORA_RANK
+from loradock.serving.config_fields import CLI, option, refuse
 from loradock.serving.engines.vllm.options import VllmConfig
 from loradock.serving.http_config import SERVED_NAME_RE, HttpConfig
+from loradock.serving.peft_config import PeftEngineConfig
 from loradock.serving.scale.config import ScaleConfig
 
 ENGINES = ("auto", "peft", "vllm")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 VLLM_LORA_OPTIONS = ("max_lora_rank", "max_loras", "max_cpu_loras")
 PEFT_ONLY_OPTIONS = (
     "max_wait_ms",
@@ -79,71 +79,6 @@ def vllm_installed() -> bool:
 def looks_like_path(name: str) -> bool:
     """A base given as a folder (``/x``, ``./x``, ``~/x``, ``a/b/c``), not a registry name."""
     return name.startswith(("/", ".", "~")) or "\\" in name or name.strip("/").count("/") > 1
-
-
-@dataclass(frozen=True)
-class PeftEngineConfig:
-    """The engine sizes (``engines/peft/`` uses all; vLLM all but the PEFT-only ones)."""
-
-    max_loaded: int = option(8, "Adapters attached at once (vLLM: adapters in one batch)")
-    max_cpu_adapters: int = option(64, "Adapters kept in CPU memory")
-    max_batch_size: int = option(32, "Sequences run at once")
-    max_wait_ms: float = option(5.0, "PEFT: how long a new batch waits for more requests")
-    max_queue: int = option(256, "Waiting requests before 429")
-    max_model_len: int = option(512, "Context length: prompt plus completion tokens")
-    dtype: str = option("auto", f"Weights' dtype: {', '.join(DTYPES)}")
-    device: str | None = None  # PEFT: None picks the GPU when there is one
-    torch_threads: int | None = option(
-        None, "PEFT: torch threads of the model thread (default: torch's)", "--threads"
-    )
-    # Every slot of a layer is as wide as the widest adapter attached: one huge rank would
-    # cost every slot its memory, so adapters above this rank are refused (422).
-    max_adapter_rank: int = option(
-        MAX_LORA_RANK, "PEFT: largest LoRA rank an adapter may have (higher: 422)"
-    )
-    max_cpu_adapter_bytes: int = option(
-        MAX_CPU_ADAPTER_BYTES,
-        "PEFT: tensor bytes the CPU adapter tier holds, beside --max-cpu-adapters",
-    )
-
-    # A request past this is cancelled in the engine and answered 504 (both engines).
-    request_timeout: float = option(600.0, "Seconds a request may run before 504")
-    restart_backoff_s: float = option(
-        0.5, "PEFT process: wait before restarting a dead engine (doubles per recent death)"
-    )
-    restart_backoff_max_s: float = option(30.0, "PEFT process: longest wait before a restart")
-    crash_loop_deaths: int = option(
-        5, "PEFT process: engine deaths within --crash-loop-window-s that stop restarts"
-    )
-    crash_loop_window_s: float = option(
-        120.0, "PEFT process: seconds over which engine deaths are counted"
-    )
-
-    def __post_init__(self) -> None:
-        refuse(self.problems(vars(self)))
-
-    @staticmethod
-    def problems(v: Mapping[str, Any]) -> list[str]:
-        problems = []
-        for name in ("request_timeout", "restart_backoff_max_s", "crash_loop_window_s"):
-            problems += _positive_number(name, v[name], low=0.0, strict=True)
-        problems += _positive_number("restart_backoff_s", v["restart_backoff_s"], low=0.0)
-        if v["dtype"] not in DTYPES:
-            problems.append(f"dtype {v['dtype']!r} is not one of {', '.join(DTYPES)}")
-        lows = {"max_loaded": 1, "max_cpu_adapters": 0, "max_batch_size": 1, "max_queue": 1}
-        lows["crash_loop_deaths"] = 1
-        problems += int_problems(v, {**lows, "max_model_len": 8})
-        problems += int_problems(v, {"torch_threads": 1}, optional={"torch_threads"})
-        problems += int_problems(v, {"max_adapter_rank": 1, "max_cpu_adapter_bytes": 0})
-        return problems + _positive_number("max_wait_ms", v["max_wait_ms"], low=0.0)
-
-
-def _positive_number(name: str, value: Any, *, low: float, strict: bool = False) -> list[str]:
-    """``name=value must be a number > low`` (``>=`` unless ``strict``), if it is not."""
-    number = not isinstance(value, bool) and isinstance(value, int | float)
-    if number and (value > low if strict else value >= low):
-        return []
-    return [f"{name}={value!r} must be a number {'>' if strict else '>='} {low:g}"]
 
 
 PARTS = {
