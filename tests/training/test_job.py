@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from loradock.registry.card import AdapterCard
+from loradock.registry.local_paths import strip_local_paths
 from loradock.training.config import JobConfig
 from loradock.training.job import build_session, finish, run_job, train
 from loradock.training.preflight import preflight
@@ -41,8 +42,18 @@ def test_train_publish_and_reload_reproduces_logits(
     resolved = registry.resolve(f"{result.repo_id}@{result.sha}")
     files = {p.name for p in resolved.path.iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= files
-    assert "training_loss.png" in files
-    assert (resolved.path / "training_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The loss plot is in the repo (resolve fetches only what serving needs): a real PNG.
+    published = {
+        f.path for f in registry.store.repo_info(result.repo_id, revision=result.sha).files
+    }
+    assert "training_loss.png" in published
+    plot = registry.store.snapshot_download(
+        result.repo_id,
+        revision=result.sha,
+        local_dir=tmp_path / "plot",
+        files=["training_loss.png"],
+    )
+    assert (plot / "training_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # A published adapter loads back with PeftModel and reproduces the trained logits.
     base = registry.resolve_base(tiny_registry_base)
@@ -69,8 +80,10 @@ def test_train_publish_and_reload_reproduces_logits(
     assert training["seed"] == 0 and "trl" in training["libraries"]
     assert training["hyperparameters"]["lora"]["r"] == 8
     assert "training_loss.png" in card.body and "```yaml" in card.body
+    # The card holds the job to re-run, with this machine's paths cut to their last part.
     rerun = JobConfig.from_dict(training["job"])
-    assert rerun.to_dict() == job.to_dict()
+    assert rerun.to_dict() == strip_local_paths(json.loads(json.dumps(job.to_dict(), default=str)))
+    assert str(tmp_path) not in (resolved.path / "README.md").read_text()
     text = (resolved.path / "README.md").read_text()
     assert "model-index" in text and "base_model: local/tiny-base" in text
 
