@@ -118,6 +118,11 @@ class SpaceApp(ArenaTab, BrowseTab):
     def client(self, endpoint: str, api_key: str) -> LoradockClient:
         return self.connect(endpoint, api_key)[1]
 
+    def close(self) -> None:
+        """Commit the votes still staged for the dataset repo (call when the Space stops)."""
+        if self.arena.log is not None:
+            self.arena.log.close()
+
     # -- registry lists ---------------------------------------------------------------
     async def _rows(self, client: LoradockClient, base: str, task: str | None) -> list[AdapterRow]:
         """The adapters of ``base`` (for ``task``; all of them for none or ALL_TASKS)."""
@@ -299,7 +304,9 @@ def build_app(
         arena_votes_dir=arena_votes_dir,
         votes_per_session=votes_per_session,
     )
-    return build_blocks(space)
+    blocks = build_blocks(space)
+    blocks.loradock_space = space  # so whoever launches it can ``close()`` it when done
+    return blocks
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -312,9 +319,12 @@ def main(argv: list[str] | None = None) -> None:
         app = build_app(endpoint=args.endpoint)
     except (ValueError, EndpointError) as exc:  # a setting that cannot work: say which
         parser.exit(2, f"loradock Space: {exc}\n")
-    app.queue(default_concurrency_limit=8).launch(
-        server_name=args.host, server_port=args.port, css=CSS
-    )
+    try:
+        app.queue(default_concurrency_limit=8).launch(
+            server_name=args.host, server_port=args.port, css=CSS
+        )
+    finally:  # launch returns on Ctrl-C: the votes still staged go to the dataset repo
+        app.loradock_space.close()
 
 
 if __name__ == "__main__":

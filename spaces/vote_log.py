@@ -35,6 +35,8 @@ class VoteLog(Protocol):
 
     def describe(self) -> str: ...
 
+    def close(self) -> None: ...
+
 
 def _file_name() -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -75,6 +77,9 @@ class FolderVoteLog:
 
     def describe(self) -> str:
         return f"folder {self.folder}"
+
+    def close(self) -> None:
+        """Nothing to do: every vote is on disk when ``append`` returns."""
 
 
 class HubVoteLog:
@@ -140,6 +145,15 @@ class HubVoteLog:
 
     def describe(self) -> str:
         return f"dataset repo {self.repo_id}"
+
+    def close(self) -> None:
+        """Commit what is staged, then stop the scheduler's thread.
+
+        Stopped here rather than left to the interpreter's exit, where the scheduler's
+        thread can wake after huggingface_hub's thread pool has shut down.
+        """
+        self.push_now()
+        self.scheduler.stop()
 
 
 def push_minutes(value: str | float | None = None) -> float:

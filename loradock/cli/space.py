@@ -89,7 +89,10 @@ def run_command(
         )
     except (ValueError, EndpointError) as exc:
         raise ConfigError("The Space cannot start with these settings", [str(exc)]) from None
-    demo.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port, css=CSS)
+    try:
+        demo.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port, css=CSS)
+    finally:  # launch returns on Ctrl-C: the votes still staged go to the dataset repo
+        demo.loradock_space.close()
 
 
 @app.command("deploy")

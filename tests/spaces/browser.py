@@ -58,6 +58,7 @@ def launched(demo) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+        demo.loradock_space.close()
 
 
 def open_page(browser, url: str, *, connected: str = "Connected"):

@@ -126,13 +126,12 @@ def test_votes_reach_a_dataset_repo_and_come_back_on_a_fresh_disk(tmp_path, hub_
     )
     first = Arena(tmp_path / "disk1" / "arena.sqlite", log=log)
     first.record(Vote("acme/a", "base", "a", "p", "base", battle_id="B1", seed=9))
-    log.push_now()
-    log.scheduler.stop()
+    log.close()  # commits what is staged
     fresh = HubVoteLog(
         "acme/arena-votes", endpoint=hub_server.url, token=hub_server.token, staging=tmp_path / "s2"
     )
     second = Arena(tmp_path / "disk2" / "arena.sqlite", log=fresh)
-    fresh.scheduler.stop()
+    fresh.close()
     assert second.restored == 1
     assert [(v.model_a, v.outcome, v.battle_id, v.seed) for v in second.votes()] == [
         ("acme/a", "a", "B1", 9)

@@ -175,10 +175,15 @@ def test_browse_shows_card_loss_plot_lineage_and_aliases(page, real_endpoint):
     page.screenshot(path=str(SCREENSHOTS / "browse.png"), full_page=True)
 
 
-def test_endpoint_down_reads_as_a_message(page):
+def test_endpoint_down_reads_as_a_message(page, real_endpoint):
     page.get_by_text("Endpoint settings").click()
     box = _textarea(page, "endpoint").or_(page.locator("#endpoint input"))
-    box.fill(f"http://127.0.0.1:{free_port()}")
+    # The accordion mounts its boxes when opened and then sets their values: typing before
+    # the configured URL shows up would be overwritten by it.
+    sync_api.expect(box).to_have_value(real_endpoint.url)
+    down = f"http://127.0.0.1:{free_port()}"
+    box.fill(down)
+    sync_api.expect(box).to_have_value(down)
     page.locator("#refresh").click()
     sync_api.expect(page.locator("#status")).to_contain_text("cannot reach")
     assert "Traceback" not in page.content()
