@@ -11,7 +11,9 @@ engine process; at the end, the requests that failed other than in flight at a k
 goal: none) and whether RSS stayed flat after warm-up.
 
     python -m bench.soak                      # 30 minutes, a kill every 5 minutes
-    python -m bench.soak --minutes 5 --kill-every 60
+    python -m bench.soak --minutes 5 --kill-every 60 --out /tmp/soak.json
+
+The figures also go to ``--out`` (``bench/results/soak.json``) as JSON.
 """
 
 from __future__ import annotations
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--disconnect", type=float, default=0.1, help="share of clients leaving")
     parser.add_argument("--retry-for", type=float, default=300.0, help="seconds a 503 is retried")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench/results/soak.json"), help="where the figures go"
+    )
     args = parser.parse_args(argv)
 
     from loradock.serving.config import ServerConfig
@@ -199,6 +204,23 @@ def main(argv: list[str] | None = None) -> None:
             samples = asyncio.run(drive(soak, args))
             restarts = engine.supervisor.restarts
     report(soak, samples, restarts)
+    write_results(args, soak, samples, restarts)
+
+
+def write_results(args, soak: Soak, samples: list[dict], restarts: int) -> None:
+    """The run's settings, per-minute samples and outcomes as JSON (``--out``)."""
+    result = {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "kills": len(soak.kills),
+        "restarts": restarts,
+        "seconds_to_serving_again": [round(b - k, 1) for k, b in soak.kills if b],
+        "outcomes": dict(soak.outcomes),
+        "failures": soak.failures[:50],
+        "samples": samples,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"figures written to {args.out}")
 
 
 def report(soak: Soak, samples: list[dict], restarts: int) -> None:
