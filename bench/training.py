@@ -63,7 +63,7 @@ def _settings(small: bool, rows: int | None) -> dict[str, Any]:
 
 
 def _job_batch_size() -> int:
-    from loradock.training.config import TrainerSettings
+    from loradock.training.trainer_config import TrainerSettings
 
     return TrainerSettings().per_device_train_batch_size
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loradock.errors import DataError, EvalError
-from loradock.evals.backends import normalise_endpoint
+from loradock.evals.endpoint_backend import normalise_endpoint
 
 DEFAULT_PROMPTS = Path(__file__).parent / "data" / "judge_prompts.jsonl"
 # The question and the answers are data, fenced by markers that carry a random tag drawn

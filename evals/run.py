@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from loradock.errors import EvalError
-from loradock.evals.backends import EndpointBackend, InProcessBackend, VllmBackend
 from loradock.evals.catalog import TaskInfo, TaskSelection, select_tasks
+from loradock.evals.endpoint_backend import EndpointBackend
+from loradock.evals.hf_backend import InProcessBackend
 from loradock.evals.options import EvalOptions
 from loradock.evals.request_cache import cache_prefix
 from loradock.evals.results import EvalTarget, TargetResult, metrics_from_lm_eval
 from loradock.evals.targets import TargetPlan, resolve_targets
+from loradock.evals.vllm_backend import VllmBackend
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,7 @@ def evaluate(
     ``option_kwargs`` are :class:`EvalOptions` fields (``backend=``, ``api_key=``, ``base=``,
     ``data_dir=``, ...). Tasks and their data are loaded before any model. With ``report_dir``
     the Markdown/HTML report and lm-eval's raw JSON are written there; with ``publish`` every
-    adapter's card gets the results as a new revision.
+    measured model's card (the base's too) gets its results as a new revision.
     """
     if options is None:
         if endpoint is not None:

@@ -142,12 +142,9 @@ def resolve_targets(names: Sequence[str], *, registry: Any, base: str | None = N
             )
     else:
         revisions = sorted({rev for model, rev in declared.values() if rev})
-        if len(revisions) > 1:
-            raise EvalError(
-                f"Adapters name base {base_ids[0]!r} at different revisions ({', '.join(revisions)}): "
-                f"pin one with --base {base_ids[0]}@<revision>."
-            )
         pinned = f"{base_ids[0]}@{revisions[0]}" if revisions else base_ids[0]
+        if len(revisions) > 1:
+            pinned = _same_weights_revision(registry, base_ids[0], revisions)
         try:
             base_target = _base_target(pinned, registry.resolve_base(pinned))
         except (BaseModelNotFoundError, AdapterNotFoundError) as exc:
@@ -158,6 +155,31 @@ def resolve_targets(names: Sequence[str], *, registry: Any, base: str | None = N
 
     _check_fit(adapters, base_target)
     return TargetPlan(base=base_target, adapters=tuple(adapters))
+
+
+def _same_weights_revision(registry: Any, base_id: str, revisions: list[str]) -> str:
+    """The base's head when every revision the adapters name holds its weights.
+
+    A base repo gains revisions that change only its card (eval results written back), so
+    adapters trained before and after such a commit name different revisions of the same
+    weights; different weights are a real mismatch the user must settle.
+    """
+    from loradock.evals.publish import weights_digest
+
+    def digest(name: str) -> dict[str, str]:
+        try:
+            return weights_digest(registry.resolve_base(name).path, "base")
+        except LoradockError:
+            return {}
+
+    head = registry.resolve_base(base_id)
+    wanted = weights_digest(head.path, "base")
+    if all(digest(f"{base_id}@{rev}") == wanted for rev in revisions):
+        return f"{base_id}@{head.sha}"
+    raise EvalError(
+        f"Adapters name base {base_id!r} at revisions with different weights "
+        f"({', '.join(revisions)}): pin one with --base {base_id}@<revision>."
+    )
 
 
 def _check_fit(adapters: Sequence[EvalTarget], base: EvalTarget) -> None:

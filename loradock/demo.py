@@ -213,9 +213,11 @@ def evaluate_adapters(
         publish=True,
         registry=registry,
     )
-    # Publishing the results made new card revisions: remember those shas.
+    # Publishing the results made new card revisions: remember the adapters' shas (the
+    # base's card got its own results too, which the leaderboard's base row shows).
     for published in run.published:
-        result.adapters[published.repo_id] = published.sha
+        if published.kind == "adapter":
+            result.adapters[published.repo_id] = published.sha
     result.report = report_dir
     marker.write_text(json.dumps({"adapters": result.adapters, "limit": limit}))
     console.print(f"report: {report_dir / 'report.html'}")

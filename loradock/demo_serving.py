@@ -79,6 +79,17 @@ def task_prompts(task: str, n: int) -> list[dict[str, str]]:
     return rows
 
 
+def greedy_answer(client: Any, model: str, prompt: str) -> str:
+    """``model``'s greedy reply to ``prompt`` (48 tokens at most): the demo compares these."""
+    reply = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=48,
+        temperature=0,
+    )
+    return (reply.choices[0].message.content or "").strip()
+
+
 def ask_side_by_side(api_url: str, api_key: str, result: Any, *, n: int) -> None:
     from openai import OpenAI
 
@@ -95,13 +106,7 @@ def ask_side_by_side(api_url: str, api_key: str, result: Any, *, n: int) -> None
         for row in task_prompts(task, n):
             answers = []
             for model in models:
-                reply = client.chat.completions.create(
-                    model=model,
-                    messages=[{"role": "user", "content": row["instruction"]}],
-                    max_tokens=48,
-                    temperature=0,
-                )
-                text = (reply.choices[0].message.content or "").strip()
+                text = greedy_answer(client, model, row["instruction"])
                 answers.append(text)
                 result.answers.append(
                     {
@@ -143,13 +148,7 @@ def ask_merged(api_url: str, api_key: str, result: Any, merged: str) -> None:
     for col in ("prompt", "expected", f"{result.prod['dates']} (hot-swap)", "merged", "same"):
         table.add_column(col, max_width=40)
     for row in hot:
-        reply = client.chat.completions.create(
-            model=merged,
-            messages=[{"role": "user", "content": row["prompt"]}],
-            max_tokens=48,
-            temperature=0,
-        )
-        text = (reply.choices[0].message.content or "").strip()
+        text = greedy_answer(client, merged, row["prompt"])
         same = text == row["answer"]
         result.merged_answers.append({**row, "model": merged, "answer": text, "same": same})
         same_text = "yes" if same else "no"

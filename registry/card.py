@@ -1,9 +1,9 @@
 """The model card: a typed view over a Hub ``README.md`` (YAML front matter + markdown body).
 
 The YAML is read and written through huggingface_hub's ``ModelCardData``/``EvalResult``
-(the ``model-index`` half lives in ``eval_results.py``; the front matter is split with
-``RepoCard``'s own regex and parsed by libyaml), so a card loradock writes is a card the Hub
-understands (``base_model``,
+(the ``model-index`` half lives in ``eval_results.py``, the tolerant read of the metadata in
+``card_fields.py``; the front matter is split with ``RepoCard``'s own regex and parsed by
+libyaml), so a card loradock writes is a card the Hub understands (``base_model``,
 ``base_model_relation``, ``model-index``, tags such as ``base_model:adapter:<id>``).
 
 Parsing is tolerant (a card written by someone else still opens: missing keys get defaults
@@ -15,7 +15,6 @@ are exact: ``AdapterCard.from_text(card.to_text()) == card``.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,38 +24,20 @@ import yaml
 from huggingface_hub import ModelCardData
 
 from loradock.errors import CardError
-from loradock.registry.card_yaml import check_card_size, split_front_matter
-from loradock.registry.eval_results import (
-    EvalMetric,
-    from_eval_result,
-    metric_problems,
-    to_eval_result,
+from loradock.registry.card_fields import (
+    BASE_REVISION_KEY,
+    TASK_TAG_PREFIX,
+    TRAINING_KEY,
+    fields_from_card_data,
 )
+from loradock.registry.card_yaml import check_card_size, split_front_matter
+from loradock.registry.eval_results import EvalMetric, metric_problems, to_eval_result
 from loradock.registry.local_paths import strip_local_paths
 from loradock.registry.names import REPO_ID_RE
-
-logger = logging.getLogger(__name__)
 
 CARD_FILENAME = "README.md"
 # The Hub's base_model_relation values; "adapter" and "merge" are the ones loradock writes.
 RELATIONS = ("adapter", "merge", "finetune", "quantized")
-TASK_TAG_PREFIX = "task:"
-# Custom keys: the Hub ignores them, loradock reads them back.
-BASE_REVISION_KEY = "base_model_revision"
-TRAINING_KEY = "loradock"
-
-_KNOWN_KEYS = {
-    "base_model",
-    BASE_REVISION_KEY,
-    "base_model_relation",
-    "library_name",
-    "pipeline_tag",
-    "license",
-    "datasets",
-    "tags",
-    "model-index",
-    TRAINING_KEY,
-}
 
 
 @dataclass(frozen=True)
@@ -202,7 +183,7 @@ class AdapterCard:
             raise CardError(
                 f"Malformed card metadata: {_one_line(exc)}. Fix the front matter."
             ) from None
-        return cls._from_card_data(card_data, body)
+        return cls(**fields_from_card_data(card_data, body))
 
     @classmethod
     def from_repo_folder(cls, folder: str | Path) -> AdapterCard | None:
@@ -212,68 +193,6 @@ class AdapterCard:
             return None
         check_card_size(path.stat().st_size)  # before reading a byte of it
         return cls.from_text(path.read_text(encoding="utf-8"))
-
-    @classmethod
-    def _from_card_data(cls, data: ModelCardData, body: str) -> AdapterCard:
-        d = dict(data.__dict__)
-        extra = {k: v for k, v in d.items() if k not in _KNOWN_KEYS and k not in _CARD_ATTRS}
-        # Hub keys ModelCardData knows but loradock does not use: kept as they were.
-        for k in ("language", "license_name", "license_link", "metrics"):
-            if d.get(k) is not None:
-                extra[k] = d[k]
-
-        base_model = d.get("base_model")
-        if isinstance(base_model, list):
-            if len(base_model) > 1:
-                logger.warning(
-                    "Card key 'base_model' lists %d models; using %r",
-                    len(base_model),
-                    base_model[0],
-                )
-                extra["base_models"] = base_model
-            base_model = base_model[0] if base_model else None
-        relation = d.get("base_model_relation")
-        library = d.get("library_name")
-        if relation is None and base_model and library == "peft":
-            logger.warning("Card key 'base_model_relation' is missing; assuming 'adapter' (peft)")
-            relation = "adapter"
-        for key in ("license", "library_name", "pipeline_tag"):
-            if d.get(key) is None:
-                logger.warning("Card key %r is missing; leaving it empty", key)
-        if relation in ("adapter", "merge") and not base_model:
-            logger.warning("Card key 'base_model' is missing for a %s card", relation)
-
-        tags = [str(t) for t in (d.get("tags") or [])]
-        task_tags = [t[len(TASK_TAG_PREFIX) :] for t in tags if t.startswith(TASK_TAG_PREFIX)]
-        training = d.get(TRAINING_KEY) or {}
-        if not isinstance(training, dict):
-            logger.warning("Card key %r is not a mapping; ignoring it", TRAINING_KEY)
-            extra[TRAINING_KEY] = training
-            training = {}
-        datasets = d.get("datasets") or []
-        if isinstance(datasets, str):
-            datasets = [datasets]
-        revision = d.get(BASE_REVISION_KEY)
-        return cls(
-            base_model=base_model,
-            base_revision=str(revision) if revision is not None else None,
-            base_model_relation=relation,
-            library_name=library,
-            pipeline_tag=d.get("pipeline_tag"),
-            license=d.get("license"),
-            datasets=tuple(str(x) for x in datasets),
-            tags=tuple(tags),
-            task=task_tags[0] if task_tags else None,
-            eval_results=tuple(from_eval_result(r) for r in (d.get("eval_results") or [])),
-            training=training,
-            extra=extra,
-            body=body,
-            model_name=d.get("model_name"),
-        )
-
-
-# Attributes ModelCardData sets itself (not part of the YAML's unknown keys).
-_CARD_ATTRS = set(ModelCardData().__dict__) | {"ignore_metadata_errors"}
 
 
 def build_adapter_card(

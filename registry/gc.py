@@ -1,7 +1,8 @@
 """``loradock registry gc``: remove what killed writers left behind, and prune old snapshots.
 
 Leftovers: temporary files in the local hub's repos (``.incoming-*`` blobs, half-written refs
-and commits; each repo under its writers' lock), staging folders of snapshot fetches nobody
+and commits; each repo under its writers' lock) and ``.partial-*`` copies under its
+``.snapshots`` (``LocalHub.clean_leftovers``), staging folders of snapshot fetches nobody
 holds any more (``.<sha>-*``, checked by taking the fetch's lock), scratch folders of config
 checks (``.check-*``) and staged publish copies (``loradock-publish-*`` in the temp folder)
 older than ``min_age_s``.

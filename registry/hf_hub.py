@@ -5,13 +5,13 @@ Hub repo: a PEFT folder plus a model card, revisions are Hub commits and aliases
 tags (``org/name@prod`` means the same in ``hf_hub_download``). The endpoint and token
 come from ``HF_ENDPOINT``/``HF_TOKEN`` unless given; the token never appears in a repr, a log
 line or an error message. huggingface_hub's errors become loradock's, each naming the repo
-(and revision) and saying what to do.
+(and revision) and saying what to do (``hf_errors.py``); every API call has a time limit,
+``timeout_s`` (``hf_deadline.py``).
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -19,27 +19,20 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import httpx2
 from huggingface_hub import HfApi
-from huggingface_hub.errors import (
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    OfflineModeIsEnabled,
-    RemoteEntryNotFoundError,
-    RepositoryNotFoundError,
-)
-from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFoundError
+from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import ModelInfo
 
 from loradock.errors import (
-    AdapterNotFoundError,
     AliasNotFoundError,
     CardError,
-    IntegrityError,
     InvalidNameError,
     RevisionNotFoundError,
     StoreError,
 )
+from loradock.registry.hf_deadline import deadline
+from loradock.registry.hf_errors import mapped_errors
+from loradock.registry.hf_verify import verify_snapshot
 from loradock.registry.names import is_sha, validate_repo_id, validate_revision
 from loradock.registry.store import (
     CommitInfo,
@@ -47,14 +40,12 @@ from loradock.registry.store import (
     RepoInfo,
     RepoRefs,
     RepoType,
-    hash_file,
-    sha256_file,
 )
 from loradock.settings import get_settings
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-# How long one revision lookup (the call every resolve starts with) may wait for the Hub:
-# huggingface_hub waits without limit, and a server must not hang on a Hub that stalls.
+# How long one API call (a revision lookup, a listing's page, the refs, the commits) may wait
+# for the Hub, retries included (hf_deadline.py): a server must not hang on a Hub that stalls.
 DEFAULT_TIMEOUT_S = 30.0
 # What list_repos asks the Hub for: enough to index a repo without one call per repo.
 _LIST_EXPAND = ["author", "cardData", "createdAt", "lastModified", "private", "sha", "tags"]
@@ -120,7 +111,7 @@ class HfHub:
         folder = Path(folder)
         if not folder.is_dir():
             raise StoreError(f"Cannot upload {str(folder)!r} to {repo_id!r}: not a folder.")
-        with self._mapped("upload to", repo_id, revision):
+        with self._mapped("upload to", repo_id, revision, bounded=False):
             try:
                 info = self._api.upload_folder(
                     repo_id=repo_id,
@@ -194,15 +185,20 @@ class HfHub:
         """Model repos matching every tag in ``filter`` (the Hub's own tags, e.g. ``peft`` or
         ``base_model:adapter:<id>``), newest data per repo; follows the Hub's pagination.
         Listed repos carry no file list: call :meth:`repo_info` for files."""
-        with self._mapped("list repos on", "*"):
-            models = self._api.list_models(
+        with self._mapped("list repos on", "*", bounded=False):
+            models = self._api.list_models(  # lazy: each next() may fetch a page
                 filter=list(filter) or None,
                 author=author,
                 search=search,
                 limit=limit,
                 expand=_LIST_EXPAND,
             )
-            for model in models:
+            while True:
+                # The limit is per page, set and reset here: never held across a yield.
+                with deadline(self.timeout_s):
+                    model = next(models, None)
+                if model is None:
+                    return
                 yield _repo_info(model, files=())
 
     def repo_info(self, repo_id: str, *, revision: str | None = None) -> RepoInfo:
@@ -249,7 +245,7 @@ class HfHub:
         model = self._model_info(repo_id, revision)
         # Exact names as huggingface_hub's fnmatch patterns: '[', '*' and '?' escaped.
         patterns = None if files is None else [glob.escape(f) for f in files]
-        with self._mapped("download", repo_id, model.sha):
+        with self._mapped("download", repo_id, model.sha, bounded=False):
             path = Path(
                 self._api.snapshot_download(
                     repo_id,
@@ -260,7 +256,7 @@ class HfHub:
                     allow_patterns=patterns,
                 )
             )
-        _verify_snapshot(path, model, None if files is None else set(files))
+        verify_snapshot(path, model, None if files is None else set(files))
         if local_dir:
             # huggingface_hub's bookkeeping for resumed downloads: not part of the revision.
             shutil.rmtree(path / ".cache" / "huggingface", ignore_errors=True)
@@ -271,9 +267,7 @@ class HfHub:
     # ------------------------------------------------------------------ internals
     def _model_info(self, repo_id: str, revision: str | None) -> ModelInfo:
         with self._mapped("read", repo_id, revision):
-            return self._api.model_info(
-                repo_id, revision=revision, files_metadata=True, timeout=self.timeout_s
-            )
+            return self._api.model_info(repo_id, revision=revision, files_metadata=True)
 
     @contextmanager
     def _mapped(
@@ -283,69 +277,18 @@ class HfHub:
         revision: str | None = None,
         *,
         missing: type[RevisionNotFoundError] = RevisionNotFoundError,
+        bounded: bool = True,
     ) -> Iterator[None]:
-        """Turn huggingface_hub/httpx errors into loradock errors that say what to do."""
-        where = f"on {self.endpoint}"
-        try:
-            yield
-        except HfRevisionNotFoundError as exc:
-            if missing is AliasNotFoundError:
-                raise missing(
-                    f"Tag {revision!r} does not exist in {repo_id!r} {where}; "
-                    "list the repo's aliases with `loradock registry show`."
-                ) from exc
-            raise missing(
-                f"Revision {revision!r} not found in {repo_id!r} {where}: check the commit sha, "
-                "branch or alias (list them with `loradock registry show`)."
-            ) from exc
-        except RepositoryNotFoundError as exc:
-            error = AdapterNotFoundError(
-                f"Repo {repo_id!r} not found {where}: check the name; if the repo is private, "
-                "set HF_TOKEN to a token that can read it."
-            )
-            # Only a 404 says the repo is gone: the Hub answers 401 alike for a private repo
-            # the caller may not read, and `sync` must not drop that repo's rows for it.
-            error.confirmed = exc.response is not None and exc.response.status_code == 404
-            raise error from exc
-        except RemoteEntryNotFoundError as exc:
-            raise StoreError(
-                f"A file of {repo_id!r} is missing {where} (HTTP 404): {_server_message(exc)}. "
-                "Re-publish the repo."
-            ) from exc
-        except HfHubHTTPError as exc:
-            raise self._http_error(exc, action, repo_id) from exc
-        except OfflineModeIsEnabled as exc:
-            raise StoreError(
-                f"Cannot {action} {repo_id!r}: HF_HUB_OFFLINE is set. Unset it to use the 'hf' "
-                "store, or use the local store (LORADOCK_STORE=local)."
-            ) from exc
-        except (httpx2.TransportError, LocalEntryNotFoundError) as exc:
-            raise StoreError(
-                f"Cannot {action} {repo_id!r}: {self.endpoint} is unreachable ({type(exc).__name__}). "
-                "Check HF_ENDPOINT and the network, or use the local store (LORADOCK_STORE=local)."
-            ) from exc
-
-    def _http_error(self, exc: HfHubHTTPError, action: str, repo_id: str) -> StoreError:
-        status = exc.response.status_code if exc.response is not None else None
-        detail = _server_message(exc)
-        if status == 401:
-            hint = (
-                "the token was rejected: set HF_TOKEN to a valid token"
-                if self._token
-                else "no token was sent: set HF_TOKEN to a token with access"
-            )
-        elif status == 403:
-            hint = "the token lacks permission: use a token with write access to that namespace"
-        elif status == 409:
-            hint = "it conflicts with what the Hub holds (already exists?)"
-        elif status is not None and status >= 500:
-            hint = "the Hub failed: retry later"
-        else:
-            hint = "see the server's message"
-        return StoreError(
-            f"Cannot {action} {repo_id!r} on {self.endpoint} (HTTP {status}): {hint}. "
-            f"Server said: {detail}"
-        )
+        """Map the block's errors to loradock's; ``bounded``: the block's API calls get
+        ``timeout_s`` together (file transfers take as long as their files need)."""
+        with mapped_errors(
+            self.endpoint, action, repo_id, revision, token_set=bool(self._token), missing=missing
+        ):
+            if not bounded:
+                yield
+                return
+            with deadline(self.timeout_s):
+                yield
 
 
 def _hf_cache_dir() -> str:
@@ -355,12 +298,6 @@ def _hf_cache_dir() -> str:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
     )
     return os.path.join(hf_home, "hub")
-
-
-def _server_message(exc: HfHubHTTPError) -> str:
-    if exc.server_message:
-        return exc.server_message.strip()
-    return str(exc).splitlines()[0]
 
 
 def _card_dict(model: ModelInfo) -> dict[str, Any]:
@@ -392,38 +329,6 @@ def _repo_info(model: ModelInfo, *, files: tuple[RepoFile, ...]) -> RepoInfo:
         created_at=model.created_at,
         last_modified=model.last_modified,
     )
-
-
-def _verify_snapshot(folder: Path, model: ModelInfo, wanted: set[str] | None) -> None:
-    problems = []
-    for sibling in model.siblings or []:
-        if wanted is not None and sibling.rfilename not in wanted:
-            continue
-        path = folder / sibling.rfilename
-        if not path.is_file():
-            problems.append(f"{sibling.rfilename}: missing after download")
-            continue
-        if sibling.lfs is not None:
-            expected, actual = sibling.lfs.sha256, _hash_file(path, "sha256")
-        elif sibling.blob_id:
-            expected, actual = sibling.blob_id, _hash_file(path, "git")
-        else:
-            continue
-        if expected != actual:
-            problems.append(f"{sibling.rfilename}: hash {actual} != recorded {expected}")
-    if problems:
-        # Named by repo and revision only: the message may reach an API user.
-        raise IntegrityError(
-            f"The download of {model.id!r}@{model.sha} does not match the Hub: "
-            + "; ".join(problems)
-            + ". Download it again."
-        )
-
-
-def _hash_file(path: Path, kind: str) -> str:
-    if kind == "git":  # a git blob id: sha1 over a "blob <size>\0" header and the bytes
-        return hash_file(path, hashlib.sha1(b"blob %d\0" % path.stat().st_size))
-    return sha256_file(path)
 
 
 __all__ = ["DEFAULT_ENDPOINT", "HfHub"]

@@ -9,12 +9,10 @@ error mid-write leaves the previous state.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from loradock.registry.index_query import (
     load_records,
     read_stats,
 )
+from loradock.registry.index_write import write_record
 from loradock.registry.migrations import MIGRATIONS, Migration, apply_migrations, current_version
 from loradock.registry.names import (
     DEFAULT_REVISION,
@@ -39,20 +38,11 @@ from loradock.registry.names import (
     validate_repo_id,
     validate_revision,
 )
-from loradock.registry.records import KINDS, AdapterRecord, TaskVersion
+from loradock.registry.records import KINDS, AdapterRecord
 from loradock.registry.search_query import SearchQuery
 
 BUSY_TIMEOUT_MS = 30_000
 _FRESH = "NOT EXISTS (SELECT 1 FROM stale_revisions s WHERE s.revision_id = r.id)"
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
-
-
-def _version_row(version: TaskVersion | None) -> tuple[str | None, str | None, int | None]:
-    v = version or TaskVersion()
-    return v.version, v.config_hash, v.num_fewshot
 
 
 class Index:
@@ -156,70 +146,7 @@ class Index:
         with self.transaction():
             conn = self._conn
             for rec in records:
-                repo_pk = conn.execute(
-                    "INSERT INTO repos (repo_id, private) VALUES (?, ?) ON CONFLICT (repo_id)"
-                    " DO UPDATE SET private = excluded.private RETURNING id",
-                    (rec.repo_id, int(rec.private)),
-                ).fetchone()[0]
-                rid = conn.execute(
-                    "INSERT INTO revisions (repo_pk, sha, kind, base_model, base_revision,"
-                    " peft_type, rank, alpha, target_modules, size_bytes, license, datasets,"
-                    " created_at, updated_at, is_latest)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (repo_pk, sha) DO UPDATE SET kind = excluded.kind,"
-                    " base_model = excluded.base_model, base_revision = excluded.base_revision,"
-                    " peft_type = excluded.peft_type, rank = excluded.rank,"
-                    " alpha = excluded.alpha, target_modules = excluded.target_modules,"
-                    " size_bytes = excluded.size_bytes, license = excluded.license,"
-                    " datasets = excluded.datasets, created_at = excluded.created_at,"
-                    " updated_at = excluded.updated_at, is_latest = excluded.is_latest"
-                    " RETURNING id",
-                    (
-                        repo_pk,
-                        rec.sha,
-                        rec.kind,
-                        rec.base_model,
-                        rec.base_revision,
-                        rec.peft_type,
-                        rec.rank,
-                        rec.alpha,
-                        json.dumps(list(rec.target_modules)),
-                        rec.size_bytes,
-                        rec.license,
-                        json.dumps(list(rec.datasets)),
-                        _iso(rec.created_at),
-                        _iso(rec.updated_at),
-                        int(rec.is_latest),
-                    ),
-                ).fetchone()[0]
-                for table in ("revision_tasks", "revision_tags", "metrics", "stale_revisions"):
-                    conn.execute(f"DELETE FROM {table} WHERE revision_id = ?", (rid,))
-                conn.executemany(
-                    "INSERT INTO revision_tasks (task, revision_id) VALUES (?, ?)",
-                    [(t, rid) for t in rec.tasks],
-                )
-                conn.executemany(
-                    "INSERT INTO revision_tags (tag, revision_id) VALUES (?, ?)",
-                    [(t, rid) for t in rec.tags],
-                )
-                conn.executemany(
-                    "INSERT INTO metrics (revision_id, key, value, task_version, task_hash,"
-                    " num_fewshot) VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (rid, k, v, *_version_row(rec.metric_versions.get(k)))
-                        for k, v in rec.metrics.items()
-                    ],
-                )
-                if rec.is_latest:
-                    conn.execute(
-                        "UPDATE revisions SET is_latest = 0"
-                        " WHERE repo_pk = ? AND is_latest = 1 AND id <> ?",
-                        (repo_pk, rid),
-                    )
-                conn.executemany(
-                    "INSERT OR REPLACE INTO aliases (repo_pk, alias, sha) VALUES (?, ?, ?)",
-                    [(repo_pk, validate_alias(a), rec.sha) for a in rec.aliases],
-                )
+                write_record(conn, rec)
                 count += 1
         return count
 

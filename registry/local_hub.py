@@ -5,61 +5,48 @@
                              commits/<sha>.json    parent, message, time, {path: {sha256, size}}
                              refs/heads/main       commit sha of the branch
                              refs/tags/<alias>     commit sha an alias points at
+    root/datasets/<org>/<name>/...                 the same, for dataset repos
     root/spaces/<org>/<name>/...                   the same, for Space repos
+    root/.snapshots/<models|datasets|spaces>/<org>/<name>/<sha>/
+                                                   ``snapshot_download``'s default target
+
+Model repos are the registry's: listing, tags, ``repo_info`` and ``snapshot_download`` read
+them unless told ``repo_type="dataset"`` (or ``"space"``), so a dataset or a Space can never
+be resolved, indexed or served as an adapter or a base.
 
 Revisions are immutable: a commit's sha is the sha1 of its JSON, and its files are blobs
 named by their sha256, so nothing a commit points at can change without the change being
 seen (``snapshot_download`` re-hashes every file it copies). Every write goes to a temporary
 file first, is fsynced and lands with ``os.replace``; blobs are on disk before the commit that
-names them, and the commit before the ref. A lock per repo serialises writers (publishes and
-alias moves); the next writer removes what a killed one left (``.incoming-*`` blobs, temporary
-refs), as does ``clean_leftovers`` (``loradock registry gc``).
+names them, and the commit before the ref (``local_hub_repo``). A lock per repo serialises
+writers (publishes and alias moves); the next writer removes what a killed one left
+(``.incoming-*`` blobs, temporary refs), as does ``clean_leftovers`` (``loradock registry
+gc``), which also removes the ``.partial-*`` copies a killed download left under
+``.snapshots``. A repo or snapshot whose lock is held is being written: gc leaves it alone.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import os
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-import yaml
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from loradock.errors import (
     AdapterNotFoundError,
-    CardError,
-    IntegrityError,
     InvalidNameError,
     RevisionNotFoundError,
     StoreError,
 )
-from loradock.registry.card_yaml import MAX_CARD_BYTES, load_yaml
-from loradock.registry.local_files import (
-    copy_to_temp,
-    disk_errors,
-    fsync_dir,
-    read_refs,
-    remove_hidden_files,
-    safe_relpath,
-    walk_files,
-    write_atomic,
-)
-from loradock.registry.names import (
-    DEFAULT_REVISION,
-    is_sha,
-    validate_repo_id,
-    validate_revision,
-)
+from loradock.registry import local_hub_repo as repo_files
+from loradock.registry.local_files import disk_errors, fsync_dir, read_refs, write_atomic
+from loradock.registry.local_hub_repo import PARTIAL_PREFIX, parse_time
+from loradock.registry.names import DEFAULT_REVISION, is_sha, validate_repo_id, validate_revision
 from loradock.registry.store import CommitInfo, RepoFile, RepoInfo, RepoRefs, RepoType
 
-_REPO_FOLDERS: dict[str, str] = {"model": "models", "space": "spaces"}
-
-logger = logging.getLogger(__name__)
+_REPO_FOLDERS: dict[str, str] = {"model": "models", "dataset": "datasets", "space": "spaces"}
+SNAPSHOTS_DIR = ".snapshots"
 
 
 class LocalHub:
@@ -92,14 +79,7 @@ class LocalHub:
                         "exist_ok=True to reuse it, or pick another name."
                     )
                 return self._url(repo_id, repo_type)
-            for sub in ("objects", "commits", "refs/heads", "refs/tags"):
-                (folder / sub).mkdir(parents=True, exist_ok=True)
-            now = _now()
-            # Like the Hub, a new repo starts with one empty commit, so `main` always exists.
-            sha = self._write_commit(folder, None, "initial commit", {}, now)
-            write_atomic(folder / "refs" / "heads" / DEFAULT_REVISION, sha)
-            info = {"repo_id": repo_id, "private": bool(private), "created_at": now}
-            write_atomic(folder / "repo.json", json.dumps(info))
+            repo_files.init_repo(folder, repo_id, private=private)
         return self._url(repo_id, repo_type)
 
     def upload_folder(
@@ -120,28 +100,10 @@ class LocalHub:
         validate_revision(revision)
         repo = self._existing_repo_dir(repo_id, repo_type)
         with self._lock(repo), disk_errors(repo_id):
-            self._clean(repo)
-            branch = repo / "refs" / "heads" / revision
-            if not branch.is_file():
-                raise RevisionNotFoundError(
-                    f"Branch {revision!r} does not exist in {repo_id!r}; upload to 'main'."
-                )
-            parent = branch.read_text().strip()
-            files = dict(self._read_commit(repo, repo_id, parent)["files"])
-            changed = False
-            for path in walk_files(source):
-                entry = self._store_blob(repo, source / path)
-                if files.get(path) != entry:
-                    files[path] = entry
-                    changed = True
-            if not changed:
-                commit = self._read_commit(repo, repo_id, parent)
-                return CommitInfo(repo_id, parent, commit["message"], _dt(commit["created_at"]))
-            fsync_dir(repo / "objects")
-            now = _now()
-            sha = self._write_commit(repo, parent, commit_message, files, now)
-            write_atomic(branch, sha)
-        return CommitInfo(repo_id, sha, commit_message, _dt(now))
+            repo_files.clean(repo)
+            return repo_files.commit_folder(
+                repo, repo_id, source, revision=revision, message=commit_message
+            )
 
     def list_repos(
         self,
@@ -175,12 +137,14 @@ class LocalHub:
                 if limit is not None and count >= limit:
                     return
 
-    def repo_info(self, repo_id: str, *, revision: str | None = None) -> RepoInfo:
-        repo = self._existing_repo_dir(repo_id, "model")
-        sha = self._resolve(repo, repo_id, revision or DEFAULT_REVISION)
-        commit = self._read_commit(repo, repo_id, sha)
+    def repo_info(
+        self, repo_id: str, *, revision: str | None = None, repo_type: RepoType = "model"
+    ) -> RepoInfo:
+        repo = self._existing_repo_dir(repo_id, repo_type)
+        sha = repo_files.resolve(repo, repo_id, revision or DEFAULT_REVISION)
+        commit = repo_files.read_commit(repo, repo_id, sha)
         meta = json.loads((repo / "repo.json").read_text())
-        card_data = self._card_data(repo, commit["files"])
+        card_data = repo_files.card_data(repo, commit["files"])
         tags = card_data.get("tags") or []
         return RepoInfo(
             repo_id=repo_id,
@@ -192,8 +156,9 @@ class LocalHub:
                 RepoFile(path, e["size"], e["sha256"])
                 for path, e in sorted(commit["files"].items())
             ),
-            created_at=_dt(meta.get("created_at")),
-            last_modified=_dt(commit["created_at"]),
+            created_at=parse_time(meta.get("created_at")),
+            last_modified=parse_time(commit["created_at"]),
+            repo_type=repo_type,
         )
 
     # -- refs and history ----------------------------------------------------------------
@@ -204,14 +169,17 @@ class LocalHub:
             branches=read_refs(repo / "refs" / "heads"), tags=read_refs(repo / "refs" / "tags")
         )
 
-    def list_commits(self, repo_id: str, *, revision: str = DEFAULT_REVISION) -> list[CommitInfo]:
+    def list_commits(
+        self, repo_id: str, *, revision: str = DEFAULT_REVISION, repo_type: RepoType = "model"
+    ) -> list[CommitInfo]:
         """History from ``revision`` back to the first commit, newest first."""
-        repo = self._existing_repo_dir(repo_id, "model")
-        sha: str | None = self._resolve(repo, repo_id, revision)
+        repo = self._existing_repo_dir(repo_id, repo_type)
+        sha: str | None = repo_files.resolve(repo, repo_id, revision)
         out = []
         while sha:
-            commit = self._read_commit(repo, repo_id, sha)
-            out.append(CommitInfo(repo_id, sha, commit["message"], _dt(commit["created_at"])))
+            commit = repo_files.read_commit(repo, repo_id, sha)
+            created = parse_time(commit["created_at"])
+            out.append(CommitInfo(repo_id, sha, commit["message"], created))
             sha = commit["parent"]
         return out
 
@@ -229,8 +197,8 @@ class LocalHub:
             raise InvalidNameError(f"Invalid tag {tag!r}: a tag cannot look like a commit sha.")
         repo = self._existing_repo_dir(repo_id, "model")
         with self._lock(repo), disk_errors(repo_id):
-            self._clean(repo)
-            sha = self._resolve(repo, repo_id, revision)
+            repo_files.clean(repo)
+            sha = repo_files.resolve(repo, repo_id, revision)
             path = repo / "refs" / "tags" / tag
             if path.is_file() and not move:
                 current = path.read_text().strip()
@@ -254,16 +222,21 @@ class LocalHub:
             path.unlink()
             fsync_dir(path.parent)
 
+    # -- leftovers -----------------------------------------------------------------------
+
     def clean_leftovers(self, *, dry_run: bool = False) -> list[Path]:
-        """Remove what killed writers left in every repo (each under its repo's lock);
-        ``dry_run`` only lists it."""
+        """Remove what killed writers left: temporary files in every repo (models, datasets,
+        Spaces) and ``.partial-*`` copies under ``.snapshots``. Each repo or snapshot is
+        cleaned under its lock, taken without waiting: one being written is skipped (what
+        it holds is live). ``dry_run`` only lists what would go."""
         removed: list[Path] = []
         for kind in _REPO_FOLDERS.values():
-            base = self.root / kind
-            for repo in sorted(base.glob("*/*")) if base.is_dir() else []:
-                if repo.is_dir() and (repo / "repo.json").is_file():
-                    with self._lock(repo):
-                        removed += self._clean(repo, dry_run=dry_run)
+            for repo in _children(self.root / kind, "*/*"):
+                if (repo / "repo.json").is_file():
+                    removed += _if_unheld(self._lock(repo), repo_files.clean, repo, dry_run)
+        for snapshot in _children(self.root / SNAPSHOTS_DIR, "*/*/*/*"):
+            lock = FileLock(str(snapshot) + ".lock")
+            removed += _if_unheld(lock, _remove_partials, snapshot, dry_run)
         return removed
 
     # -- downloads -----------------------------------------------------------------------
@@ -275,40 +248,29 @@ class LocalHub:
         revision: str,
         local_dir: str | Path | None = None,
         files: Sequence[str] | None = None,
+        repo_type: RepoType = "model",
     ) -> Path:
         """Copy ``revision``'s files (only those named in ``files``, when given) into
-        ``local_dir`` (default: ``root/.snapshots/...``), re-hashing each one; a blob that no
-        longer matches its sha256 raises IntegrityError."""
-        repo = self._existing_repo_dir(repo_id, "model")
-        sha = self._resolve(repo, repo_id, revision)
-        tree = self._read_commit(repo, repo_id, sha)["files"]
+        ``local_dir`` (default: ``root/.snapshots/<kind>/<repo_id>/<sha>``), re-hashing each
+        one; a blob that no longer matches its sha256 raises IntegrityError."""
+        repo = self._existing_repo_dir(repo_id, repo_type)
+        sha = repo_files.resolve(repo, repo_id, revision)
+        tree = repo_files.read_commit(repo, repo_id, sha)["files"]
         wanted = tree if files is None else {p: tree[p] for p in files if p in tree}
-        target = Path(local_dir) if local_dir else self.root / ".snapshots" / repo_id / sha
-        with disk_errors(repo_id):
-            self._copy_out(repo, repo_id, sha, wanted, target)
+        if local_dir is not None:
+            with disk_errors(repo_id):
+                repo_files.copy_out(repo, repo_id, sha, wanted, Path(local_dir))
+            return Path(local_dir)
+        target = self.root / SNAPSHOTS_DIR / _REPO_FOLDERS[repo_type] / repo_id / sha
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # The lock tells gc this download is live; taken, it means any .partial-* under the
+        # target is a killed download's, removed before copying again.
+        with FileLock(str(target) + ".lock", timeout=600), disk_errors(repo_id):
+            _remove_partials(target, dry_run=False)
+            repo_files.copy_out(repo, repo_id, sha, wanted, target)
         return target
 
-    def _copy_out(self, repo: Path, repo_id: str, sha: str, wanted: dict, target: Path) -> None:
-        target.mkdir(parents=True, exist_ok=True)
-        for path, entry in wanted.items():
-            dest = target / safe_relpath(path)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            blob = repo / "objects" / entry["sha256"]
-            if not blob.is_file():
-                raise IntegrityError(
-                    f"{repo_id}@{sha}: the contents of {path!r} are missing from the hub folder; "
-                    "restore it from a backup or republish."
-                )
-            tmp, digest, _ = copy_to_temp(blob, dest.parent, prefix=".partial-")
-            if digest != entry["sha256"]:
-                tmp.unlink()  # the corrupt copy never lands under the file's name
-                raise IntegrityError(
-                    f"{repo_id}@{sha}: {path!r} is corrupt (sha256 {digest}, "
-                    f"expected {entry['sha256']}). Restore it from a backup or republish."
-                )
-            os.replace(tmp, dest)
-
-    # -- internals -----------------------------------------------------------------------
+    # -- repo folders --------------------------------------------------------------------
 
     def _url(self, repo_id: str, repo_type: RepoType) -> str:
         return f"{self.root.as_uri()}/{_REPO_FOLDERS[repo_type]}/{repo_id}"
@@ -316,7 +278,9 @@ class LocalHub:
     def _repo_dir(self, repo_id: str, repo_type: RepoType) -> Path:
         validate_repo_id(repo_id)
         if repo_type not in _REPO_FOLDERS:
-            raise InvalidNameError(f"Invalid repo_type {repo_type!r}: use 'model' or 'space'.")
+            raise InvalidNameError(
+                f"Invalid repo_type {repo_type!r}: use one of {', '.join(_REPO_FOLDERS)}."
+            )
         folder = (self.root / _REPO_FOLDERS[repo_type] / repo_id).resolve()
         if not folder.is_relative_to(self.root):  # defence in depth after validate_repo_id
             raise InvalidNameError(f"Invalid repo id {repo_id!r}: it leaves the hub folder.")
@@ -326,94 +290,36 @@ class LocalHub:
         folder = self._repo_dir(repo_id, repo_type)
         if not (folder / "repo.json").is_file():
             # The message may reach an API user: it names the repo, never the hub's folder.
+            what = "Repo" if repo_type == "model" else f"{repo_type.capitalize()} repo"
             raise AdapterNotFoundError(
-                f"Repo {repo_id!r} not found in the local hub: check the name, or publish it first."
+                f"{what} {repo_id!r} not found in the local hub: check the name, or publish "
+                "it first."
             )
         return folder
-
-    def _clean(self, repo: Path, *, dry_run: bool = False) -> list[Path]:
-        # Called with the repo's lock held: no live writer has a temporary file here.
-        removed = remove_hidden_files(repo, dry_run=dry_run)
-        for sub in ("objects", "commits", "refs/heads", "refs/tags"):
-            removed += remove_hidden_files(repo / sub, dry_run=dry_run)
-        return removed
 
     def _lock(self, folder: Path) -> FileLock:
         folder.parent.mkdir(parents=True, exist_ok=True)
         return FileLock(str(folder) + ".lock", timeout=120)
 
-    def _resolve(self, repo: Path, repo_id: str, revision: str) -> str:
-        validate_revision(revision)
-        if is_sha(revision):
-            if (repo / "commits" / f"{revision}.json").is_file():
-                return revision
-            raise RevisionNotFoundError(f"Revision {revision!r} not found in {repo_id!r}.")
-        for kind in ("heads", "tags"):
-            ref = repo / "refs" / kind / revision
-            if ref.is_file():
-                return ref.read_text().strip()
-        raise RevisionNotFoundError(
-            f"Revision {revision!r} not found in {repo_id!r} (no such branch or tag)."
-        )
 
-    def _read_commit(self, repo: Path, repo_id: str, sha: str) -> dict[str, Any]:
-        path = repo / "commits" / f"{sha}.json"
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise RevisionNotFoundError(f"Commit {sha!r} not found in {repo_id!r}.") from None
-        if hashlib.sha1(raw).hexdigest() != sha:
-            logger.error("Altered commit file in the local hub: %s", path)  # for the operator
-            raise IntegrityError(
-                f"{repo_id!r}: commit {sha!r} was altered on disk; restore the hub folder "
-                "from a backup or republish the repo."
-            )
-        return json.loads(raw)
-
-    def _write_commit(
-        self, repo: Path, parent: str | None, message: str, files: dict, created_at: str
-    ) -> str:
-        body = {"parent": parent, "message": message, "created_at": created_at, "files": files}
-        raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        sha = hashlib.sha1(raw).hexdigest()
-        path = repo / "commits" / f"{sha}.json"
-        if not path.exists():
-            write_atomic(path, raw)
-        return sha
-
-    def _store_blob(self, repo: Path, source: Path) -> dict[str, Any]:
-        objects = repo / "objects"
-        tmp, digest, size = copy_to_temp(source, objects, prefix=".incoming-")
-        dest = objects / digest
-        try:
-            if dest.exists():
-                tmp.unlink()
-            else:
-                os.chmod(tmp, 0o444)  # blobs are immutable
-                os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return {"sha256": digest, "size": size}
-
-    def _card_data(self, repo: Path, files: dict) -> dict[str, Any]:
-        entry = files.get("README.md")
-        if not entry or entry["size"] > MAX_CARD_BYTES:
-            return {}  # an oversized card is not read at all (resolve refuses it by name)
-        text = (repo / "objects" / entry["sha256"]).read_text(encoding="utf-8", errors="replace")
-        if not text.startswith("---"):
-            return {}
-        block = text[3:].split("\n---", 1)[0]
-        try:
-            data = load_yaml(block)
-        except (yaml.YAMLError, CardError):
-            return {}  # a broken card still lists (the Hub does the same); the index reports it
-        return data if isinstance(data, dict) else {}
+def _children(base: Path, pattern: str) -> list[Path]:
+    return sorted(p for p in base.glob(pattern) if p.is_dir()) if base.is_dir() else []
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+def _if_unheld(
+    lock: FileLock, clean: Callable[..., list[Path]], folder: Path, dry_run: bool
+) -> list[Path]:
+    """``clean(folder, dry_run=)`` if nobody holds ``lock``; a held lock means a live writer."""
+    try:
+        with lock.acquire(timeout=0):
+            return clean(folder, dry_run=dry_run)
+    except Timeout:
+        return []
 
 
-def _dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+def _remove_partials(snapshot: Path, *, dry_run: bool) -> list[Path]:
+    """The ``.partial-*`` files under ``snapshot`` (a download's copies not yet checked)."""
+    found = sorted(p for p in snapshot.rglob(f"{PARTIAL_PREFIX}*") if p.is_file())
+    for path in found if not dry_run else ():
+        path.unlink(missing_ok=True)
+    return found

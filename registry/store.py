@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-RepoType = Literal["model", "space"]
+RepoType = Literal["model", "space", "dataset"]
 
 _HASH_CHUNK = 1 << 20
 

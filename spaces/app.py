@@ -45,6 +45,7 @@ if __package__:
         sort_frame,
         sortable_columns,
         styled,
+        version_caption,
     )
     from .vote_log import open_vote_log
 else:  # run as a Space (``python app.py``): the sibling modules are plain top-level modules
@@ -73,6 +74,7 @@ else:  # run as a Space (``python app.py``): the sibling modules are plain top-l
         sort_frame,
         sortable_columns,
         styled,
+        version_caption,
     )
     from vote_log import open_vote_log  # type: ignore[no-redef]
 
@@ -93,6 +95,7 @@ class SpaceApp(ArenaTab, BrowseTab):
         arena_db: str | Path | None = None,
         arena_dataset: str | None = None,
         arena_votes_dir: str | Path | None = None,
+        arena_hub: str | Path | None = None,
         votes_per_session: int | None = None,
         rng: random.Random | None = None,
     ):
@@ -105,7 +108,8 @@ class SpaceApp(ArenaTab, BrowseTab):
         )
         self.endpoint = self.policy.endpoint
         self.votes_per_session = session_vote_limit(votes_per_session)
-        self.arena = Arena(arena_db, log=open_vote_log(arena_dataset, arena_votes_dir))
+        log = open_vote_log(arena_dataset, arena_votes_dir, arena_hub)
+        self.arena = Arena(arena_db, log=log)
         self.examples = load_examples()
         self.rng = rng or random.Random()
         self.csv_dir = Path(tempfile.mkdtemp(prefix="loradock-leaderboard-"))
@@ -237,6 +241,8 @@ class SpaceApp(ArenaTab, BrowseTab):
             if trusted
             else "arena results belong to the Space's configured endpoint"
         )
+        versions = version_caption(rows, frame)
+        caption += f"\n\n{versions}" if versions else ""
         return (
             caption,
             styled(frame),
@@ -291,6 +297,7 @@ def build_app(
     arena_db: str | Path | None = None,
     arena_dataset: str | None = None,
     arena_votes_dir: str | Path | None = None,
+    arena_hub: str | Path | None = None,
     votes_per_session: int | None = None,
 ) -> gr.Blocks:
     """The whole Space as a ``gr.Blocks`` (not launched); None reads the environment."""
@@ -302,6 +309,7 @@ def build_app(
         arena_db=arena_db,
         arena_dataset=arena_dataset,
         arena_votes_dir=arena_votes_dir,
+        arena_hub=arena_hub,
         votes_per_session=votes_per_session,
     )
     blocks = build_blocks(space)

@@ -1,20 +1,27 @@
-"""Where arena votes outlive the Space's disk: a dataset repo on the Hub, or a folder.
+"""Where arena votes outlive the Space's disk: a dataset repo (on the Hub, or in loradock's
+local hub), or a folder.
 
 A Space's local disk is wiped on every rebuild, so each vote is also appended to a JSON
 Lines file that a copy keeps elsewhere. On the Hub this is huggingface_hub's
 ``CommitScheduler`` pattern: votes are appended to a local file under the scheduler's
 lock, and a background thread commits changed files to a dataset repo every few minutes
-(and once more at exit). Each Space process writes its own file, named by a random id, so
-two replicas never overwrite each other; a fresh Space reads every file back at start.
-Offline, the same files go to a folder (a mounted volume, a synced directory).
+(and once more at exit). Next to loradock's local hub (``loradock space run``, the demo) the
+same files are committed the same way to a dataset repo of the local hub (``LocalHubVoteLog``).
+Each Space process writes its own file, named by a random id, so two replicas never
+overwrite each other; a fresh Space reads every file back at start. A Space without loradock
+can also write the files to a folder (a mounted volume, a synced directory).
 
-Every vote carries its battle id, so reading the same vote twice is harmless.
+Every vote carries its battle id, so reading the same vote twice is harmless. Only
+``LocalHubVoteLog`` imports loradock (when it is opened), so the deployed Space starts from
+``requirements.txt`` alone.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import tempfile
 import threading
 import uuid
@@ -24,6 +31,9 @@ from typing import Any, Protocol
 
 VOTES_DIR = "votes"
 DEFAULT_PUSH_MINUTES = 1.0
+DEFAULT_LOCAL_DATASET = "local/arena-votes"
+
+_log = logging.getLogger(__name__)
 
 
 class VoteLog(Protocol):
@@ -41,6 +51,10 @@ class VoteLog(Protocol):
 def _file_name() -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     return f"{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
+
+
+def _is_vote_file(name: str) -> bool:
+    return name.startswith(f"{VOTES_DIR}/") and name.endswith(".jsonl")
 
 
 def _parse_lines(text: str) -> list[dict[str, Any]]:
@@ -125,9 +139,7 @@ class HubVoteLog:
         names = self.api.list_repo_files(self.repo_id, repo_type="dataset")
         votes = []
         with tempfile.TemporaryDirectory(prefix="loradock-votes-read-") as tmp:
-            for name in sorted(n for n in names if n.startswith(f"{VOTES_DIR}/")):
-                if not name.endswith(".jsonl"):
-                    continue
+            for name in sorted(n for n in names if _is_vote_file(n)):
                 path = hf_hub_download(
                     self.repo_id,
                     name,
@@ -156,6 +168,93 @@ class HubVoteLog:
         self.scheduler.stop()
 
 
+class LocalHubVoteLog:
+    """Votes committed to the dataset repo ``repo_id`` of loradock's local hub ``hub_dir``.
+
+    As ``HubVoteLog`` does on the Hub: votes are appended to this process's file in a
+    staging folder, a background thread commits it every ``every_minutes`` (an unchanged
+    file makes no commit), and ``close`` commits once more. Each commit is the local hub's
+    (blobs, then the commit, then the ref, each fsynced), so a reader sees whole files.
+    """
+
+    def __init__(
+        self,
+        hub_dir: str | Path,
+        repo_id: str = DEFAULT_LOCAL_DATASET,
+        *,
+        every_minutes: float = DEFAULT_PUSH_MINUTES,
+    ):
+        try:  # only here: the Space deployed on its own never opens a local hub
+            from loradock.registry.local_hub import LocalHub
+        except ImportError:
+            raise ValueError(
+                "LORADOCK_ARENA_HUB needs loradock installed (it writes loradock's local hub); "
+                "use LORADOCK_ARENA_DATASET (a Hub dataset repo) or LORADOCK_ARENA_VOTES_DIR."
+            ) from None
+        self.repo_id = repo_id
+        self.hub = LocalHub(hub_dir)
+        self.hub.create_repo(repo_id, private=True, repo_type="dataset")
+        # This process's file, in a temporary folder made on the first vote (none: no folder).
+        self._local: FolderVoteLog | None = None
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._push_every, args=(every_minutes * 60,), name="vote-log", daemon=True
+        )
+        self._thread.start()
+
+    def append(self, vote: dict[str, Any]) -> None:
+        with self._lock:  # a push never commits half a line
+            if self._local is None:
+                staging = Path(tempfile.mkdtemp(prefix="loradock-votes-"))
+                self._local = FolderVoteLog(staging / VOTES_DIR)
+            self._local.append(vote)
+
+    def read_all(self) -> list[dict[str, Any]]:
+        info = self.hub.repo_info(self.repo_id, repo_type="dataset")
+        names = sorted(f.path for f in info.files if _is_vote_file(f.path))
+        votes = []
+        with tempfile.TemporaryDirectory(prefix="loradock-votes-read-") as tmp:
+            folder = self.hub.snapshot_download(
+                self.repo_id, revision=info.sha, local_dir=tmp, files=names, repo_type="dataset"
+            )
+            for name in names:
+                votes += _parse_lines((folder / name).read_text(encoding="utf-8"))
+        return votes
+
+    def push_now(self) -> None:
+        """Commit what is staged now (the thread does this every few minutes)."""
+        with self._lock:
+            if self._local is None:
+                return  # no vote yet
+            self.hub.upload_folder(
+                self.repo_id,
+                self._local.folder.parent,  # the staging folder: votes/<file>.jsonl
+                commit_message="Add arena votes",
+                repo_type="dataset",
+            )
+
+    def describe(self) -> str:
+        return f"dataset repo {self.repo_id} of the local hub {self.hub.root}"
+
+    def close(self) -> None:
+        """Stop the thread, commit what is staged, and remove the staging folder."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._thread.join()
+        self.push_now()
+        if self._local is not None:
+            shutil.rmtree(self._local.folder.parent, ignore_errors=True)
+
+    def _push_every(self, seconds: float) -> None:
+        while not self._stopped.wait(seconds):
+            try:
+                self.push_now()
+            except Exception as exc:  # the votes stay staged: the next push carries them
+                _log.warning("Could not commit the arena votes to %s: %s", self.describe(), exc)
+
+
 def push_minutes(value: str | float | None = None) -> float:
     """``value``, else ``LORADOCK_ARENA_PUSH_MINUTES``, else 1; must be a positive number."""
     if value is None:
@@ -172,18 +271,51 @@ def push_minutes(value: str | float | None = None) -> float:
     return minutes
 
 
-def open_vote_log(dataset: str | None = None, folder: str | Path | None = None) -> VoteLog | None:
-    """The configured copy: ``dataset`` (``LORADOCK_ARENA_DATASET``), else ``folder``
-    (``LORADOCK_ARENA_VOTES_DIR``), else None (votes stay in the local database only)."""
-    dataset = dataset or os.environ.get("LORADOCK_ARENA_DATASET", "").strip() or None
-    folder = folder or os.environ.get("LORADOCK_ARENA_VOTES_DIR", "").strip() or None
-    if dataset and folder:
+def open_vote_log(
+    dataset: str | None = None, folder: str | Path | None = None, hub: str | Path | None = None
+) -> VoteLog | None:
+    """The configured copy; each argument left None is read from the environment.
+
+    * ``folder`` (``LORADOCK_ARENA_VOTES_DIR``): JSON Lines files in that folder;
+    * ``hub`` (``LORADOCK_ARENA_HUB``, a local hub folder): the dataset repo ``dataset``
+      (``local/arena-votes`` when not given) of that local hub;
+    * ``dataset`` (``LORADOCK_ARENA_DATASET``) alone: that dataset repo on the Hub;
+    * none of them: ``local/arena-votes`` in loradock's local hub when the Space runs next
+      to it (:func:`registry_hub_dir`), else None (votes stay in the local database only).
+    """
+    dataset = dataset or _env("LORADOCK_ARENA_DATASET")
+    folder = folder or _env("LORADOCK_ARENA_VOTES_DIR")
+    hub = hub or _env("LORADOCK_ARENA_HUB")
+    if folder and (dataset or hub):
         raise ValueError(
-            "Give either LORADOCK_ARENA_DATASET (a Hub dataset repo) or "
+            "Give either a dataset repo (LORADOCK_ARENA_DATASET, LORADOCK_ARENA_HUB) or "
             "LORADOCK_ARENA_VOTES_DIR (a folder) for the arena's votes, not both."
         )
-    if dataset:
-        if dataset.count("/") != 1 or any(not part for part in dataset.split("/")):
-            raise ValueError(f"LORADOCK_ARENA_DATASET={dataset!r} is not of the form 'org/name'.")
+    if folder:
+        return FolderVoteLog(folder)
+    if dataset and (dataset.count("/") != 1 or any(not part for part in dataset.split("/"))):
+        raise ValueError(f"LORADOCK_ARENA_DATASET={dataset!r} is not of the form 'org/name'.")
+    if dataset and not hub:
         return HubVoteLog(dataset, every_minutes=push_minutes())
-    return FolderVoteLog(folder) if folder else None
+    hub = hub or registry_hub_dir()
+    if hub is None:
+        return None
+    return LocalHubVoteLog(hub, dataset or DEFAULT_LOCAL_DATASET, every_minutes=push_minutes())
+
+
+def registry_hub_dir() -> Path | None:
+    """loradock's local hub folder when the Space runs next to it: loradock is installed,
+    its store is the local hub (``LORADOCK_STORE``, folder ``LORADOCK_HUB``), and this is no
+    Hugging Face Space (there the local hub would sit on the disk every rebuild wipes)."""
+    if os.environ.get("SPACE_ID"):
+        return None
+    try:
+        from loradock.settings import get_settings
+    except ImportError:  # the Space deployed on its own
+        return None
+    settings = get_settings()
+    return settings.hub_dir if settings.store == "local" else None
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name, "").strip() or None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loradock.errors import DataError
-from loradock.training.config import DATA_SUFFIXES, DataConfig
+from loradock.training.data_config import DATA_SUFFIXES, DataConfig
 
 # Columns each format needs; ``auto`` picks the first format whose columns are all present.
 FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {

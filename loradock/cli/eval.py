@@ -70,7 +70,10 @@ def eval_command(
     ] = None,
     publish: Annotated[
         bool,
-        typer.Option("--publish", help="Write results into each adapter's card (new revision)"),
+        typer.Option(
+            "--publish",
+            help="Write results into each model's card, the base's too (new revisions)",
+        ),
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary only")] = False,
     **fields: Any,

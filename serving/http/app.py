@@ -25,7 +25,12 @@ from loradock.serving.config import ServerConfig, looks_like_path
 from loradock.serving.engines.base import Engine
 from loradock.serving.http import admin_routes, openai_routes, registry_routes, tokenize_routes
 from loradock.serving.http.auth import KeyChecker
-from loradock.serving.http.errors import Redactor, error_response, validation_message
+from loradock.serving.http.errors import (
+    Redactor,
+    error_response,
+    exception_response,
+    validation_message,
+)
 from loradock.serving.http.gate import RequestGate
 from loradock.serving.http.metrics import ServerMetrics
 from loradock.serving.http.state import ServerState
@@ -120,7 +125,7 @@ def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(LoradockError)
     async def _loradock_error(request: Request, exc: LoradockError):
         state.metrics.requests.labels(_route(request), str(exc.http_status)).inc()
-        return error_response(exc.http_status, state.redact(str(exc)), exc.code)
+        return exception_response(exc, state.redact(str(exc)))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

@@ -1,8 +1,9 @@
 """The OpenAI error shape ``{"error": {"message", "type", "param", "code"}}``, made in one place.
 
-Every error leaves the server through ``error_response`` (a plain HTTP error) or
-``error_payload`` (an error raised mid-stream, sent as an SSE event), from ``loradock.errors``'
-``http_status`` and ``code``. Messages pass through ``Redactor`` first: an error raised
+Every error leaves the server through ``exception_response`` (a loradock error, with its
+``Retry-After`` when it has one), ``error_response`` (a plain HTTP error) or ``error_payload``
+(an error raised mid-stream, sent as an SSE event), from ``loradock.errors``' ``http_status``
+and ``code``. Messages pass through ``Redactor`` first: an error raised
 deep in the registry may name a file of the server's disk, and a client learns the repo and
 revision from it, never the server's folders.
 """
@@ -31,8 +32,8 @@ ERROR_TYPES = {
 }
 
 
-# How long a client told "queue full" (429) or "engine restarting" (503) waits before trying
-# again, in seconds.
+# How long a client told "queue full" (429) or "unavailable" (503) waits before trying again,
+# in seconds, unless the error knows better (``retry_after``).
 RETRY_AFTER_S = 1
 SERVER_PATH = "<server path>"
 
@@ -55,11 +56,35 @@ class Redactor:
         return self.pattern.sub(SERVER_PATH, message) if self.pattern else message
 
 
-def error_response(status: int, message: str, code: str | None, param: str | None = None):
+def error_response(
+    status: int,
+    message: str,
+    code: str | None,
+    param: str | None = None,
+    *,
+    retry_after_s: int | None = None,
+) -> JSONResponse:
+    """The error; ``retry_after_s``: sent as ``Retry-After`` (None: no such header)."""
     kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def exception_response(exc: LoradockError, message: str) -> JSONResponse:
+    """``exc`` answered with ``message`` (its redacted text), its status, code and
+    ``Retry-After``."""
+    return error_response(exc.http_status, message, exc.code, retry_after_s=retry_after(exc))
+
+
+def retry_after(exc: LoradockError) -> int | None:
+    """When a client refused with ``exc`` may try again, in seconds, or None: not by waiting.
+
+    An error may carry its own ``retry_after_s`` (an engine that is restarting knows when it
+    expects to serve again; one stopped for good says None); else 429 and 503 say 1 s."""
+    if hasattr(exc, "retry_after_s"):
+        return exc.retry_after_s
+    return RETRY_AFTER_S if exc.http_status in (429, 503) else None
 
 
 def error_payload(exc: BaseException, redact: Redactor) -> dict[str, Any]:

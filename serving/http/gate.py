@@ -28,7 +28,7 @@ from starlette.datastructures import Headers
 
 from loradock.errors import LoradockError, PayloadTooLargeError
 from loradock.serving.http.auth import KeyChecker, Level
-from loradock.serving.http.errors import error_response
+from loradock.serving.http.errors import exception_response
 
 ADMIN_PREFIX = "/v1/adapters/"
 DRAIN_BYTES = 64 * 1024 * 1024
@@ -122,7 +122,7 @@ async def _refuse(
         await _drain(receive, DRAIN_BYTES)
     elif body_bytes and body_bytes <= DRAIN_BYTES:
         await _drain(receive, body_bytes)
-    response = error_response(exc.http_status, str(exc), exc.code)
+    response = exception_response(exc, str(exc))
     response.headers["connection"] = "close"
     await response(scope, receive, send)
 

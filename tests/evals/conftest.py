@@ -64,3 +64,31 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def lm_eval_builtin_index_once():
+    """lm-eval's built-in tasks (thousands of YAML files, tens of seconds to read) are indexed
+    once per session: every ``TaskManager`` that includes them reuses that index, and the
+    folders given after them are indexed each time, overriding it as lm-eval merges them."""
+    try:
+        import lm_eval.tasks
+        from lm_eval.tasks._index import TaskIndex
+    except ImportError:  # another lm-eval layout: index as it does
+        yield
+        return
+    builtin = Path(lm_eval.tasks.__file__).parent
+    real = TaskIndex.build
+    cache: dict[bool, dict] = {}
+
+    def build(paths, *, resolve_includes=True):
+        paths = [Path(p) for p in paths]
+        if not paths or paths[0] != builtin:
+            return real(paths, resolve_includes=resolve_includes)
+        if resolve_includes not in cache:
+            cache[resolve_includes] = real([builtin], resolve_includes=resolve_includes)
+        return {**cache[resolve_includes], **real(paths[1:], resolve_includes=resolve_includes)}
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(TaskIndex, "build", staticmethod(build))
+        yield

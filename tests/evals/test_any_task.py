@@ -96,7 +96,7 @@ def test_include_path_runs_base_and_two_adapters_in_one_report(
 def test_hub_data_set_from_a_prefilled_cache(tiny_registry, tmp_path, monkeypatch, prefilled):
     import datasets
 
-    from loradock.evals.backends import InProcessBackend
+    from loradock.evals.hf_backend import InProcessBackend
     from loradock.evals.run import evaluate
 
     registry, _ = tiny_registry
@@ -131,7 +131,7 @@ def _no_model(self):
 @pytest.mark.slow  # indexes lm-eval's built-in tasks
 def test_standard_task_resolves_and_fails_early_offline(tiny_registry, monkeypatch):
     """``arc_easy`` is lm-eval's; offline, without its data, nothing loads a model."""
-    from loradock.evals.backends import InProcessBackend
+    from loradock.evals.hf_backend import InProcessBackend
     from loradock.evals.run import evaluate
 
     registry, published = tiny_registry

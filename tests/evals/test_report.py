@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from loradock.errors import EvalError
 from loradock.evals.results import EvalTarget, MetricResult, TargetResult
 from loradock.evals.run import EvalOptions, EvalRun
 from loradock.evals.targets import TargetPlan
@@ -167,35 +166,6 @@ def test_report_files_and_flags(tmp_path):
         "acme_good_1111111.json",
         "acme_forgets_2222222.json",
     }
-
-
-def test_publish_refuses_results_for_other_weights(
-    tmp_path, registry, published, tiny_adapter_factory
-):
-    """Results measured on one revision are never written onto different weights."""
-    from loradock.evals.publish import publish_results
-    from loradock.registry.card import build_adapter_card
-
-    repo = published["dates"]
-    old = registry.resolve(repo)
-    target = EvalTarget(f"{repo}@{old.sha[:7]}", "adapter", repo, old.path, repo, old.sha, old.card)
-    run = _run({target.label: [_m("dates", "exact_match", 0.5, "task")]})
-    run.results[1].target = target
-    # New weights land on main after the evaluation.
-    card = build_adapter_card(base_model="acme/tiny-base", task="dates")
-    registry.publish(tiny_adapter_factory(seed=7), repo, card=card)
-    with pytest.raises(EvalError, match="different weights"):
-        publish_results(run, registry=registry)
-    # A card-only change since the evaluation is fine: same weights, results land on the head.
-    head = registry.resolve(repo)
-    target = EvalTarget(
-        f"{repo}@{head.sha[:7]}", "adapter", repo, head.path, repo, head.sha, head.card
-    )
-    run.results[1].target = target
-    registry.update_card(repo, head.card, commit_message="edit the card")
-    [pub] = publish_results(run, registry=registry)
-    assert registry.resolve(repo).sha == pub.sha != head.sha
-    assert registry.resolve(repo).card.metrics["dates/exact_match"] == 0.5
 
 
 class ScriptedJudge:

@@ -85,7 +85,7 @@ def test_resolver_serves_the_last_good_sha_while_the_hub_fails(
     hub_server, published, monkeypatch, fault, stale_bound_s, outcome
 ):
     _, first = published
-    registry = _hf_registry(hub_server, timeout_s=0.5)
+    registry = _hf_registry(hub_server, timeout_s=1.0)
     resolver = _resolver(registry)
     assert resolver.resolve(f"{ADAPTER}@prod").sha == first.sha
     monkeypatch.setattr(resolver_module, "STALE_IF_ERROR_S", stale_bound_s)
@@ -126,6 +126,44 @@ def test_offline_mode_serves_pinned_and_aliased_names_from_the_cache(
     assert hub_server.requests == []  # not one call reached the Hub
     with pytest.raises(StoreError, match="HF_HUB_OFFLINE"):
         fresh.resolve("acme/never-cached")
+
+
+# -- every API call within its time limit: a stalling Hub fails it, never hangs it ----------
+
+HUB_CALLS = {
+    "listing": (r"^GET /api/models$", lambda hub: list(hub.list_repos())),
+    "refs": (rf"^GET /api/models/{ADAPTER}/refs$", lambda hub: hub.list_refs(ADAPTER)),
+    "commits": (rf"^GET /api/models/{ADAPTER}/commits/", lambda hub: hub.list_commits(ADAPTER)),
+    "info": (rf"^GET /api/models/{ADAPTER}$", lambda hub: hub.repo_info(ADAPTER)),
+}
+# fault, what the error says, how many requests it takes (None: any). A 429 asking for 1 s
+# (2 s with huggingface_hub's margin) is not retried past the limit; a 5xx is retried while
+# its backoff fits, and the backoff waits are cut in this module, so its retries are free.
+HUB_FAULTS = {
+    "stall": ({"delay_s": 5.0}, "did not answer", None),
+    "429": ({"status": 429}, "rate limiting", 1),
+    "503": ({"status": 503}, "the Hub failed", None),
+}
+
+
+@pytest.mark.parametrize("fault", list(HUB_FAULTS))
+@pytest.mark.parametrize("call", list(HUB_CALLS))
+def test_hub_api_calls_fail_within_their_time_limit(hub_server, tmp_path, call, fault):
+    writer = HfHub(endpoint=hub_server.url, token=hub_server.token)
+    writer.create_repo(ADAPTER)
+    (tmp_path / "notes.txt").write_text("v1")
+    writer.upload_folder(ADAPTER, tmp_path, commit_message="v1")
+    # under the 2 s a retry of a 429 or 503 would take at least, over a busy machine's answer
+    hub = HfHub(endpoint=hub_server.url, token=hub_server.token, timeout_s=1.5)
+    pattern, make_call = HUB_CALLS[call]
+    injected, says, requests = HUB_FAULTS[fault]
+    rule = hub_server.faults.add(pattern, **injected)
+    with pytest.raises(StoreError, match=says) as info:
+        make_call(hub)
+    assert hub.endpoint in str(info.value) and hub_server.token not in str(info.value)
+    assert rule.hits == requests if requests is not None else rule.hits >= 1
+    hub_server.faults.clear()
+    assert make_call(hub) is not None  # the same client serves again once the Hub does
 
 
 # -- the Hub failing during sync: only a confirmed 404 removes a repo ----------------------

@@ -11,10 +11,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from loradock.errors import AdapterNotFoundError, IntegrityError, InvalidNameError
 from loradock.registry.card import build_adapter_card
 from loradock.registry.local_hub import LocalHub
+from loradock.registry.local_hub_repo import write_commit
 from loradock.registry.store import Store
 from tests.helpers.registry import carded_copy
 
@@ -103,7 +105,7 @@ def test_commit_paths_cannot_escape(hub, tmp_path, bad_path):
     """A commit file naming a path outside the snapshot is refused before anything is written."""
     hub.create_repo("acme/x")
     repo = hub.root / "models" / "acme" / "x"
-    sha = hub._write_commit(
+    sha = write_commit(
         repo,
         None,
         "evil",
@@ -156,3 +158,53 @@ def test_concurrent_publishers_lose_nothing(hub, tmp_path, adapter_dir):
         out = hub.snapshot_download("acme/busy", revision=sha, local_dir=tmp_path / "dl" / sha)
         notes.add((out / "note.txt").read_text())
     assert len(notes) == 8
+
+
+def _leftover(hub: LocalHub, kind: str) -> tuple[Path, Path]:
+    """A file a killed writer of ``kind`` left, and the folder whose lock its writer holds."""
+    hub.create_repo("acme/x")
+    hub.create_repo("acme/x", repo_type="dataset")
+    sha = hub.repo_info("acme/x").sha
+    model, dataset = hub.root / "models" / "acme" / "x", hub.root / "datasets" / "acme" / "x"
+    snapshots = hub.root / ".snapshots"
+    where = {
+        "blob": (model, "objects/.incoming-k1"),
+        "ref": (model, "refs/heads/.main.k1"),
+        "commit": (model, "commits/.abc.json.k1"),
+        "dataset blob": (dataset, "objects/.incoming-k1"),
+        "snapshot copy": (snapshots / "models" / "acme" / "x" / sha, ".partial-k1"),
+        "nested dataset copy": (snapshots / "datasets" / "acme" / "x" / sha, "votes/.partial-k1"),
+    }
+    folder, rel = where[kind]
+    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+    (folder / rel).write_bytes(b"half")
+    return folder / rel, folder
+
+
+LEFTOVERS = ["blob", "ref", "commit", "dataset blob", "snapshot copy", "nested dataset copy"]
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["killed", "live"])
+@pytest.mark.parametrize("kind", LEFTOVERS)
+def test_gc_removes_what_killed_writers_left_and_never_a_live_one(hub, kind, live):
+    leftover, folder = _leftover(hub, kind)
+    holder = FileLock(str(folder) + ".lock")  # what a live writer holds while it writes
+    if live:
+        holder.acquire()
+    try:
+        assert hub.clean_leftovers(dry_run=True) == ([] if live else [leftover])
+        assert leftover.exists()
+        assert hub.clean_leftovers() == ([] if live else [leftover])
+    finally:
+        holder.release()
+    assert leftover.exists() is live
+
+
+def test_the_next_download_removes_a_killed_downloads_copies(hub, tmp_path, adapter_dir):
+    hub.create_repo("acme/x")
+    sha = hub.upload_folder("acme/x", _publishable(tmp_path, adapter_dir), commit_message="m").sha
+    left = hub.root / ".snapshots" / "models" / "acme" / "x" / sha / ".partial-killed"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"half")
+    out = hub.snapshot_download("acme/x", revision=sha)
+    assert not left.exists() and (out / "adapter_config.json").is_file()

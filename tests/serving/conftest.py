@@ -99,6 +99,31 @@ def live_server(engine_kind, published):
         server.stop()
 
 
+@pytest.fixture
+def queue_server(request, engine_kind, published, monkeypatch):
+    """The URL of a server with room for one running and one waiting request.
+
+    vLLM: the session's ``live_server``, its admission bound narrowed for this test (the bound
+    is loradock's: vLLM itself queues without limit) and put back after, so no second vLLM
+    start. The PEFT engines bound their queue in their scheduler: a small server of their own.
+    """
+    if engine_kind == "vllm":
+        from dataclasses import replace
+
+        live = request.getfixturevalue("live_server")
+        engine = live.app.state.loradock.engine
+        monkeypatch.setattr(engine, "sizes", replace(engine.sizes, max_batch_size=1, max_queue=1))
+        yield live.url
+        return
+    server, _ = start_server(
+        engine_kind, published, max_batch_size=1, max_queue=1, max_model_len=256, max_wait_ms=0
+    )
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 # One server per engine kind for the structured-output and tool tables (one vLLM start, not two).
 @pytest.fixture(scope="session", params=ENGINE_KINDS)
 def grammar_server(request, published):

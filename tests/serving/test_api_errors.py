@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers.serving import ADMIN_KEY, API_KEY, BASE_ID, start_server
+from tests.helpers.serving import ADMIN_KEY, API_KEY, BASE_ID
 
 LONG_PROMPT = "the capital of France is Paris " * 60  # far over max_model_len=128
 ADAPTER = "acme/adapter-000"
@@ -185,35 +185,24 @@ def test_malformed_json_is_400(live_server):
     _assert_alive(live_server)
 
 
-def test_queue_full_is_429_and_server_recovers(engine_kind, published):
+def test_queue_full_is_429_and_server_recovers(queue_server):
     """A server with room for one running and one waiting request turns the rest away."""
-    peft_only = {} if engine_kind == "vllm" else {"max_wait_ms": 0}
-    server, _ = start_server(
-        engine_kind, published, max_batch_size=1, max_queue=1, max_model_len=256, **peft_only
-    )
-    try:
-        from openai import AsyncOpenAI
+    from openai import AsyncOpenAI
 
-        async def flood():
-            async with AsyncOpenAI(
-                base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0
-            ) as c:
-                calls = [
-                    c.completions.create(
-                        model=BASE_ID, prompt="Hello", max_tokens=64, temperature=0
-                    )
-                    for _ in range(8)
-                ]
-                return await asyncio.gather(*calls, return_exceptions=True)
+    async def flood():
+        async with AsyncOpenAI(base_url=f"{queue_server}/v1", api_key=API_KEY, max_retries=0) as c:
+            calls = [
+                c.completions.create(model=BASE_ID, prompt="Hello", max_tokens=64, temperature=0)
+                for _ in range(8)
+            ]
+            return await asyncio.gather(*calls, return_exceptions=True)
 
-        results = asyncio.run(flood())
-        refused = [r for r in results if isinstance(r, openai.RateLimitError)]
-        served = [r for r in results if not isinstance(r, BaseException)]
-        assert refused and served, results
-        assert "queue is full" in refused[0].body["message"]
-        assert refused[0].response.headers["retry-after"] == "1"  # when to try again
-        assert all(isinstance(r, (openai.RateLimitError,)) or r in served for r in results)
-        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
-        assert client.completions.create(model=BASE_ID, prompt="Hi", max_tokens=2).usage
-    finally:
-        server.stop()
+    results = asyncio.run(flood())
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    served = [r for r in results if not isinstance(r, BaseException)]
+    assert refused and served, results
+    assert "queue is full" in refused[0].body["message"]
+    assert refused[0].response.headers["retry-after"] == "1"  # when to try again
+    assert all(isinstance(r, (openai.RateLimitError,)) or r in served for r in results)
+    client = openai.OpenAI(base_url=f"{queue_server}/v1", api_key=API_KEY, max_retries=0)
+    assert client.completions.create(model=BASE_ID, prompt="Hi", max_tokens=2).usage

@@ -1,14 +1,21 @@
 """Arena store: durable votes, one vote per battle, seeded battles, the copy that
-outlives the local disk (a folder, or a dataset repo on a Hub-API server)."""
+outlives the local disk (a folder, a dataset repo of the local hub, or a dataset repo on a
+Hub-API server)."""
 
 from __future__ import annotations
 
 import json
 import random
 import sqlite3
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from loradock.errors import AdapterNotFoundError
+from loradock.registry.local_hub import LocalHub
+from loradock.settings import get_settings
 from loradock.spaces.arena import (
     Arena,
     DuplicateVoteError,
@@ -17,7 +24,13 @@ from loradock.spaces.arena import (
     new_battle,
     pick_pair,
 )
-from loradock.spaces.vote_log import FolderVoteLog, HubVoteLog, open_vote_log, push_minutes
+from loradock.spaces.vote_log import (
+    FolderVoteLog,
+    HubVoteLog,
+    LocalHubVoteLog,
+    open_vote_log,
+    push_minutes,
+)
 
 pytest_plugins = ["hubserver.fixtures"]
 
@@ -138,12 +151,45 @@ def test_votes_reach_a_dataset_repo_and_come_back_on_a_fresh_disk(tmp_path, hub_
     ]
 
 
+def _dataset_files(hub_dir, repo_id="local/arena-votes") -> list[str]:
+    info = LocalHub(hub_dir).repo_info(repo_id, repo_type="dataset")
+    return [f.path for f in info.files]
+
+
+@pytest.mark.parametrize("committed_by", ["close", "the timer"])
+def test_votes_reach_a_local_hub_dataset_and_come_back_on_a_fresh_disk(tmp_path, committed_by):
+    minutes = 0.001 if committed_by == "the timer" else 60.0
+    log = LocalHubVoteLog(tmp_path / "hub", every_minutes=minutes)
+    first = Arena(tmp_path / "disk1" / "arena.sqlite", log=log)
+    first.record(Vote("acme/a", "base", "a", "p", "base", battle_id="B1", seed=9))
+    if committed_by == "close":
+        assert _dataset_files(tmp_path / "hub") == []  # staged, not committed yet
+        log.close()
+    deadline = time.monotonic() + 60
+    while not _dataset_files(tmp_path / "hub"):
+        assert time.monotonic() < deadline, "the vote never reached the dataset repo"
+        time.sleep(0.05)
+    log.close()
+    fresh = LocalHubVoteLog(tmp_path / "hub")
+    second = Arena(tmp_path / "disk2" / "arena.sqlite", log=fresh)
+    fresh.close()
+    assert second.restored == 1
+    assert [(v.model_a, v.outcome, v.battle_id, v.seed) for v in second.votes()] == [
+        ("acme/a", "a", "B1", 9)
+    ]
+    with pytest.raises(AdapterNotFoundError):  # a dataset, never a model the registry serves
+        LocalHub(tmp_path / "hub").repo_info("local/arena-votes")
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
         ({"LORADOCK_ARENA_DATASET": "no-slash"}, "'org/name'"),
         ({"LORADOCK_ARENA_DATASET": "a/b", "LORADOCK_ARENA_VOTES_DIR": "/x"}, "not both"),
+        ({"LORADOCK_ARENA_HUB": "/h", "LORADOCK_ARENA_VOTES_DIR": "/x"}, "not both"),
         ({"LORADOCK_ARENA_PUSH_MINUTES": "0", "LORADOCK_ARENA_DATASET": "a/b"}, "positive"),
+        ({"LORADOCK_ARENA_PUSH_MINUTES": "-1"}, "positive"),
+        ({"LORADOCK_STORE": "bogus"}, "LORADOCK_STORE"),
     ],
 )
 def test_vote_log_settings_that_cannot_work_are_refused(monkeypatch, env, message):
@@ -153,12 +199,61 @@ def test_vote_log_settings_that_cannot_work_are_refused(monkeypatch, env, messag
         open_vote_log()
 
 
-def test_no_vote_log_unless_configured(monkeypatch, tmp_path):
-    monkeypatch.delenv("LORADOCK_ARENA_DATASET", raising=False)
-    monkeypatch.delenv("LORADOCK_ARENA_VOTES_DIR", raising=False)
-    assert open_vote_log() is None
-    assert isinstance(open_vote_log(folder=tmp_path), FolderVoteLog)
-    assert push_minutes("0.5") == 0.5
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, ("LocalHubVoteLog", "local/arena-votes", "registry hub")),
+        ({"LORADOCK_ARENA_HUB": "{tmp}/h"}, ("LocalHubVoteLog", "local/arena-votes", "{tmp}/h")),
+        (
+            {"LORADOCK_ARENA_HUB": "{tmp}/h", "LORADOCK_ARENA_DATASET": "acme/votes"},
+            ("LocalHubVoteLog", "acme/votes", "{tmp}/h"),
+        ),
+        ({"LORADOCK_ARENA_VOTES_DIR": "{tmp}/v"}, ("FolderVoteLog", None, None)),
+        ({"LORADOCK_STORE": "hf"}, None),  # the registry is on the Hub: no local hub to use
+        ({"SPACE_ID": "acme/arena"}, None),  # a Hugging Face Space: its disk is wiped
+    ],
+)
+def test_which_vote_log_the_settings_open(monkeypatch, tmp_path, env, expected):
+    for key in ("LORADOCK_ARENA_DATASET", "LORADOCK_ARENA_VOTES_DIR", "LORADOCK_ARENA_HUB"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value.format(tmp=tmp_path))
+    log = open_vote_log()
+    try:
+        if expected is None:
+            assert log is None
+            return
+        kind, repo_id, hub = expected
+        assert type(log).__name__ == kind
+        if repo_id is not None:
+            root = get_settings().hub_dir if hub == "registry hub" else hub.format(tmp=tmp_path)
+            assert (log.repo_id, log.hub.root) == (repo_id, Path(root).resolve())
+            assert _dataset_files(root, repo_id) == []  # created, empty
+    finally:
+        if log is not None:
+            log.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "refused"),
+    [({}, None), ({"LORADOCK_ARENA_HUB": "/h"}, "needs loradock installed")],
+)
+def test_a_space_deployed_without_loradock_never_opens_a_local_hub(monkeypatch, env, refused):
+    for module in ("loradock.settings", "loradock.registry.local_hub"):
+        monkeypatch.setitem(sys.modules, module, None)  # importing it fails, as on a Space
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if refused is None:
+        assert open_vote_log() is None
+    else:
+        with pytest.raises(ValueError, match=refused):
+            open_vote_log()
+
+
+@pytest.mark.parametrize(("value", "minutes"), [("0.5", 0.5), ("2", 2.0), (None, 1.0)])
+def test_push_minutes_is_a_positive_number(monkeypatch, value, minutes):
+    monkeypatch.delenv("LORADOCK_ARENA_PUSH_MINUTES", raising=False)
+    assert push_minutes(value) == minutes
 
 
 def test_db_path_comes_from_the_environment(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from loradock.spaces.client import AdapterRow
 from loradock.spaces.ratings import Standing
 from loradock.spaces.tables import (
     BETTER,
+    NOT_COMPARABLE,
     WORSE,
     default_metric,
     delta_style,
@@ -23,6 +24,7 @@ from loradock.spaces.tables import (
     plot_frame,
     sort_frame,
     styled,
+    version_caption,
 )
 
 ROWS = [
@@ -148,3 +150,93 @@ def test_plot_keeps_models_with_a_value():
     assert plot_frame(frame, "missing").empty
     assert default_metric(frame, "dates") == "dates/exact_match"
     assert default_metric(leaderboard_frame([], STANDINGS), None) == "arena_rating"
+
+
+V1 = {"version": "1.0", "config_hash": "ab42f00b99", "num_fewshot": 0}
+V2 = {"version": "2.0", "config_hash": "ab42f00b99", "num_fewshot": 0}
+TWO_SHOT = {"version": "1.0", "config_hash": "ab42f00b99", "num_fewshot": 2}
+OTHER_CONFIG = {"version": "1.0", "config_hash": "2a54b7ec00", "num_fewshot": 0}
+ACC = "general_mc/acc"
+
+
+def _versioned(base_on, adapter_on):
+    """The base and o/d16 with ``general_mc/acc`` measured on what each names (None: unsaid)."""
+
+    def row(repo_id, kind, value, on):
+        extra = {"metric_versions": {ACC: on}} if on is not None else {}
+        return AdapterRow(repo_id, kind=kind, metrics={ACC: value}, extra=extra)
+
+    return [row("base", "base", 0.45, base_on), row("o/d16", "adapter", 0.3, adapter_on)]
+
+
+@pytest.mark.parametrize(
+    ("base_on", "adapter_on", "change", "shown"),
+    [
+        (V1, V1, pytest.approx(-0.15), "`general_mc` v1.0, 0-shot, config ab42f00b"),
+        (V1, V2, "v2.0≠v1.0", "v2.0, 0-shot, config ab42f00b (`o/d16`)"),
+        (V1, TWO_SHOT, "2-shot≠0-shot", "v1.0, 2-shot, config ab42f00b (`o/d16`)"),
+        (V1, OTHER_CONFIG, "config 2a54b7ec≠config ab42f00b", "config 2a54b7ec (`o/d16`)"),
+        (V1, {"version": "2.0"}, "v2.0≠v1.0", "v2.0, ?-shot (`o/d16`)"),
+        (V1, None, pytest.approx(-0.15), "not recorded (`o/d16`)"),  # unsaid: no proof of ≠
+        (None, V2, pytest.approx(-0.15), "not recorded (`base`)"),
+        (None, None, pytest.approx(-0.15), ""),  # a server that sends no versions
+        (V1, {"version": None, "num_fewshot": "0"}, pytest.approx(-0.15), "not recorded (`o/d16`)"),
+    ],
+    ids=[
+        "same",
+        "other-version",
+        "other-n-shot",
+        "other-config",
+        "partly-said",
+        "adapter-unsaid",
+        "base-unsaid",
+        "none-said",
+        "malformed",
+    ],
+)
+def test_a_change_is_computed_only_between_values_measured_alike(
+    base_on, adapter_on, change, shown
+):
+    rows = _versioned(base_on, adapter_on)
+    frame = leaderboard_frame(rows, [], task="dates", base_model="base")
+    by_model = frame.set_index("model")
+    cell = by_model.loc["o/d16", f"{ACC} vs base"]
+    assert cell == change
+    assert by_model.loc["o/d16", ACC] == 0.3  # the value itself is always shown
+    caption = version_caption(rows, frame).replace("\\", "")  # Markdown escapes dropped
+    assert shown in caption if shown else caption == ""
+    refused = isinstance(change, str)
+    assert ("differs between rows (not comparable)" in caption) is refused
+    assert ("no change is computed" in caption) is refused
+    assert (delta_style(f"{ACC} vs base", cell) == NOT_COMPARABLE) is refused
+
+
+def test_a_change_measured_differently_sorts_with_the_unknown_ones():
+    base, d16 = _versioned(V1, V2)
+    d8 = AdapterRow("o/d8", metrics={ACC: 0.5}, extra={"metric_versions": {ACC: V1}})
+    frame = leaderboard_frame([base, d16, d8], [], base_model="base")
+    for descending in (True, False):
+        order = sort_frame(frame, f"{ACC} vs base", descending)["model"].tolist()
+        assert order[-1] == "o/d16"
+    assert "v2.0≠v1.0" in leaderboard_csv(frame)  # the CSV says so too
+    assert plot_frame(frame, f"{ACC} vs base")["model"].tolist() == ["base", "o/d8"]
+
+
+@pytest.mark.parametrize(
+    ("f1_on", "caption"),
+    [
+        (V1, "Measured on: `dates` v1.0, 0-shot, config ab42f00b"),  # one entry per task
+        (V2, "`dates/exact_match` v1.0, 0-shot, config ab42f00b · `dates/f1` v2.0, 0-shot"),
+        (None, "Measured on: `dates` v1.0, 0-shot, config ab42f00b"),  # unsaid: left out
+    ],
+    ids=["task-alike", "metrics-differ", "metric-unsaid"],
+)
+def test_the_caption_names_a_task_once_unless_its_metrics_differ(f1_on, caption):
+    on = {"dates/exact_match": V1, "dates/f1": f1_on}
+    said = {k: v for k, v in on.items() if v is not None}
+    rows = [
+        AdapterRow(m, metrics={k: 0.5 for k in on}, extra={"metric_versions": said})
+        for m in ("o/a", "o/b")
+    ]
+    text = version_caption(rows, leaderboard_frame(rows, [])).replace("\\", "")
+    assert caption in text and "not comparable" not in text and "not recorded" not in text

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from loradock.training.config import JobConfig
-from loradock.training.job import build_session, finish, train
+from loradock.training.job import finish, train
 from loradock.training.preflight import preflight
+from loradock.training.session import build_session
 from tests.helpers.gpu import gpu_test_device
 from tests.helpers.training import probe_ids
 

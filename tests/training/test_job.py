@@ -10,8 +10,9 @@ import torch
 from loradock.registry.card import AdapterCard
 from loradock.registry.local_paths import strip_local_paths
 from loradock.training.config import JobConfig
-from loradock.training.job import build_session, finish, run_job, train
+from loradock.training.job import finish, run_job, train
 from loradock.training.preflight import preflight
+from loradock.training.session import build_session
 from tests.helpers.training import probe_ids
 
 

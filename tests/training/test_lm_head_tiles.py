@@ -112,8 +112,9 @@ def test_training_runs_with_the_cpu_tiles(make_job, tiny_registry_base, registry
     from transformers import TrainerCallback
 
     from loradock.training.config import JobConfig
-    from loradock.training.job import build_session, train
+    from loradock.training.job import train
     from loradock.training.preflight import preflight
+    from loradock.training.session import build_session
 
     seen: list[tuple[int, int]] = []
 

@@ -75,8 +75,8 @@ def test_bad_batch_size():
 def test_token_lengths_match_what_trl_tokenizes(make_job, tiny_registry_base, registry, caplog):
     """The policy's lengths are the unpacked rows trl trains on (same template, same cut)."""
     from loradock.training.config import JobConfig
-    from loradock.training.job import build_session
     from loradock.training.preflight import preflight
+    from loradock.training.session import build_session
 
     job = JobConfig.from_dict(make_job(trainer={"packing": False}))
     with caplog.at_level(logging.INFO, logger="loradock.training.packing"):

@@ -61,7 +61,8 @@ _TRAIN_UNTIL_STEP_4 = textwrap.dedent(
     from transformers import TrainerCallback
     from loradock.registry.api import Registry
     from loradock.training.config import JobConfig
-    from loradock.training.job import build_session, train
+    from loradock.training.job import train
+    from loradock.training.session import build_session
     from loradock.training.preflight import preflight
 
     class StopAfterSaving(TrainerCallback):

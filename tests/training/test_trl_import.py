@@ -13,7 +13,7 @@ import pytest
 def test_importing_trl_keeps_the_vllm_logging_level(monkeypatch, before):
     """trl's import sets VLLM_LOGGING_LEVEL=ERROR process-wide when vLLM is installed; the
     training job's import keeps what the process had (unset stays unset)."""
-    from loradock.training.job import import_trl
+    from loradock.training.session import import_trl
 
     # setenv first: monkeypatch then restores the variable afterwards, also when trl set it
     monkeypatch.setenv("VLLM_LOGGING_LEVEL", before or "unused")

@@ -21,10 +21,12 @@ thread) and one ``call_soon_threadsafe`` per message to the event loop. ``stats(
 ``loaded_adapters()`` answer from the snapshot every message carries.
 
 If the child dies (killed, out of memory), every waiting request fails at once with
-``EngineError`` (503 with ``Retry-After``), and so does every request until a new child is
-ready: the engine process is restarted after a backoff (``supervisor.py``) and the adapters
-that were attached are attached again, by the names and specs they were served under. A
-crash loop stops the restarts; ``/health`` and ``/metrics`` show the restarts and why.
+``EngineError`` (503 with ``Retry-After``: when the supervisor expects the new child to
+serve), and so does every request until a new child is ready: the engine process is
+restarted after a backoff (``supervisor.py``) and the adapters that were attached are
+attached again, by the names and specs they were served under. A crash loop stops the
+restarts (503 without ``Retry-After``); ``/health`` and ``/metrics`` show the restarts and
+why.
 """
 
 from __future__ import annotations
@@ -100,10 +102,12 @@ class ProcessEngine:
         from loradock.modeling import load_tokenizer
 
         self._loop = asyncio.get_running_loop()
+        began = self.supervisor.clock()
         spawning = asyncio.ensure_future(self._spawn())  # the child loads while we tokenise
         tokenizer = await self._loop.run_in_executor(None, load_tokenizer, self.base_path)
         self.frontend = PromptFrontend(tokenizer, self.capabilities.max_model_len)
         await spawning
+        self.supervisor.started(self.supervisor.clock() - began)
 
     async def _spawn(self) -> None:
         """Start an engine process and wait until it is ready (or raise why it is not)."""
@@ -156,10 +160,13 @@ class ProcessEngine:
         """Send ``message`` to the engine process; ``restart``: the restart's own messages,
         which go before any request does."""
         if self.dead:
-            raise EngineError(f"The model engine is not running ({self.dead}): restart the server.")
+            raise _unavailable(
+                f"The model engine is not running ({self.dead}): restart the server.", None
+            )
         if (self.restarting and not restart) or self._conn is None:
-            raise EngineError(
-                f"The model engine is restarting ({self.restarting}): retry in a few seconds."
+            wait = self.supervisor.retry_after_s()
+            raise _unavailable(
+                f"The model engine is restarting ({self.restarting}): retry in {wait} s.", wait
             )
         with self._send_lock:
             self._conn.send(message)
@@ -209,10 +216,13 @@ class ProcessEngine:
         delay = self.supervisor.died(reason)
         if delay is None:
             self.dead = self.supervisor.gave_up
-            error = EngineError(f"The model engine stopped ({self.dead}): restart the server.")
+            error = _unavailable(
+                f"The model engine stopped ({self.dead}): restart the server.", None
+            )
         else:
             self.restarting = reason
-            error = EngineError(f"The model engine stopped ({reason}): retry in a few seconds.")
+            wait = self.supervisor.retry_after_s()
+            error = _unavailable(f"The model engine stopped ({reason}): retry in {wait} s.", wait)
             self._restart = self._loop.create_task(self._restart_after(delay, attached))
         log.error("%s: failing %d waiting requests", reason, len(self._streams))
         for queue in self._streams.values():
@@ -228,6 +238,7 @@ class ProcessEngine:
         while True:
             log.warning("restarting the engine process in %.1f s", delay)
             await asyncio.sleep(delay)
+            began = self.supervisor.clock()
             try:
                 await self._spawn()
                 break
@@ -247,7 +258,7 @@ class ProcessEngine:
                 log.warning("adapter %s not attached again: %s", spec.name, exc)
         if self._generation != generation or self._conn is None:
             return  # it died again meanwhile: that death's restart takes over
-        self.supervisor.restarted()
+        self.supervisor.restarted(self.supervisor.clock() - began)
         self.restarting = None
 
     def supervision(self) -> dict[str, Any]:
@@ -319,6 +330,13 @@ class ProcessEngine:
             if not finished:  # the client left, or its deadline passed: free its row
                 with contextlib.suppress(OSError, ValueError, EngineError):
                     self._send(("cancel", rid))
+
+
+def _unavailable(message: str, retry_after_s: int | None) -> EngineError:
+    """A 503 saying when to try again (``Retry-After``; None: waiting will not help)."""
+    error = EngineError(message)
+    error.retry_after_s = retry_after_s
+    return error
 
 
 def _first_message(conn: Any, process: Any) -> tuple:

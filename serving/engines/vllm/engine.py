@@ -316,7 +316,9 @@ class VllmEngine:
         except (ValueError, VLLMValidationError) as exc:  # vLLM's own request checks
             raise RequestError(f"vLLM refused the request: {exc}") from exc
         except EngineDeadError as exc:
-            raise EngineError(f"The model engine stopped ({exc}): restart the server.") from exc
+            error = EngineError(f"The model engine stopped ({exc}): restart the server.")
+            error.retry_after_s = None  # nothing restarts vLLM: no Retry-After (http/errors.py)
+            raise error from exc
         finally:
             self._running -= 1
             if adapter is not None:
