@@ -67,15 +67,15 @@ class Soak:
         while True:
             attempt = time.monotonic()
             try:
-                status, error = await asyncio.wait_for(self._once(client, body), leave_after)
+                status, error, wait = await asyncio.wait_for(self._once(client, body), leave_after)
             except TimeoutError:
                 self.outcomes["client left"] += 1
                 return
             except httpx.HTTPError as exc:
-                status, error = 0, repr(exc)
+                status, error, wait = 0, repr(exc), 1.0
             if status == 503 and time.monotonic() < deadline:
                 self.outcomes["503 retried"] += 1
-                await asyncio.sleep(1)
+                await asyncio.sleep(wait)
                 continue
             if status == 200 and error is None:
                 self.outcomes["ok"] += 1
@@ -89,15 +89,17 @@ class Soak:
                 self.failures[-1]["error"] = error
             return
 
-    async def _once(self, client: httpx.AsyncClient, body: dict) -> tuple[int, str | None]:
+    async def _once(self, client: httpx.AsyncClient, body: dict) -> tuple[int, str | None, float]:
+        """The status, the error text if any, and the seconds a 503 asks to wait."""
         async with client.stream("POST", f"{self.url}/v1/completions", json=body) as response:
             text = (await response.aread()).decode()
         if response.status_code != 200:
-            return response.status_code, text[:200]
+            wait = float(response.headers.get("retry-after") or 1)
+            return response.status_code, text[:200], wait
         if body["stream"] and '"error"' in text:  # an error event: the stream broke
             code = 503 if "engine_unavailable" in text else 500
-            return code, text[text.find('{"error"') :][:200]
-        return 200, None
+            return code, text[text.find('{"error"') :][:200], 1.0
+        return 200, None, 0.0
 
     def _at_a_kill(self, attempt: float) -> bool:
         """The attempt was under way when the engine was killed (or it is dying right now)."""
