@@ -15,6 +15,7 @@ the same prompts (goals: ``GOALS`` in ``serving_setup.py``):
 (d) the batching server / a server handling one request at a time
 (e) throughput and peak RSS as distinct adapters grow (1, 8, 64, 256), slots fixed at 8
 (s) half of each batch constrained by a JSON schema / none (``serving_structured.py``)
+(p) every row of the batch asking for logprobs (top 5) / none (``serving_structured.py``)
 
     python -m bench.serving                    # full run: table + bench/results/serving.{json,png}
     python -m bench.serving --shape llama-1b   # the 1B-class shape: serving-llama-1b.json
@@ -71,7 +72,7 @@ from bench.serving_setup import (  # noqa: F401  (re-exported: bench.serving_vll
     device_name,
     resolve_device,
 )
-from bench.serving_structured import bench_structured
+from bench.serving_structured import bench_logprobs, bench_structured
 from loradock.errors import ConfigError
 
 # Before anything imports huggingface_hub (the helpers import it lazily): never reach a hub.
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument(
         "--only",
-        default="labcdesv",
+        default="labcdespv",
         help="which figures, e.g. 'ae' ('l': the limit and profile, 'v': other engines' rows)",
     )
     args = parser.parse_args(argv)
@@ -308,6 +309,7 @@ def _measure(args: argparse.Namespace) -> tuple[list[Row], float, dict]:
             ("c" in args.only, lambda: bench_cold_ttft(setup)),
             ("e" in args.only, lambda: bench_scaling(setup, counts)),
             ("s" in args.only, lambda: bench_structured(setup)),
+            ("p" in args.only, lambda: bench_logprobs(setup)),
         ]
         runs: list[list[Row]] = []
         for _ in range(args.runs):

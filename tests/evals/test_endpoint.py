@@ -101,24 +101,54 @@ def test_endpoint_refusals_are_clear(served, task_data, kwargs, quoted):
     assert quoted in str(info.value)
 
 
-@pytest.mark.parametrize(("task", "metric"), [("general_mc", "acc"), ("heldout_ppl", None)])
-def test_endpoint_scores_loglikelihood_tasks_as_in_process(served, task_data, task, metric):
-    """Multiple-choice and perplexity through the server's echo + logprobs: the base's scores
+def _loglikelihoods(result) -> dict[tuple[str, int, int], float]:
+    """Per task, doc id and choice: the choice's log-likelihood as scored."""
+    return {
+        (task, s["doc_id"], i): float(resp[0])
+        for task, rows in result.samples.items()
+        for s in rows
+        for i, resp in enumerate(s["filtered_resps"])
+    }
+
+
+@pytest.mark.parametrize(
+    ("task", "metric", "adapters"),
+    [("general_mc", "acc", ["dates"]), ("heldout_ppl", None, [])],
+    ids=["general_mc-base-and-adapter", "heldout_ppl-base"],
+)
+def test_endpoint_scores_loglikelihood_tasks_as_in_process(
+    served, task_data, task, metric, adapters
+):
+    """Multiple-choice and perplexity through the server's echo + logprobs (lm-eval's
+    local-completions): the base's and each adapter's scores (the adapter served by name)
     agree with the in-process hf backend's within their stderr."""
     from loradock.evals.run import evaluate
 
     url, registry, published = served
-    common = dict(tasks=[task], limit=16, registry=registry, data_dir=task_data)
-    remote = evaluate([BASE_ID], endpoint=url, api_key=API_KEY, **common)
-    local = evaluate([BASE_ID], backend="hf", dtype="float32", batch_size=1, **common)
-    got = {m.metric: m for m in remote.results[0].metrics}
-    want = {m.metric: m for m in local.results[0].metrics}
-    assert got.keys() == want.keys() and got
-    for name, m in want.items():
-        tolerance = max(m.stderr or 0, 1e-3 * abs(m.value))
-        assert got[name].value == pytest.approx(m.value, abs=tolerance), (name, got[name], m)
-    if metric is not None:
-        assert got[metric].stderr is not None and got[metric].n_samples == 16
+    targets = [BASE_ID, *(published[a] for a in adapters)]
+    common = dict(
+        tasks=[task], limit=16, registry=registry, data_dir=task_data, log_samples=bool(adapters)
+    )
+    remote = evaluate(targets, endpoint=url, api_key=API_KEY, **common)
+    local = evaluate(targets, backend="hf", dtype="float32", batch_size=1, **common)
+    for r_remote, r_local in zip(remote.results, local.results, strict=True):
+        assert r_remote.target.label == r_local.target.label
+        got = {m.metric: m for m in r_remote.metrics}
+        want = {m.metric: m for m in r_local.metrics}
+        assert got.keys() == want.keys() and got
+        for name, m in want.items():
+            tolerance = max(m.stderr or 0, 1e-3 * abs(m.value))
+            assert got[name].value == pytest.approx(m.value, abs=tolerance), (name, got[name], m)
+        if metric is not None:
+            assert got[metric].stderr is not None and got[metric].n_samples == 16
+    if adapters:
+        # The adapter was really applied through the endpoint: its choices' log-likelihoods
+        # are the hf backend's for the adapter, and not the base's.
+        base, *tuned = (_loglikelihoods(r) for r in remote.results)
+        for got, want in zip(tuned, map(_loglikelihoods, local.results[1:]), strict=True):
+            assert got.keys() == want.keys() == base.keys() and got
+            assert got == pytest.approx(want, abs=1e-3)
+            assert got != pytest.approx(base, abs=1e-3)
 
 
 def test_pairwise_judge_with_a_loradock_server_as_judge(served, task_data, tmp_path):

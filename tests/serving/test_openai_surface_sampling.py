@@ -10,7 +10,7 @@ import torch
 
 from loradock.errors import RequestError
 from loradock.serving.engines.base import SamplingParams
-from loradock.serving.engines.peft.logprobs import prompt_logprobs, token_logprob
+from loradock.serving.engines.peft.logprobs import prompt_logprobs, rows_logprobs
 from loradock.serving.engines.peft.sampling import (
     adjust_logits,
     check_sampling,
@@ -89,12 +89,14 @@ def test_out_of_range_is_refused(params, fragment):
 
 def test_logprobs_are_of_the_raw_distribution():
     logprobs = torch.log_softmax(LOGITS, dim=-1)
-    entry = token_logprob(logprobs, 3, top=2)
+    step = rows_logprobs(torch.stack([LOGITS.flip(0), LOGITS]), [1], [2])
+    entry = step[1].entry(3, top=2)
     assert entry.logprob == pytest.approx(float(logprobs[3]))
-    assert [t for t, _ in entry.top] == [0, 3]
+    assert [t for t, _ in entry.top] == [0, 3] and len(step) == 1
+    assert step[1].entry(3, top=0).top == ()
     ids = [0, 3, 1]
     rows = torch.stack([LOGITS, LOGITS.flip(0), LOGITS])
     got = prompt_logprobs(rows, ids, top=1)
-    assert got[0] is None and len(got) == 3
+    assert got[0] is None and len(got) == 3 and [t for t, _ in got[1].top] == [0]
     assert got[1].logprob == pytest.approx(float(logprobs[3]))
     assert got[2].logprob == pytest.approx(float(torch.log_softmax(LOGITS.flip(0), -1)[1]))

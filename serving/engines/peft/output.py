@@ -20,7 +20,7 @@ from loradock.errors import GenerationError
 from loradock.serving.engines.base import GenerationChunk, TokenLogprob
 from loradock.serving.engines.peft.delivery import Outbox
 from loradock.serving.engines.peft.grammar import constrain
-from loradock.serving.engines.peft.logprobs import token_logprob
+from loradock.serving.engines.peft.logprobs import RowLogprobs, rows_logprobs
 from loradock.serving.engines.peft.sampling import (
     adjust_logits,
     is_greedy,
@@ -130,13 +130,10 @@ class OutputStage:
         best, greedy = logits.max(dim=-1)
         finite = torch.isfinite(best).tolist()
         greedy = greedy.tolist()
-        # One log-softmax for the rows that want logprobs (of the raw logits: logprobs.py).
-        want = [
-            i for i, row in enumerate(rows) if active[row].request.sampling.logprobs is not None
-        ]
-        logprobs = (
-            dict(zip(want, torch.log_softmax(logits[want], dim=-1), strict=True)) if want else {}
-        )
+        # One log-softmax and top-k for the rows that want logprobs (of the raw logits).
+        tops = [active[row].request.sampling.logprobs for row in rows]
+        want = [i for i, top in enumerate(tops) if top is not None]
+        logprobs = rows_logprobs(logits, want, [tops[i] for i in want])
         constrain(active, rows, logits, greedy)  # rows with an output constraint: grammar.py
         finished: set[int] = set()
         outbox: Outbox = {}
@@ -165,7 +162,7 @@ class OutputStage:
         logits: torch.Tensor,
         greedy: int,
         finite: bool,
-        logprobs: torch.Tensor | None,
+        logprobs: RowLogprobs | None,
     ) -> GenerationChunk | None:
         """``seq``'s next token (from its row of ``logits``) and its chunk."""
         if not finite:
@@ -188,7 +185,7 @@ class OutputStage:
             token = sample_next(adjusted, params, seq.gen)
         else:
             token = greedy if is_greedy(params) else sample_next(logits, params, seq.gen)
-        entry = None if logprobs is None else token_logprob(logprobs, token, params.logprobs)
+        entry = None if logprobs is None else logprobs.entry(token, params.logprobs)
         seq.generated += 1
         seq.pos += 1
         seq.last_token = token
