@@ -117,6 +117,9 @@ class _Request(BaseModel):
         refuse_extras(self.model_extra or {})
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed with stream: true")
+        unknown = sorted(set(self.stream_options or {}) - {"include_usage"})
+        if unknown:
+            raise ValueError(f"stream_options: only include_usage is supported, not {unknown}")
         return self
 
     def stop_list(self) -> tuple[str, ...]:
@@ -172,7 +175,13 @@ def _is_ids(prompt: Any) -> bool:
     return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], int)
 
 
+# Fields the openai client writes into an assistant message it returns: a conversation sent
+# back as it came is accepted while they are empty; with a value they would be ignored.
+_EMPTY_MESSAGE_FIELDS = ("refusal", "audio", "function_call", "annotations", "reasoning_content")
+
+
 class ChatMessage(BaseModel):
+    # Undeclared fields are kept to be refused by name (``_roles``), never ignored.
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
@@ -194,6 +203,13 @@ class ChatMessage(BaseModel):
 
     @model_validator(mode="after")
     def _roles(self) -> ChatMessage:
+        extra = {
+            name: value
+            for name, value in (self.model_extra or {}).items()
+            if not (name in _EMPTY_MESSAGE_FIELDS and value in (None, "", [], {}))
+        }
+        if extra:
+            raise ValueError(f"message fields this server does not honour: {sorted(extra)}")
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError(
                 f"a {self.role} message needs content (only an assistant's tool "
@@ -230,7 +246,7 @@ class ChatCompletionRequest(_Request):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
-    parallel_tool_calls: bool | None = None  # accepted: at most one call is made anyway
+    parallel_tool_calls: bool | None = None  # false: a required answer makes one call
     tools: list[Tool] | None = None  # ``tools.py``
     tool_choice: str | dict[str, Any] | None = None
 
