@@ -25,7 +25,11 @@ def space_url(tmp_path_factory, real_endpoint):
 
     db = tmp_path_factory.mktemp("arena") / "arena.sqlite"
     demo = build_app(
-        endpoint=real_endpoint.url, api_key=real_endpoint.key, arena_db=db, lock_endpoint=False
+        endpoint=real_endpoint.url,
+        api_key=real_endpoint.key,
+        arena_db=db,
+        arena_hub=db.parent,  # its own vote repo: a Space restores every vote of its repo
+        lock_endpoint=False,
     )
     with launched(demo) as url:
         yield url

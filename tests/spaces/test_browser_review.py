@@ -28,7 +28,9 @@ def space_url(tmp_path_factory, standin_url):
     from loradock.spaces.app import build_app
 
     db = tmp_path_factory.mktemp("arena") / "arena.sqlite"
-    with launched(build_app(endpoint=standin_url, arena_db=db, lock_endpoint=True)) as url:
+    # Its own vote repo: a Space restores every vote of the repo it is given.
+    demo = build_app(endpoint=standin_url, arena_db=db, arena_hub=db.parent, lock_endpoint=True)
+    with launched(demo) as url:
         yield url
 
 

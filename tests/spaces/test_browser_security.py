@@ -22,7 +22,11 @@ def _space(tmp_path, endpoint: str, *, locked: bool):
     from loradock.spaces.app import build_app
 
     return build_app(
-        endpoint=endpoint, api_key=SECRET, lock_endpoint=locked, arena_db=tmp_path / "a.sqlite"
+        endpoint=endpoint,
+        api_key=SECRET,
+        lock_endpoint=locked,
+        arena_db=tmp_path / "a.sqlite",
+        arena_hub=tmp_path,  # its own vote repo
     )
 
 
