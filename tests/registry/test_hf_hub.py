@@ -26,20 +26,13 @@ from loradock.registry.card import build_adapter_card
 from loradock.registry.hf_hub import HfHub
 from loradock.registry.store import Store
 from loradock.settings import get_settings
+from tests.helpers.folders import text_folder
 from tests.helpers.registry import carded_copy
 
 SECRET = "hf_do_not_print_me_123"
 
 # The test Hub server fixtures (hub_server), registered for this module.
 pytest_plugins = ["hubserver.fixtures"]
-
-
-def _text_folder(tmp_path: Path, name: str, files: dict[str, str]) -> Path:
-    out = tmp_path / name
-    for rel, text in files.items():
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_text(text)
-    return out
 
 
 @pytest.fixture
@@ -74,7 +67,7 @@ def test_create_repo_in_org_namespaces_and_spaces(hub, hub_server, tmp_path):
     assert api.model_info("org-b/model-one").private is True
 
     hub.create_repo("org-a/demo-space", repo_type="space")
-    folder = _text_folder(tmp_path, "space", {"app.py": "print('hi')\n"})
+    folder = text_folder(tmp_path, "space", {"app.py": "print('hi')\n"})
     commit = hub.upload_folder("org-a/demo-space", folder, commit_message="app", repo_type="space")
     assert ("POST", "/api/spaces/org-a/demo-space/commit/main") in hub_server.requests
     path = hf_hub_download(
@@ -89,7 +82,7 @@ def test_create_repo_in_org_namespaces_and_spaces(hub, hub_server, tmp_path):
 
 
 def test_upload_goes_through_preupload_and_an_ndjson_commit(hub, hub_server, tmp_path):
-    folder = _text_folder(tmp_path, "f", {"a.txt": "alpha", "nested/b.json": '{"b": 1}'})
+    folder = text_folder(tmp_path, "f", {"a.txt": "alpha", "nested/b.json": '{"b": 1}'})
     hub.create_repo("acme/upload")
     commit = hub.upload_folder("acme/upload", folder, commit_message="two files")
     calls = hub_server.requests
@@ -162,10 +155,10 @@ def test_repo_info_at_a_revision_and_resolve_headers(hub, hub_server, tmp_path, 
 def test_tags_are_aliases_plain_huggingface_hub_understands(hub, hub_server, tmp_path):
     hub.create_repo("acme/alias")
     v1 = hub.upload_folder(
-        "acme/alias", _text_folder(tmp_path, "v1", {"f.txt": "one"}), commit_message="v1"
+        "acme/alias", text_folder(tmp_path, "v1", {"f.txt": "one"}), commit_message="v1"
     )
     hub.upload_folder(
-        "acme/alias", _text_folder(tmp_path, "v2", {"f.txt": "two"}), commit_message="v2"
+        "acme/alias", text_folder(tmp_path, "v2", {"f.txt": "two"}), commit_message="v2"
     )
     hub.create_tag("acme/alias", tag="prod", revision=v1.sha)
     hub.create_tag("acme/alias", tag="prod", revision=v1.sha)  # same commit: a no-op
@@ -192,14 +185,14 @@ def test_private_repos_need_a_token(hub, hub_server, tmp_path):
     assert {r.repo_id for r in reader.list_repos(author="acme")} == {"acme/open", "acme/secret"}
     with pytest.raises(StoreError, match="write access"):
         reader.upload_folder(
-            "acme/secret", _text_folder(tmp_path, "x", {"x": "x"}), commit_message="x"
+            "acme/secret", text_folder(tmp_path, "x", {"x": "x"}), commit_message="x"
         )
 
 
 def test_snapshot_download_detects_a_corrupt_server_file(hub, hub_server, tmp_path):
     hub.create_repo("acme/corrupt")
     commit = hub.upload_folder(
-        "acme/corrupt", _text_folder(tmp_path, "v", {"w.txt": "good"}), commit_message="v"
+        "acme/corrupt", text_folder(tmp_path, "v", {"w.txt": "good"}), commit_message="v"
     )
     entry = hub_server.storage.get("model", "acme/corrupt").commits[commit.sha].tree["w.txt"]
     hub_server.storage.blob_path(entry).write_bytes(b"evil")
@@ -209,7 +202,7 @@ def test_snapshot_download_detects_a_corrupt_server_file(hub, hub_server, tmp_pa
 
 def _case_bad_card(hub, server, tmp_path):
     hub.create_repo("acme/badcard")
-    folder = _text_folder(tmp_path, "bad", {"README.md": "---\nbase_model: [unclosed\n---\nx\n"})
+    folder = text_folder(tmp_path, "bad", {"README.md": "---\nbase_model: [unclosed\n---\nx\n"})
     hub.upload_folder("acme/badcard", folder, commit_message="bad")
 
 

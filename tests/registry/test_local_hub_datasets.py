@@ -3,20 +3,11 @@ so that a dataset is never listed, indexed, resolved or served as a model."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from loradock.errors import AdapterNotFoundError, InvalidNameError
 from loradock.registry.local_hub import LocalHub
-
-
-def _folder(tmp_path: Path, name: str, files: dict[str, str]) -> Path:
-    folder = tmp_path / name
-    for path, text in files.items():
-        (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / path).write_text(text)
-    return folder
+from tests.helpers.folders import text_folder
 
 
 @pytest.fixture
@@ -28,7 +19,7 @@ def hub_with_dataset(tmp_path) -> tuple[LocalHub, list[str]]:
     for n, files in enumerate(
         [{"votes/a.jsonl": "1\n"}, {"votes/a.jsonl": "1\n2\n", "votes/b.jsonl": "3\n"}]
     ):
-        folder = _folder(tmp_path, f"v{n}", files)
+        folder = text_folder(tmp_path, f"v{n}", files)
         shas.append(
             hub.upload_folder("acme/votes", folder, commit_message=f"v{n}", repo_type="dataset").sha
         )
@@ -62,7 +53,7 @@ def test_a_dataset_reads_back_at_each_revision(hub_with_dataset, tmp_path, revis
 
 def test_an_unchanged_dataset_upload_makes_no_commit(hub_with_dataset, tmp_path):
     hub, shas = hub_with_dataset
-    folder = _folder(tmp_path, "same", {"votes/a.jsonl": "1\n2\n", "votes/b.jsonl": "3\n"})
+    folder = text_folder(tmp_path, "same", {"votes/a.jsonl": "1\n2\n", "votes/b.jsonl": "3\n"})
     again = hub.upload_folder("acme/votes", folder, commit_message="again", repo_type="dataset")
     assert again.sha == shas[1]
 
@@ -88,7 +79,7 @@ def test_a_dataset_is_no_model(hub_with_dataset, call):
 
 def test_the_registry_never_resolves_or_indexes_a_dataset(registry, tmp_path):
     registry.store.create_repo("acme/votes", repo_type="dataset")
-    folder = _folder(tmp_path, "v", {"adapter_config.json": "{}", "README.md": "---\n---\n"})
+    folder = text_folder(tmp_path, "v", {"adapter_config.json": "{}", "README.md": "---\n---\n"})
     registry.store.upload_folder("acme/votes", folder, commit_message="m", repo_type="dataset")
     assert registry.sync(progress=False).repos_seen == 0
     with pytest.raises(AdapterNotFoundError):
@@ -99,7 +90,7 @@ def test_a_model_and_a_dataset_of_one_name_are_two_repos(hub_with_dataset, tmp_p
     hub, shas = hub_with_dataset
     hub.create_repo("acme/votes")
     model = hub.upload_folder(
-        "acme/votes", _folder(tmp_path, "m", {"config.json": "{}"}), commit_message="model"
+        "acme/votes", text_folder(tmp_path, "m", {"config.json": "{}"}), commit_message="model"
     )
     assert [f.path for f in hub.repo_info("acme/votes").files] == ["config.json"]
     assert hub.repo_info("acme/votes", repo_type="dataset").sha == shas[1] != model.sha
