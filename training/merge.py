@@ -33,6 +33,19 @@ def stored_dtype(base_path: Path) -> str:
     return str(raw.get("dtype") or raw.get("torch_dtype") or "float32")
 
 
+def check_compute_dtype(out_dtype: str) -> str:
+    """The dtype the merge check computes in: the output dtype where this machine has it,
+    else float32, as a server here runs such weights (``--dtype auto``). A CPU without bf16
+    instructions emulates 16-bit matmuls about 14x slower than float32 (docs/training.md)
+    and would serve the weights upcast; the 16-bit rounding of the weights, which is what
+    the merge changes, is checked either way."""
+    from loradock.modeling import cpu_supports_bf16
+
+    if out_dtype == "bfloat16" and cpu_supports_bf16():
+        return out_dtype
+    return "float32"
+
+
 def merge_folder(
     adapter_path: Path,
     base_path: Path,
@@ -52,22 +65,27 @@ def merge_folder(
     from loradock.modeling import load_tokenizer
 
     out_dtype = stored_dtype(base_path) if dtype == "auto" else dtype
+    compute = check_compute_dtype(out_dtype)
     # Merging in the base's 16-bit dtype rounds B @ A before adding it, then rounds again:
     # in float32 only the final sum is rounded, once, into the output dtype.
     base32 = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
     merged = PeftModel.from_pretrained(base32, str(adapter_path)).merge_and_unload()
-    merged = merged.to(getattr(torch, out_dtype)).eval()
+    merged = merged.to(getattr(torch, out_dtype))
     # The reference is the adapter as served unmerged: the base in the output dtype + LoRA.
     base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=getattr(torch, out_dtype))
+    base = base.to(getattr(torch, compute))
     reference = PeftModel.from_pretrained(base, str(adapter_path)).eval()
+    # Both hold the output dtype's values; they compute as a server here would run them.
+    checked = merged.to(getattr(torch, compute)).eval()
     tokenizer = load_tokenizer(base_path)
     prompts, probe = probe_prompts(tasks, probe_rows)
     check = compare_models(
         reference,
-        merged,
+        checked,
         tokenizer,
         prompts,
         dtype=out_dtype,
+        compute_dtype=compute,
         probe=probe,
         max_new_tokens=max_new_tokens,
     )
@@ -76,6 +94,7 @@ def merge_folder(
             f"The merged model does not answer as the unmerged adapter does: {check.summary()}; "
             "nothing was published."
         )
+    merged = checked.to(getattr(torch, out_dtype))  # upcast and back: the same values
     merged.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return check

@@ -50,7 +50,8 @@ _BATCH = 8
 class MergeCheck:
     """How closely the merged model follows the unmerged adapter on the probe prompts."""
 
-    dtype: str
+    dtype: str  # the merged weights' dtype (the thresholds are per this dtype)
+    compute_dtype: str  # the dtype both models computed in (merge.check_compute_dtype)
     probe: str  # where the prompts came from: "<task> test[:n]", ... or "shipped probe set"
     prompts: int
     tokens: int
@@ -84,8 +85,8 @@ class MergeCheck:
             f"{self.mean_kl:.3g} nats (<= {self.max_mean_kl:g} needed), max KL "
             f"{self.max_kl:.3g}; whole answers identical {self.answer_agreement:.0%} of "
             f"{self.prompts}; where the adapter is decided (top two > {self.tie_nats:g} nats "
-            f"apart) {decided} (>= {self.min_token_agreement:.1%} needed; {self.dtype}, "
-            f"{self.probe})"
+            f"apart) {decided} (>= {self.min_token_agreement:.1%} needed; {self.dtype} weights "
+            f"computed in {self.compute_dtype}, {self.probe})"
         )
 
 
@@ -112,6 +113,7 @@ def compare_models(
     dtype: str,
     probe: str,
     max_new_tokens: int,
+    compute_dtype: str | None = None,
 ) -> MergeCheck:
     """Measure ``merged`` against ``reference`` (the unmerged adapter) on ``prompts``."""
     import torch
@@ -136,6 +138,7 @@ def compare_models(
     n_decided = int(decided_all.sum())
     return MergeCheck(
         dtype=dtype,
+        compute_dtype=compute_dtype or dtype,
         probe=probe,
         prompts=len(prompts),
         tokens=int(kl.numel()),

@@ -83,7 +83,8 @@ class LoraSettings:
 
 @dataclass
 class QuantizationConfig:
-    """``none`` (LoRA) or ``nf4`` (QLoRA: 4-bit NF4, double quantization, bf16 compute)."""
+    """``none`` (LoRA) or ``nf4`` (QLoRA: 4-bit NF4, double quantization; the 4-bit
+    layers compute in the job's dtype: bf16 where the hardware has it, else fp32)."""
 
     mode: str = "none"
 

@@ -98,7 +98,8 @@ def merge_command(
     )
     if check:
         print_table(
-            f"merged against unmerged ({check['dtype']}, {check['probe']})",
+            f"merged against unmerged ({check['dtype']} weights, computed in "
+            f"{check.get('compute_dtype', check['dtype'])}; {check['probe']})",
             ["figure", "measured", "needed"],
             [
                 (

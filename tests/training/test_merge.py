@@ -158,6 +158,7 @@ def test_the_check_refuses_a_merge_that_lost_the_adapter(
 def test_what_the_check_requires(decided_tokens, decided_agreement, mean_kl, ok):
     check = MergeCheck(
         dtype="bfloat16",
+        compute_dtype="float32",
         probe="p",
         prompts=4,
         tokens=100,
