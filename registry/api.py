@@ -14,40 +14,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loradock.errors import (
-    AdapterNotFoundError,
     AliasNotFoundError,
     ArtifactError,
-    BaseModelNotFoundError,
     CardError,
-    IncompatibleAdapterError,
-    InvalidNameError,
-    StoreError,
 )
 from loradock.registry.adapter_fetch import (
     AdapterLimits,
-    fetch_adapter,
-    in_repo_terms,
-    read_card,
 )
 from loradock.registry.artifact import (
     CONFIG_FILENAME,
-    WEIGHTS_FILENAME,
     read_adapter,
 )
 from loradock.registry.card import AdapterCard, without_local_paths
-from loradock.registry.compat import adapter_problems
-from loradock.registry.lookup import card_or_none, head, no_alias_message
+from loradock.registry.lookup import head, no_alias_message
 from loradock.registry.names import (
     DEFAULT_REVISION,
-    AdapterRef,
-    is_sha,
     parse_name,
     validate_alias,
     validate_repo_id,
 )
-from loradock.registry.offline import cached_revision, hub_offline
 from loradock.registry.publish_checks import check_against_base, check_size
 from loradock.registry.records import AdapterRecord
+from loradock.registry.resolution import Sources, resolve_adapter, resolve_model
 from loradock.registry.results import (
     AdapterDetails,
     PublishedAdapter,
@@ -239,52 +227,13 @@ class Registry:
         the cache is served without asking the store; with ``HF_HUB_OFFLINE=1`` an unpinned
         name is served from the sha the index holds for it when that snapshot is cached.
         Errors name the repo and revision, never a folder of this machine."""
-        ref = parse_name(name)
         limits = AdapterLimits.from_settings(self.settings, max_rank=max_rank)
-        path = self._cached_adapter(ref, limits)
-        if path is None:
-            try:
-                info = head(
-                    self.store, ref.repo_id, ref.revision, allow_private=limits.allow_private
-                )
-            except StoreError:
-                files = (CONFIG_FILENAME, WEIGHTS_FILENAME)
-                found = self._offline_revision(ref, files, public_only=not limits.allow_private)
-                if found is None:
-                    raise
-                path = found[1]
-            else:
-                path = fetch_adapter(self.store, self.snapshots, info, limits)
-        where = f"{ref.repo_id}@{path.name}"
-        with in_repo_terms(path, where):
-            artifact = read_adapter(path)
-        problems = adapter_problems(artifact, max_rank=max_rank)
-        if problems:
-            raise IncompatibleAdapterError(f"{where} cannot be served", problems)
-        return ResolvedAdapter(ref.repo_id, path.name, path, read_card(path, where), artifact)
+        return resolve_adapter(self._sources(), name, limits)
 
     def resolve_base(self, name_or_path: str | Path) -> ResolvedModel:
         """A base model: ``org/name[@rev]`` from the store, or an existing local model folder
         (for people at the CLI; servers must pass names only)."""
-        local = Path(name_or_path).expanduser()
-        if local.is_dir() and (local / "config.json").is_file():
-            return ResolvedModel(None, None, local.resolve(), card_or_none(local))
-        try:
-            ref = parse_name(str(name_or_path))
-        except InvalidNameError:
-            raise BaseModelNotFoundError(
-                f"Base model {str(name_or_path)!r} is neither a local model folder (with "
-                "config.json) nor a registry name 'org/name[@revision]'."
-            ) from None
-        try:
-            sha, path = self._snapshot(ref.repo_id, ref.revision)
-        except AdapterNotFoundError:
-            raise BaseModelNotFoundError(
-                f"Base model {str(name_or_path)!r} is neither in the registry ({self.store.name} "
-                "store) nor a local model folder. Import it first (loradock base import) or "
-                "give a folder with config.json."
-            ) from None
-        return ResolvedModel(ref.repo_id, sha, path, card_or_none(path))
+        return resolve_model(self._sources(), name_or_path)
 
     def search(self, query: SearchQuery | None = None, /, **fields: Any) -> list[AdapterRecord]:
         """Index rows matching ``query``; keyword ``fields`` of :class:`SearchQuery` build one
@@ -357,41 +306,5 @@ class Registry:
         # the namespace), private repos included; the size cap still holds.
         return AdapterLimits(self.settings.max_adapter_bytes, allow_private=True)
 
-    def _cached_adapter(self, ref: AdapterRef, limits: AdapterLimits) -> Path | None:
-        """A pinned sha's adapter snapshot, when the cache holds it (and, unless private repos
-        are allowed, it was fetched from a public repo)."""
-        if not ref.pinned:
-            return None
-        return self.snapshots.get(
-            ref.repo_id,
-            ref.revision,
-            require=(CONFIG_FILENAME, WEIGHTS_FILENAME),
-            public_only=not limits.allow_private,
-        )
-
-    def _offline_revision(
-        self, ref: AdapterRef, require: tuple[str, ...] = (), *, public_only: bool = False
-    ) -> tuple[str, Path] | None:
-        """The cached revision the index names for ``ref``, when the Hub may not be asked."""
-        if not hub_offline():
-            return None
-        return cached_revision(
-            self.index, self.snapshots, ref, require=require, public_only=public_only
-        )
-
-    def _snapshot(self, repo_id: str, revision: str | None) -> tuple[str, Path]:
-        """Every file of a revision (base and merged models: config, weights, tokenizer)."""
-        if revision and is_sha(revision):
-            cached = self.snapshots.get(repo_id, revision)
-            if cached is not None:
-                return revision, cached
-        try:
-            info = head(self.store, repo_id, revision)
-        except StoreError:
-            found = self._offline_revision(AdapterRef(repo_id, revision))
-            if found is None:
-                raise
-            return found
-        return info.sha, self.snapshots.fetch(
-            self.store, repo_id, info.sha, info.files, private=info.private
-        )
+    def _sources(self) -> Sources:
+        return Sources(self.store, self.snapshots, lambda: self.index)
