@@ -2,8 +2,9 @@
 
 Choice ``i`` of prompt ``p`` has index ``p * n + i`` (OpenAI's order: choices in prompt
 order). The engine requests are submitted together, so the engine's scheduler gathers them
-into one prefill. With a ``seed``, choice ``i`` samples with ``seed + i``: the choices differ
-and the request stays reproducible.
+into one prefill, where the PEFT engine computes their common prompt once (equal prompt ids
+and adapter are all it needs to know: ``engines/peft/prefill.py``). With a ``seed``, choice
+``i`` samples with ``seed + i``: the choices differ and the request stays reproducible.
 """
 
 from __future__ import annotations

@@ -40,7 +40,10 @@ def rows_logprobs(logits: torch.Tensor, rows: list[int], tops: list[int]) -> dic
     (row ``rows[j]``'s entries take the first ``tops[j]`` of them)."""
     if not rows:
         return {}
-    picked = logits[rows].float()
+    # Every row asking (one workload's batch): the step's logits themselves, no copy. The
+    # grammar's mask written into them later only lowers tokens it refuses, never the one a
+    # row samples, so ``entry`` still reads raw logits.
+    picked = (logits if len(rows) == len(logits) else logits[rows]).float()
     lse = torch.logsumexp(picked, dim=-1)
     best = _best(picked, lse, max(tops))
     lses = lse.tolist()

@@ -1,6 +1,20 @@
-"""Which arrivals share a prefill forward: prompts of similar length, so little is padding."""
+"""Which arrivals share a prefill forward: prompts of similar length, so little is padding;
+and which share one row of it: the same prompt through the same adapter.
+
+The ``n`` choices of one request (and any requests that happen to send the same prompt to the
+same adapter) are the same computation until their first sampled token: the prompt's KV cache
+and its last logits depend only on the prompt ids and the adapter slot. One row computes them
+and each of the others takes a copy (``Runner.prefill``); they sample apart from there. Equal
+(slot, prompt ids) is the whole test, so the engine needs no word from the HTTP layer and the
+process engine shares the same way.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from loradock.serving.engines.peft.sequence import Sequence
 
 # What one more forward call costs, in prompt tokens of compute (Python + per-op overhead of a
 # step, measured at a few ms on CPU): the price of splitting a prefill to pad less.
@@ -29,3 +43,23 @@ def prefill_groups(lengths: list[int], call_tokens: int = PREFILL_CALL_TOKENS) -
         groups.append(order[cut[j] : j])
         j = cut[j]
     return groups[::-1]
+
+
+def prompt_owners(seqs: list[Sequence]) -> list[int]:
+    """For each sequence, the index of the first one with its adapter slot and prompt ids:
+    the row whose prefill it shares (its own index when it is the first)."""
+    first: dict[tuple[int, tuple[int, ...]], int] = {}
+    return [first.setdefault((s.slot, tuple(s.prompt_ids)), i) for i, s in enumerate(seqs)]
+
+
+def shared_prefill_groups(seqs: list[Sequence]) -> list[list[Sequence]]:
+    """``seqs`` in prefill groups (:func:`prefill_groups` over the distinct prompts, since a
+    shared prompt costs the forward once), every sequence in its prompt's owner's group."""
+    owners = prompt_owners(seqs)
+    distinct = sorted(set(owners))
+    groups = prefill_groups([len(seqs[i].prompt_ids) for i in distinct])
+    group_of = {distinct[i]: g for g, members in enumerate(groups) for i in members}
+    out: list[list[Sequence]] = [[] for _ in groups]
+    for seq, owner in zip(seqs, owners, strict=True):
+        out[group_of[owner]].append(seq)
+    return out

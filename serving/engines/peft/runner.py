@@ -3,13 +3,16 @@
 It owns the running sequences (``active``, in batch-row order), their stacked KV cache and
 their attention mask. A prefill runs new sequences' prompts together (left-padded) and stacks
 their cache under the running batch's, left-padding the shorter; a decode step feeds every
-running row its last token. Rows that finish are dropped from the cache at once, and the
-columns every remaining row pads are trimmed, so the cache never grows without end. Each
-forward routes every row through its own adapter slot (``MultiLora.set_rows``).
+running row its last token. Sequences with the same prompt and adapter slot (a request's
+``n`` choices) share one row of a prefill: it is computed once and copied. Rows that finish
+are dropped from the cache at once, and the columns every remaining row pads are trimmed, so
+the cache never grows without end. Each forward routes every row through its own adapter
+slot (``MultiLora.set_rows``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 from loradock.serving.engines.peft.kv_cache import SlabCache
 from loradock.serving.engines.peft.logprobs import prompt_logprobs
 from loradock.serving.engines.peft.multi_lora import MultiLora
+from loradock.serving.engines.peft.prefill import prompt_owners
 from loradock.serving.engines.peft.sequence import Sequence
 
 
@@ -34,27 +38,33 @@ class Runner:
         self._mask: torch.Tensor | None = None
 
     def prefill(self, new: list[Sequence]) -> tuple[torch.Tensor, list[int]]:
-        """Run ``new``'s prompts and add them to the batch: their last logits and rows. If it
-        raises, the running batch and its cache are as they were (only ``new`` failed)."""
-        width = max(len(s.prompt_ids) for s in new)
-        ids = torch.full((len(new), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(new), width), dtype=torch.long)
-        for row, seq in enumerate(new):
+        """Run ``new``'s prompts and add them to the batch: their last logits and rows. A
+        prompt that several of ``new`` send through one adapter slot is computed once, and
+        its cache and logits copied to each (``prefill.prompt_owners``). If it raises, the
+        running batch and its cache are as they were (only ``new`` failed)."""
+        owners = prompt_owners(new)
+        computed = sorted(set(owners))
+        row_of = {owner: row for row, owner in enumerate(computed)}
+        unique = [new[i] for i in computed]
+        width = max(len(s.prompt_ids) for s in unique)
+        ids = torch.full((len(unique), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(unique), width), dtype=torch.long)
+        for row, seq in enumerate(unique):
             n = len(seq.prompt_ids)
             ids[row, width - n :] = torch.tensor(seq.prompt_ids)
             mask[row, width - n :] = 1
-            seq.pos = n
+        for seq in new:
+            seq.pos = len(seq.prompt_ids)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         # Every position's logits only when a request asks for its prompt's logprobs (echo).
         keep = width if any(s.request.sampling.prompt_logprobs is not None for s in new) else 1
-        logits, past = self._forward(ids, mask, positions, None, [s.slot for s in new], keep)
+        logits, past = self._forward(ids, mask, positions, None, [s.slot for s in unique], keep)
+        index = [row_of[owner] for owner in owners]
         if keep > 1:
-            for row, seq in enumerate(new):
-                top = seq.request.sampling.prompt_logprobs
-                if top is not None:
-                    span = logits[row, width - len(seq.prompt_ids) :]
-                    seq.prompt_logprobs = prompt_logprobs(span, seq.prompt_ids, top)
+            _give_prompt_logprobs(new, index, logits)
         logits = logits[:, -1, :]
+        if len(unique) < len(new):
+            logits, mask = _share(past, logits, mask, index)
         if self.active:
             past, mask = self._merge(past, mask)
         first = len(self.active)
@@ -129,3 +139,39 @@ class Runner:
         for layer, (keys, values) in zip(self._past.layers, merged, strict=True):
             layer.keys, layer.values = keys, values
         return self._past, merged_mask
+
+
+def _share(
+    past: Any, logits: torch.Tensor, mask: torch.Tensor, index: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row ``index[i]`` of a prefill's cache, last logits and mask, for each sequence ``i``:
+    the copies of a shared prompt's row (the cache's layers in place)."""
+    rows = torch.tensor(index, dtype=torch.long)
+    for layer in past.layers:
+        on = rows.to(layer.keys.device)
+        layer.keys = layer.keys.index_select(0, on)
+        layer.values = layer.values.index_select(0, on)
+    return logits.index_select(0, rows.to(logits.device)), mask.index_select(0, rows)
+
+
+def _give_prompt_logprobs(new: list[Sequence], index: list[int], logits: torch.Tensor) -> None:
+    """Each of ``new`` that asks for its prompt's logprobs gets them from its prefill row
+    (``index``); a row shared by several is scored once, for the most alternatives any of
+    them asked for, and each takes its own number of them."""
+    width = logits.shape[1]
+    asked: dict[int, tuple[int, list[int]]] = {}  # row -> (most alternatives, prompt ids)
+    for seq, row in zip(new, index, strict=True):
+        top = seq.request.sampling.prompt_logprobs
+        if top is not None:
+            asked[row] = (max(top, asked.get(row, (0,))[0]), seq.prompt_ids)
+    scored = {
+        row: prompt_logprobs(logits[row, width - len(ids) :], ids, top)
+        for row, (top, ids) in asked.items()
+    }
+    for seq, row in zip(new, index, strict=True):
+        top = seq.request.sampling.prompt_logprobs
+        if top is not None:
+            seq.prompt_logprobs = [
+                e if e is None or len(e.top) <= top else replace(e, top=e.top[:top])
+                for e in scored[row]
+            ]

@@ -8,10 +8,11 @@ the sequence runs. When every slot is pinned, the oldest request needing a slot 
 
 Arrivals are gathered into one prefill: they are admitted once none has come for
 ``max_wait_ms`` (a burst keeps them waiting, up to ``BURST_WAITS`` max_waits in all) or the
-batch would be full; a lone request waits one max_wait. Every step then runs ONE forward pass
-over all running sequences, whatever adapter each uses (``runner.py``); its logits go to the
-output stage (``output.py``), finished rows leave the batch at once, and the step's chunks
-are handed to their sinks once (``delivery.py``).
+batch would be full; a lone request waits one max_wait. Arrivals with the same prompt and
+adapter (a request's ``n`` choices) share one row of their prefill (``prefill.py``). Every
+step then runs ONE forward pass over all running sequences, whatever adapter each uses
+(``runner.py``); its logits go to the output stage (``output.py``), finished rows leave the
+batch at once, and the step's chunks are handed to their sinks once (``delivery.py``).
 
 The model thread owns the model: attaching and evicting adapters and the engine's commands
 (``call``: admin preload, unload) also run here, between steps, so no forward ever sees a
@@ -40,7 +41,7 @@ from loradock.errors import QueueFullError
 from loradock.serving.engines.peft.adapter_cache import AdapterCache, CpuAdapter
 from loradock.serving.engines.peft.delivery import deliver_all
 from loradock.serving.engines.peft.output import OutputStage
-from loradock.serving.engines.peft.prefill import prefill_groups
+from loradock.serving.engines.peft.prefill import shared_prefill_groups
 from loradock.serving.engines.peft.runner import Runner
 from loradock.serving.engines.peft.sequence import Sequence
 
@@ -155,7 +156,7 @@ class Scheduler:
         admitted = time.perf_counter()
         self.stats["idle_seconds"] += admitted - started
         if new:
-            groups = [[new[i] for i in g] for g in prefill_groups([len(s.prompt_ids) for s in new])]
+            groups = shared_prefill_groups(new)
             for n, group in enumerate(groups):
                 self._joining = [seq for later in groups[n + 1 :] for seq in later]
                 self._prefill(group)
