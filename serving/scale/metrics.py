@@ -1,12 +1,16 @@
 """Per-replica adapter figures on the ingress's ``/metrics``, beside the summed engine metrics.
 
 The summed ones (``loradock_adapter_loads``...) come from ``RemoteEngine.stats()`` through the
-usual collector; these carry a ``replica`` label, so a scrape shows where adapters are loaded:
-a replica that reloads adapters often is one that multiplexed routing does not keep warm.
+usual collector (a replaced replica's counts stay in the sums, so they never go down); these
+carry a ``replica`` label, so a scrape shows where adapters are loaded: a replica that reloads
+adapters often is one that multiplexed routing does not keep warm. Only live replicas are
+shown: Ray names each replica's actor ``SERVE_REPLICA::<app>#<deployment>#<id>``, and a dead
+one's name is gone from Ray's named actors, so its series disappear with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -32,11 +36,24 @@ def cache_misses(stats: dict[str, float]) -> float:
     return stats.get("adapter_cpu_hits", 0.0) + stats.get("adapter_disk_loads", 0.0)
 
 
+def live_replica_ids() -> set[str]:
+    """The ids of the Serve replicas alive now (one call to Ray's control store)."""
+    import ray
+
+    names = ray.util.list_named_actors(all_namespaces=True)
+    return {
+        entry["name"].rpartition("#")[2]
+        for entry in names
+        if entry["name"].startswith("SERVE_REPLICA::")
+    }
+
+
 class ReplicaCollector:
     """Registered on the ingress's metrics registry; reads ``RemoteEngine.replicas``."""
 
-    def __init__(self, engine: Any):
+    def __init__(self, engine: Any, live: Callable[[], set[str]] = live_replica_ids):
         self.engine = engine
+        self.live = live
 
     def collect(self):
         families: dict[str, CounterMetricFamily] = {}
@@ -48,7 +65,10 @@ class ReplicaCollector:
         loaded = GaugeMetricFamily(
             "loradock_replica_adapters_loaded", "Adapters a replica holds", labels=["replica"]
         )
+        alive = self.live()
         for replica, report in sorted(self.engine.replicas.items()):
+            if replica not in alive:
+                continue
             stats = report["stats"]
             for key, (name, doc, labels) in _PER_REPLICA.items():
                 family = families.get(name)

@@ -195,6 +195,7 @@ def test_streaming_and_keys_through_the_ingress(cluster):
 @pytest.mark.slow
 def test_a_killed_replica_leaves_no_request_hanging(cluster):
     """In-flight requests on the killed replica may fail (503), never hang; later ones pass."""
+    import httpx
     import ray
 
     published, url = cluster
@@ -216,8 +217,15 @@ def test_a_killed_replica_leaves_no_request_hanging(cluster):
         names = ray.util.list_named_actors(all_namespaces=True)
         engine = next(a for a in names if "engine" in a["name"] and "REPLICA" in a["name"])
         ray.kill(ray.get_actor(engine["name"], namespace=engine["namespace"]), no_restart=True)
-        return await during, await burst(16)
+        return engine["name"].rpartition("#")[2], await during, await burst(16)
 
-    during, after = asyncio.run(run())
+    killed, during, after = asyncio.run(run())
     assert set(during) <= {200, 503}, during
     assert after == [200] * 16
+    # The dead replica's series leave /metrics; the live ones (its replacement included) stay.
+    shown = {
+        line.split('replica="', 1)[1].split('"', 1)[0]
+        for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines()
+        if line.startswith("loradock_replica_adapters_loaded{")
+    }
+    assert shown and killed not in shown, (killed, shown)
