@@ -221,12 +221,10 @@ def _merged_problems(v: Mapping[str, Any]) -> list[str]:
 
 
 def _scale_problems(v: Mapping[str, Any]) -> list[str]:
-    """Replicas run the PEFT engine inside each Ray Serve replica: Ray replaces a dead replica,
-    so the engine-process supervision has nothing to do there."""
+    """Replicas run the engine inside each Ray Serve replica: Ray replaces a dead replica, so
+    the engine-process supervision has nothing to do there."""
     if v["replicas"] is None:
         return []
-    if v["engine"] == "vllm":
-        return ["replicas run the PEFT engine, but engine is vllm: add --engine peft"]
     if v["merged"] is True:
         return ["replicas serve a base with its adapters: drop --merged (or --replicas)"]
     return [

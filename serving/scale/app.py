@@ -10,6 +10,7 @@ autoscaled). ``serve_replicas(config)`` joins or starts a Ray cluster and runs i
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from ray import serve
@@ -41,7 +42,11 @@ class Ingress:
         registry = Registry.open(self.settings)
         base = registry.resolve_base(self.config.base)
         engine = RemoteEngine(
-            self.engine_handle, self.config, base.path, multiplexed=self.multiplexed
+            self.engine_handle,
+            self.config,
+            base.path,
+            registry=registry,
+            multiplexed=self.multiplexed,
         )
         app = create_app(engine, registry=registry, config=self.config, base=base)
         check_listed_adapters(self.config, app.state.loradock.resolver)
@@ -49,12 +54,31 @@ class Ingress:
         return app
 
 
+def replica_resources(config: ServerConfig) -> dict[str, Any]:
+    """What one engine replica takes from Ray (its ``ray_actor_options``).
+
+    PEFT: ``--threads`` CPUs. vLLM on a GPU: ``--tensor-parallel-size`` GPUs, and a CPU for
+    each of its processes (the replica's, the engine core's, and one per GPU worker when the
+    model is split). vLLM on a CPU: every CPU of this machine, since its worker binds its
+    threads to a whole NUMA node's cores (``VLLM_CPU_OMP_THREADS_BIND=auto``), the same node
+    for each vLLM on a machine: two would compete for the same cores.
+    """
+    if config.engine != "vllm":
+        return {"num_cpus": config.peft.torch_threads or 1}
+    from loradock.serving.engines.vllm.args import has_cuda
+
+    if has_cuda():
+        gpus = config.vllm.tensor_parallel_size or 1
+        return {"num_cpus": 2 + (gpus if gpus > 1 else 0), "num_gpus": gpus}
+    return {"num_cpus": len(os.sched_getaffinity(0))}
+
+
 def build_application(
     config: ServerConfig, *, settings: Any = None, multiplexed: bool = True
 ) -> Any:
     """The bound application; ``settings`` (``loradock.settings.Settings``) name the registry
     every deployment opens (None: each reads ``LORADOCK_*`` from its environment)."""
-    peft, scale = config.peft, config.scale
+    peft, scale = config.peft, config.scale  # the sizes both engines share
     autoscaling = scale.autoscaling()
     engine = serve.deployment(
         EngineReplica,
@@ -64,7 +88,7 @@ def build_application(
         # Admission is the engine's (batch room, then its queue, then 429): Ray hands every
         # request over at once instead of queueing it in front.
         max_ongoing_requests=peft.max_batch_size + peft.max_queue,
-        ray_actor_options={"num_cpus": peft.torch_threads or 1},
+        ray_actor_options=replica_resources(config),
     )
     ingress = serve.deployment(
         serve.ingress()(Ingress),

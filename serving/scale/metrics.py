@@ -32,7 +32,8 @@ _PER_REPLICA = {
 
 
 def cache_misses(stats: dict[str, float]) -> float:
-    """Adapter lookups that found the adapter in no slot (read from CPU memory or disk)."""
+    """Adapter lookups that found the adapter in no slot (read from CPU memory or disk; vLLM's
+    engine has no CPU tier of its own, so only reads from disk)."""
     return stats.get("adapter_cpu_hits", 0.0) + stats.get("adapter_disk_loads", 0.0)
 
 
@@ -71,6 +72,8 @@ class ReplicaCollector:
                 continue
             stats = report["stats"]
             for key, (name, doc, labels) in _PER_REPLICA.items():
+                if key not in stats:  # vLLM holds adapters in one tier: no CPU-tier hits
+                    continue
                 family = families.get(name)
                 if family is None:
                     family = CounterMetricFamily(name, doc, labels=["replica", *labels])

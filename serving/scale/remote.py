@@ -22,7 +22,12 @@ from ray.exceptions import RayError, RayTaskError
 
 from loradock.errors import EngineError, GenerationError, LoradockError, RequestError
 from loradock.modeling import load_tokenizer
-from loradock.serving.engines.base import AdapterSpec, GenerationChunk, GenerationRequest
+from loradock.serving.engines.base import (
+    AdapterSpec,
+    EngineCapabilities,
+    GenerationChunk,
+    GenerationRequest,
+)
 from loradock.serving.engines.frontend import PromptFrontend
 from loradock.serving.engines.peft.limits import capabilities
 from loradock.serving.scale.replica import adapter_id
@@ -31,14 +36,32 @@ RETRIES = 2  # new tries of a request whose replica died before its first chunk
 RETRY_WAIT_S = 0.5  # time for Ray to mark the dead replica and route around it
 
 
+def expected_capabilities(config: Any, base_path: str | Path, registry: Any) -> EngineCapabilities:
+    """What the replicas' engine will report, known before one has started: the app's
+    resolver refuses adapters by them (``max_lora_rank``) from the start. vLLM's come from its
+    engine object, built as a replica builds it (its tokenizer and the registry's ranks:
+    vLLM itself starts only in ``start``)."""
+    if config.engine == "vllm":
+        from loradock.serving.engines.vllm.engine import create_engine
+
+        return create_engine(config, base_path, registry=registry).capabilities
+    return capabilities(config.peft)
+
+
 class RemoteEngine:
     def __init__(
-        self, handle: Any, config: Any, base_path: str | Path, *, multiplexed: bool = True
+        self,
+        handle: Any,
+        config: Any,
+        base_path: str | Path,
+        *,
+        registry: Any = None,
+        multiplexed: bool = True,
     ) -> None:
         self.handle = handle
         self.base_path = Path(base_path)
         self.base_name = config.base_model_name
-        self.capabilities = capabilities(config.peft)
+        self.capabilities = expected_capabilities(config, base_path, registry)
         self.multiplexed = multiplexed
         self.frontend: PromptFrontend | None = None
         self.replicas: dict[str, dict[str, Any]] = {}  # replica id -> its last report
@@ -86,7 +109,7 @@ class RemoteEngine:
     async def unload(self, name: str) -> None:
         raise RequestError(
             f"Cannot unload {name!r}: with replicas, each replica keeps the adapters it serves "
-            "in its own LRU of --max-loaded slots, and Ray routes by what each holds."
+            "in its own LRU of adapter slots, and Ray routes by what each holds."
         )
 
     def loaded_adapters(self) -> list[str]:

@@ -1,10 +1,12 @@
-"""``EngineReplica``: one PEFT engine inside a Ray Serve replica, adapters multiplexed by id.
+"""``EngineReplica``: one engine inside a Ray Serve replica, adapters multiplexed by id.
 
-Ray Serve's model multiplexing keeps, per replica, an LRU of the model ids it has loaded
-(``--max-loaded`` of them) and routes a request carrying an id to a replica holding it (else
-to the replica holding the fewest). The id is the adapter's ``org/name@sha``: every alias and
-revision name of one commit lands on the same replica. The engine's own cache attaches the
-adapter when the request is admitted; Ray's LRU decides only where requests go.
+The engine is the one ``loradock serve`` builds in one process (``server.build_engine``): the
+PEFT engine, or vLLM's. Ray Serve's model multiplexing keeps, per replica, an LRU of the model
+ids it has loaded (as many as the engine's adapter slots, ``warm_slots``) and routes a request
+carrying an id to a replica holding it (else to the replica holding the fewest). The id is the
+adapter's ``org/name@sha``: every alias and revision name of one commit lands on the same
+replica. The engine's own cache attaches the adapter when the request is admitted; Ray's LRU
+decides only where requests go.
 
 Each chunk goes back with the replica's id, and the last one with its engine's stats, so the
 ingress's ``/metrics`` shows every replica that served without a side channel.
@@ -20,8 +22,7 @@ from typing import Any
 
 from ray import serve
 
-from loradock.serving.engines.base import AdapterSpec, GenerationRequest
-from loradock.serving.engines.peft.engine import PeftEngine
+from loradock.serving.engines.base import AdapterSpec, Engine, GenerationRequest
 
 
 def adapter_id(spec: AdapterSpec) -> str:
@@ -29,25 +30,49 @@ def adapter_id(spec: AdapterSpec) -> str:
     return f"{spec.repo_id}@{spec.sha}"
 
 
+def warm_slots(engine: Engine) -> int:
+    """The adapters one replica serves without swapping: the PEFT engine's ``--max-loaded``
+    slots, vLLM's ``max_loras`` (adapters in one batch; from ``--max-loaded`` unless
+    ``--max-loras`` is given)."""
+    limits = getattr(engine, "limits", None)  # vLLM's LoraLimits
+    return limits.max_loras if limits is not None else engine.capabilities.max_loaded
+
+
+def build_replica_engine(config: Any, base_path: Path, registry: Any) -> Engine:
+    """The engine ``config`` names, built as the one-process server builds it. The PEFT engine
+    runs in the replica's process: the replica is already a process of its own, and Ray
+    replaces it if it dies."""
+    from loradock.serving.server import build_engine
+
+    if config.engine == "peft":
+        config = replace(config, engine_process=False)
+    return build_engine(config, base_path, registry=registry)
+
+
 class EngineReplica:
     """A Ray Serve deployment class (``app.py`` wraps it with ``serve.deployment``)."""
 
     async def __init__(self, config: Any, settings: Any = None) -> None:
-        base = await asyncio.to_thread(self._registry(settings).resolve_base, config.base)
-        self.engine = PeftEngine(base.path, config.peft, base_name=config.base_model_name)
+        self._settings = settings
+        registry = self._registry(settings)
+        base = await asyncio.to_thread(registry.resolve_base, config.base)
+        self.engine = await asyncio.to_thread(build_replica_engine, config, base.path, registry)
         await self.engine.start()
         self.replica = serve.get_replica_context().replica_id.unique_id
-        self._settings = settings
 
         async def advertise(model_id: str) -> str:
             # The engine attaches the adapter when its request is admitted (waiting for a
             # slot while all serve running requests): loading here could only fail then.
             return model_id
 
-        # Set per instance: the slot count is an option, not known when the class is defined.
-        self._multiplexed = serve.multiplexed(max_num_models_per_replica=config.peft.max_loaded)(
+        # Set per instance: the slot count is the engine's, not known when the class is defined.
+        self._multiplexed = serve.multiplexed(max_num_models_per_replica=warm_slots(self.engine))(
             advertise
         )
+
+    async def __del__(self) -> None:
+        """Ray Serve's graceful stop: vLLM's engine-core process goes with the replica."""
+        await self.engine.shutdown()
 
     def describe(self) -> dict[str, Any]:
         """What the ingress needs before it serves: the engine's limits."""

@@ -29,7 +29,8 @@ PROMPT = "Date: Oct 1 2003"
         ({"replicas": 3, "max_replicas": 2}, "must lie between"),
         ({"replicas": 2, "target_ongoing_requests": 0}, "must be a number > 0"),
         ({"replicas": 2, "restart_backoff_s": 2.0}, "Ray replaces a dead replica"),
-        ({"replicas": 2, "engine": "vllm"}, "replicas run the PEFT engine"),
+        ({"replicas": 2, "engine": "vllm"}, None),
+        ({"replicas": 2, "merged": True}, "drop --merged"),
     ],
 )
 def test_scale_options_are_checked(options, problem):
