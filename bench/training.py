@@ -22,6 +22,8 @@ keeps the best of ``--repeats`` (a shared machine's noise only ever slows a run 
     python -m bench.training --shape llama-1b     # a 1B-class Llama, random weights
     python -m bench.training --data dates         # packing measured on the uniform rows only
     python -m bench.training --small --json       # tiny random model: the smoke test's size
+    python -m bench.training --small --preload    # runs forked from one process that imported
+                                                  # the libraries once (the smoke test's way)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import json
 import os
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +172,7 @@ def run(
     threads: int | None = None,
     random_base: str | None = None,
     shape: str = DEFAULT_SHAPE,
+    preload: bool = False,
 ) -> dict[str, Any]:
     if data not in DATA_SETS:
         raise ValueError(f"data={data!r}: use one of {', '.join(DATA_SETS)}")
@@ -181,20 +185,21 @@ def run(
         decisions = {d: default_packing(files[d], path, settings) for d in packing_sets}
         default = decisions[data][0].packing
         spec = {"base": path, "base_path": path, "settings": settings, "threads": threads}
+        measure_run = partial(measure, preload=preload)
         runs: dict[str, list[dict[str, Any]]] = {"bare": []}
         runs.update({f"{d}_{side}": [] for d in packing_sets for side in ("packed", "unpacked")})
         for _ in range(repeats):  # alternate so drifting load hits every side alike
             primary = {**spec, "data": str(files[data])}
-            runs["bare"].append(measure("bare", {**primary, "packing": default}))
+            runs["bare"].append(measure_run("bare", {**primary, "packing": default}))
             for d in packing_sets:
                 for packing in (default, not default) if d == data else (True, False):
                     side = f"{d}_{'packed' if packing else 'unpacked'}"
                     runs[side].append(
-                        measure("loradock", {**spec, "data": str(files[d]), "packing": packing})
+                        measure_run("loradock", {**spec, "data": str(files[d]), "packing": packing})
                     )
         short = {**spec, "data": str(files[packing_sets[-1]])}
-        lora = measure("footprint", {**short, "packing": False, "quant": "none"})
-        qlora = measure("footprint", {**short, "packing": False, "quant": "nf4"})
+        lora = measure_run("footprint", {**short, "packing": False, "quant": "none"})
+        qlora = measure_run("footprint", {**short, "packing": False, "quant": "nf4"})
     ours = runs[f"{data}_{'packed' if default else 'unpacked'}"]
     packing_ratio = {
         d: _best(runs[f"{d}_packed"]) / _best(runs[f"{d}_unpacked"]) for d in packing_sets
@@ -293,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         help="random weights with this model folder's config and tokenizer (same speed as the "
         "real weights; for a machine that holds only the config)",
     )
+    parser.add_argument(
+        "--preload",
+        action="store_true",
+        help="fork each run from one process that imported the libraries once (smoke tests: "
+        "faster; the default spawns each run from nothing)",
+    )
     parser.add_argument("--out", type=Path, default=None, help=f"results file ({RESULTS})")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
@@ -305,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         random_base=args.random_base,
         shape=args.shape,
+        preload=args.preload,
     )
     device = "" if results["device"] == "cpu" else f"-{results['device']}"
     kind = "-small" if args.small else "" if args.shape == DEFAULT_SHAPE else f"-{args.shape}"

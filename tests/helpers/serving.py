@@ -84,11 +84,18 @@ def publish_fixture_registry(root: Path, base_folder: Path, adapter_src: Path, n
     return out
 
 
+# The session's live server (tests/serving/conftest.py), one per engine kind, shared by the
+# API, error, surface, security, structured-output and tool tables: 256 tokens of context hold
+# a prompt and a 120-token JSON answer; 4 slots for the 6 published adapters (so evictions).
+LIVE_CONTEXT, LIVE_SLOTS = 256, 4
+
+
 @dataclass
 class LiveServer:
     url: str
     app: object
     published: Published
+    kind: str  # the engine kind: "peft", "peft-process" or "vllm"
 
     @property
     def base_url(self) -> str:

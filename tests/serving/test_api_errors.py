@@ -9,9 +9,9 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers.serving import ADMIN_KEY, API_KEY, BASE_ID
+from tests.helpers.serving import ADMIN_KEY, API_KEY, BASE_ID, LIVE_CONTEXT
 
-LONG_PROMPT = "the capital of France is Paris " * 60  # far over max_model_len=128
+LONG_PROMPT = "the capital of France is Paris " * 60  # far over the live server's context
 ADAPTER = "acme/adapter-000"
 
 # (id, route, body, key, status, fragment of the message)
@@ -31,7 +31,14 @@ CASES = [
     ("unknown-field", "completions", {"temprature": 0}, API_KEY, 400, "temprature: unknown"),
     ("not-honoured", "completions", {"suffix": "x"}, API_KEY, 400, "suffix: insertion"),
     ("best-of", "completions", {"best_of": 3}, API_KEY, 400, "best_of=3"),
-    ("big-max-tokens", "completions", {"max_tokens": 126}, API_KEY, 400, "ask for at most"),
+    (
+        "big-max-tokens",
+        "completions",
+        {"max_tokens": LIVE_CONTEXT - 2},
+        API_KEY,
+        400,
+        "ask for at most",
+    ),
     ("bias-vocab", "completions", {"logit_bias": {"999999": 1}}, API_KEY, 400, "logit_bias"),
     ("bias-value", "completions", {"logit_bias": {"1": 101}}, API_KEY, 400, "[-100, 100]"),
     ("logprobs-21", "completions", {"logprobs": 21}, API_KEY, 400, "logprobs"),
@@ -66,7 +73,14 @@ CASES = [
         "['refusal']",
     ),
     ("too-many-stops", "completions", {"stop": list("abcde")}, API_KEY, 400, "stop"),
-    ("too-long", "completions", {"prompt": LONG_PROMPT}, API_KEY, 400, "context is 128 tokens"),
+    (
+        "too-long",
+        "completions",
+        {"prompt": LONG_PROMPT},
+        API_KEY,
+        400,
+        f"context is {LIVE_CONTEXT} tokens",
+    ),
     ("no-messages", "chat", {"messages": []}, API_KEY, 400, "messages is empty"),
     ("bad-role", "chat", {"messages": [{"role": "robot", "content": "hi"}]}, API_KEY, 400, "role"),
     (

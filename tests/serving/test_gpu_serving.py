@@ -35,7 +35,8 @@ def gpu_server(request, published):
         max_batch_size=16,
     )
     try:
-        yield LiveServer(url=server.url, app=app, published=published), request.param
+        live = LiveServer(url=server.url, app=app, published=published, kind="peft-process")
+        yield live, request.param
     finally:
         server.stop()
 

@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers.serving import API_KEY, BASE_ID
+from tests.helpers.serving import API_KEY, BASE_ID, LIVE_CONTEXT
 
 PROMPT = "The capital of France is"
 ADAPTER = "acme/adapter-000"
@@ -213,7 +213,7 @@ def test_tokenize_and_detokenize(live_server):
     out = post("/tokenize", {"model": BASE_ID, "prompt": PROMPT, "add_special_tokens": False})
     body = out.json()
     assert out.status_code == 200 and body["count"] == len(body["tokens"]) > 0
-    assert body["max_model_len"] == 128
+    assert body["max_model_len"] == LIVE_CONTEXT
     assert post("/detokenize", {"tokens": body["tokens"]}).json() == {"prompt": PROMPT}
     chat_ids = post("/tokenize", {"messages": [{"role": "user", "content": PROMPT}]}).json()
     assert chat_ids["count"] > body["count"]  # the chat template's tokens

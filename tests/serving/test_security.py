@@ -22,13 +22,14 @@ from tests.helpers.serving import (
     ADMIN_KEY,
     API_KEY,
     BASE_ID,
+    LIVE_CONTEXT,
     publish_fixture_registry,
     start_server,
 )
 
 ADAPTER = "acme/adapter-001"
 FILES = f"/v1/registry/adapters/{ADAPTER}/files"
-CONTEXT = 128  # the server's max_model_len
+CONTEXT = LIVE_CONTEXT  # every server's max_model_len here, the live ones' too
 LIMIT = 2 * 1024 * 1024  # the default max_request_bytes
 MB = 1024 * 1024
 
@@ -59,13 +60,13 @@ CASES = [
     # fields: bounded in the schema, or against the context before any tokenising
     ("prompt-chars", "json", "POST", "/v1/completions", _completion(prompt="a" * (CONTEXT * 32 + 1)), API_KEY, 400, "characters"),
     ("prompt-ceiling", "json", "POST", "/v1/completions", _completion(prompt="a" * 1_000_001), API_KEY, 400, "at most 1000000"),
-    ("message-chars", "json", "POST", "/v1/chat/completions", _chat(_user("a" * 5000)), API_KEY, 400, "characters"),
+    ("message-chars", "json", "POST", "/v1/chat/completions", _chat(_user("a" * (CONTEXT * 32 + 1))), API_KEY, 400, "characters"),
     ("many-messages", "json", "POST", "/v1/chat/completions", _chat(_user("hi", 1025)), API_KEY, 400, "at most 1024"),
     ("many-parts", "json", "POST", "/v1/chat/completions", _chat(_user([{"type": "text", "text": "a"}] * 65)), API_KEY, 400, "at most 64"),
     ("many-stops", "json", "POST", "/v1/completions", _completion(stop=list("abcde")), API_KEY, 400, "at most 4 stop"),
     ("long-stop", "json", "POST", "/v1/completions", _completion(stop=["x" * 201]), API_KEY, 400, "at most 200"),
     ("max-tokens-huge", "json", "POST", "/v1/completions", _completion(max_tokens=10**9), API_KEY, 400, "over this server's context"),
-    ("chat-max-tokens", "json", "POST", "/v1/chat/completions", _chat(_user("hi"), max_tokens=CONTEXT + 1), API_KEY, 400, "max_tokens=129"),
+    ("chat-max-tokens", "json", "POST", "/v1/chat/completions", _chat(_user("hi"), max_tokens=CONTEXT + 1), API_KEY, 400, f"max_tokens={CONTEXT + 1}"),
     ("seed-2**64", "json", "POST", "/v1/completions", _completion(seed=2**64), API_KEY, 400, "seed"),
     ("seed-negative", "json", "POST", "/v1/completions", _completion(seed=-1), API_KEY, 400, "seed"),
     ("temperature-1e-40", "json", "POST", "/v1/completions", _completion(temperature=1e-40), API_KEY, 400, "0 (greedy) or at least"),

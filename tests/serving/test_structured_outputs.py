@@ -67,8 +67,8 @@ def check(expected, text: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(grammar_server):
-    return grammar_server
+def server(live_server):
+    return live_server
 
 
 def ask(client, model: str, i: int, extra: dict, *, stream: bool = False) -> tuple[str, str]:

@@ -52,8 +52,8 @@ HISTORY = [
 
 
 @pytest.fixture(scope="module")
-def server(grammar_server):
-    return grammar_server
+def server(live_server):
+    return live_server
 
 
 def chat(client, **kw):

@@ -108,7 +108,10 @@ def real_endpoint(tmp_path_factory, tiny_base, tiny_adapter_factory):
     log = (root / "serve.log").open("w")
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("loradock")), "serve", "--base", BASE]
-        + ["--port", str(port), "--dtype", "float32", "--max-model-len", "256"],
+        + ["--port", str(port), "--dtype", "float32", "--max-model-len", "256"]
+        # The engine in the server's process (one torch import, not two): the Space sees the
+        # same HTTP either way, and the engine process has its own tests in tests/serving.
+        + ["--in-process", "--threads", "1"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

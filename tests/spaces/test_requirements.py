@@ -40,7 +40,8 @@ def test_space_installs_and_starts_from_its_requirements_alone(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        # --no-compile: what app.py imports compiles as it loads; nothing else needs it.
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
         + ["-r", str(space / "requirements.txt")],
         capture_output=True,
         text=True,

@@ -13,7 +13,8 @@ def test_bench_training_small(tmp_path):
     from bench import training as bench
 
     out = tmp_path / "training.json"
-    argv = ["--small", "--repeats", "1", "--rows", "12", "--threads", "1", "--out", str(out)]
+    argv = ["--small", "--repeats", "1", "--rows", "12", "--threads", "1", "--preload"]
+    argv += ["--out", str(out)]
     assert bench.main(argv) == 0
     results = json.loads(out.read_text())
     assert set(results["ratios"]) == {
