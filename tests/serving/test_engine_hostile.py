@@ -24,6 +24,7 @@ from loradock.serving.config import PeftEngineConfig
 from loradock.serving.engines.base import AdapterSpec, GenerationRequest, SamplingParams
 from loradock.serving.engines.peft.engine import PeftEngine
 from loradock.serving.engines.peft.process import ProcessEngine
+from tests.helpers.event_loop import background_loop, run_on
 from tests.helpers.serving import BASE_ID
 
 PROMPT = "Convert the date 3 March 2024 to ISO format:"
@@ -82,16 +83,12 @@ def specs(published, tmp_path_factory) -> dict[str, AdapterSpec]:
 # ---- engines on one long-lived event loop (the process engine's reader needs one) ---------
 @pytest.fixture(scope="module")
 def loop():
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with background_loop() as loop:
+        yield loop
 
 
 def _run(loop, coro, timeout: float = 60):
-    return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+    return run_on(loop, coro, timeout)
 
 
 @pytest.fixture(scope="module")

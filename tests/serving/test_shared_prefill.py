@@ -10,7 +10,6 @@ request's tokens and logprobs must be those of its lone run.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import pytest
@@ -19,6 +18,7 @@ from loradock.serving.config import PeftEngineConfig
 from loradock.serving.engines.base import GenerationRequest, SamplingParams
 from loradock.serving.engines.peft.engine import PeftEngine
 from loradock.serving.engines.peft.process import ProcessEngine
+from tests.helpers.event_loop import background_loop, run_on
 from tests.helpers.serving import BASE_ID
 
 PROMPTS = {"A": "Convert the date 3 March 2024 to ISO format:", "B": "Count to five:"}
@@ -27,16 +27,12 @@ GREEDY = {"temperature": 0, "max_tokens": 6}
 
 @pytest.fixture(scope="module")
 def loop():
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with background_loop() as loop:
+        yield loop
 
 
 def _run(loop, coro, timeout: float = 120):
-    return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+    return run_on(loop, coro, timeout)
 
 
 @pytest.fixture(scope="module")
