@@ -47,6 +47,7 @@ class EndpointBackend:
     base_model_name: str | None = None  # what the server calls the base (its --served-base-name)
     chat: bool = True
     timeout: int = 120
+    concurrency: int = 8  # requests in flight at once: the server batches them together
     name: str = "endpoint"
 
     def __post_init__(self) -> None:
@@ -71,7 +72,7 @@ class EndpointBackend:
             tokenizer_backend=None,
             tokenized_requests=False,
             max_retries=1,
-            num_concurrent=1,
+            num_concurrent=self.concurrency,
             timeout=self.timeout,
             header=header,
         )

@@ -50,7 +50,7 @@ class EvalOptions:
     )
     data_dir: Path | None = option(None, "Shipped task data folder (<task>/test.jsonl)")
     tasks_dir: Path | None = None  # replaces the shipped task folder (tests, custom installs)
-    batch_size: int = option(8, "Batch size")
+    batch_size: int = option(8, "Batch size (endpoint: requests in flight at once)")
     device: str | None = option(None, "cpu, cuda, mps (default: the best available)")
     dtype: str | None = option(None, "auto, float32, bfloat16")
     chat_template: bool | None = option(

@@ -68,6 +68,7 @@ def _make_backend(options: EvalOptions, plan: TargetPlan):
             api_key=options.api_key,
             base_model_name=options.endpoint_base_name,
             chat=options.chat_template is not False,
+            concurrency=options.batch_size,
         )
     if options.backend == "vllm":
         return VllmBackend(

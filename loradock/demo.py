@@ -5,12 +5,12 @@
 2. train the two shipped task adapters (LoRA; ``dates`` also as QLoRA);
 3. combine the ``dates`` and ``extraction`` LoRA adapters into one new adapter
    (``loradock merge``, ``loradock.demo_merge``);
-4. evaluate base, adapters and the combination with lm-eval and write the report (the
-   combination next to its sources on both tasks);
+4. start the multi-adapter endpoint and evaluate base, adapters and the combination through
+   it with lm-eval, then write the report (the combination next to its sources on both tasks);
 5. publish the results into the cards (new revisions), sync the registry and print adapters
    by base model and task, ranked by their metric;
-6. start the multi-adapter endpoint and ask each adapter and the base the same questions
-   through the ``openai`` client, answers side by side (``loradock.demo_serving``);
+6. ask each adapter and the base the same questions through the ``openai`` client, on the
+   same endpoint, answers side by side (``loradock.demo_serving``);
 7. merge the promoted ``dates`` adapter into its base's weights, serve them alone (vLLM; the
    PEFT engine with ``small=True``) and ask the same prompts, next to the hot-swapped answers;
 8. start the Gradio Space on 127.0.0.1 and print its address.
@@ -27,7 +27,6 @@ import copy
 import json
 import os
 import secrets
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,13 +37,16 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from loradock.demo_serving import TASKS, free_port, running
+from loradock.demo_serving import TASKS, serve_and_show, serving_endpoint
 from loradock.errors import ConfigError, LoradockError
 
 console = Console()
 
 SMALL_BASE = "local/tiny-base"
 STEPS = 8
+# Requests lm-eval keeps in flight at the endpoint in step 4: the engine's whole batch
+# (``--max-batch-size``, 32), so one task's prompts are computed together.
+EVAL_CONCURRENCY = 32
 
 
 @dataclass(frozen=True)
@@ -189,12 +191,20 @@ def train_adapters(registry: Any, configs: list[Any], result: DemoResult) -> Non
         result.adapters[repo_id] = sha
 
 
-# -- step 3 ---------------------------------------------------------------------------------
+# -- step 4 ---------------------------------------------------------------------------------
 
 
 def evaluate_adapters(
-    registry: Any, result: DemoResult, *, report_dir: Path, limit: int, small: bool
+    registry: Any,
+    result: DemoResult,
+    *,
+    report_dir: Path,
+    limit: int,
+    small: bool,
+    api_key: str,
 ) -> None:
+    """lm-eval through the running endpoint (``result.api_url``): the engine apps call
+    batches each model's requests together, so the evaluation measures what they get."""
     from loradock.evals.run import evaluate
 
     marker = report_dir / "evaluated.json"
@@ -212,6 +222,9 @@ def evaluate_adapters(
         report_dir=report_dir,
         publish=True,
         registry=registry,
+        endpoint=result.api_url,
+        api_key=api_key,
+        batch_size=EVAL_CONCURRENCY,
     )
     # Publishing the results made new card revisions: remember the adapters' shas (the
     # base's card got its own results too, which the leaderboard's base row shows).
@@ -223,7 +236,7 @@ def evaluate_adapters(
     console.print(f"report: {report_dir / 'report.html'}")
 
 
-# -- step 4 ---------------------------------------------------------------------------------
+# -- step 5 ---------------------------------------------------------------------------------
 
 
 def show_ranking(registry: Any, result: DemoResult) -> None:
@@ -316,15 +329,21 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
         combine_task_adapters(registry, result)
 
         steps.start(4, "evaluate base, adapters and the combination with lm-eval")
-        limit = config.eval_limit or (4 if config.small else 50)
-        evaluate_adapters(
-            registry, result, report_dir=home / "report", limit=limit, small=config.small
-        )
+        api_key = f"demo-{secrets.token_urlsafe(18)}"
+        # the keys travel in the environment, never on a command line that `ps` shows
+        env = {**env, "LORADOCK_API_KEY": api_key, "LORADOCK_ADMIN_KEY": secrets.token_urlsafe(24)}
+        # One endpoint from here on: lm-eval measures through it what apps then call.
+        with serving_endpoint(config, env, result):
+            limit = config.eval_limit or (4 if config.small else 50)
+            evaluate_adapters(
+                registry, result, report_dir=home / "report", limit=limit,
+                small=config.small, api_key=api_key,
+            )  # fmt: skip
 
-        steps.start(5, "registry: adapters by base model and task, ranked")
-        show_ranking(registry, result)
+            steps.start(5, "registry: adapters by base model and task, ranked")
+            show_ranking(registry, result)
 
-        serve_and_show(config, env, registry, result, steps)
+            serve_and_show(config, env, registry, result, steps, api_key)
     steps.stop()
     result.step_seconds = steps.seconds
     result.seconds = time.monotonic() - start
@@ -332,39 +351,3 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
         console.print(f"{seconds:7.0f} s  step {name}")
     console.rule(f"[bold green]demo done in {result.seconds:.0f} s")
     return result
-
-
-def serve_and_show(
-    config: DemoConfig, env: dict[str, str], registry: Any, result: DemoResult, steps: _Steps
-) -> None:
-    """Steps 6 to 8: the hot-swap endpoint, the merged weights served alone, the Space."""
-    from loradock.demo_merge import merge_promoted_adapter
-    from loradock.demo_serving import ask_merged, ask_side_by_side, run_space, serve_merged_command
-
-    steps.start(6, "one endpoint, many adapters: the openai client asks each")
-    api_key = f"demo-{secrets.token_urlsafe(18)}"
-    # the keys travel in the environment, never on a command line that `ps` shows
-    env = {**env, "LORADOCK_API_KEY": api_key, "LORADOCK_ADMIN_KEY": secrets.token_urlsafe(24)}
-    api_port = config.api_port or free_port()
-    result.api_url = f"http://127.0.0.1:{api_port}/v1"
-    serve_cmd = [
-        sys.executable, "-m", "loradock.cli", "serve", "--base", result.base,
-        "--port", str(api_port), "--max-loaded", "4",
-    ]  # fmt: skip
-    health = f"http://127.0.0.1:{api_port}/health"
-    with running(serve_cmd, env=env, url=health, name="server", timeout=300):
-        ask_side_by_side(result.api_url, api_key, result, n=config.prompts_per_task)
-
-        engine = "the PEFT engine" if config.small else "vLLM"
-        steps.start(7, f"the best dates adapter merged into its base, served by {engine}")
-        merged = merge_promoted_adapter(registry, result, result.prod["dates"])
-        port = free_port()
-        with running(
-            serve_merged_command(merged, port, small=config.small), env=env,
-            url=f"http://127.0.0.1:{port}/health", name="merged-server", timeout=900,
-        ):  # fmt: skip
-            ask_merged(f"http://127.0.0.1:{port}/v1", api_key, result, merged)
-
-        steps.start(8, "the Gradio Space for reviewers")
-        if config.space:
-            run_space(config, env, result, api_key)

@@ -5,6 +5,9 @@ several models through the ``openai`` client, answers side by side.
 - ``ask_merged``: the promoted ``dates`` adapter's merged weights, served alone (``loradock
   serve --merged``), against the hot-swapped adapter's answers to the same prompts;
 - ``run_space``: the Gradio Space against the endpoint.
+
+The questions go out together (a thread each): the endpoint batches them across adapters, as
+it does for the many clients of a real deployment.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +95,12 @@ def greedy_answer(client: Any, model: str, prompt: str) -> str:
     return (reply.choices[0].message.content or "").strip()
 
 
+def _ask_all(client: Any, questions: list[tuple[str, str]]) -> list[str]:
+    """Greedy answers to ``(model, prompt)`` pairs, asked at once, in the order given."""
+    with ThreadPoolExecutor(max_workers=min(len(questions), 32) or 1) as pool:
+        return list(pool.map(lambda q: greedy_answer(client, *q), questions))
+
+
 def ask_side_by_side(api_url: str, api_key: str, result: Any, *, n: int) -> None:
     from openai import OpenAI
 
@@ -103,11 +114,11 @@ def ask_side_by_side(api_url: str, api_key: str, result: Any, *, n: int) -> None
         table.add_column("expected")
         for m in models:
             table.add_column(m.split("/")[-1])
-        for row in task_prompts(task, n):
-            answers = []
-            for model in models:
-                text = greedy_answer(client, model, row["instruction"])
-                answers.append(text)
+        rows = task_prompts(task, n)
+        texts = iter(_ask_all(client, [(m, r["instruction"]) for r in rows for m in models]))
+        for row in rows:
+            answers = [next(texts) for _ in models]
+            for model, text in zip(models, answers, strict=True):
                 result.answers.append(
                     {
                         "task": task,
@@ -147,8 +158,8 @@ def ask_merged(api_url: str, api_key: str, result: Any, merged: str) -> None:
     table = Table(title="dates: hot-swapped adapter against its merged weights", show_lines=True)
     for col in ("prompt", "expected", f"{result.prod['dates']} (hot-swap)", "merged", "same"):
         table.add_column(col, max_width=40)
-    for row in hot:
-        text = greedy_answer(client, merged, row["prompt"])
+    texts = _ask_all(client, [(merged, row["prompt"]) for row in hot])
+    for row, text in zip(hot, texts, strict=True):
         same = text == row["answer"]
         result.merged_answers.append({**row, "model": merged, "answer": text, "same": same})
         same_text = "yes" if same else "no"
@@ -178,3 +189,47 @@ def run_space(config: Any, env: dict[str, str], result: Any, api_key: str) -> No
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(3600)
+
+
+@contextlib.contextmanager
+def serving_endpoint(config: Any, env: dict[str, str], result: Any) -> Iterator[None]:
+    """The multi-adapter endpoint (``loradock serve``) on ``result.api_url`` while in the block."""
+    api_port = config.api_port or free_port()
+    result.api_url = f"http://127.0.0.1:{api_port}/v1"
+    serve_cmd = [
+        sys.executable, "-m", "loradock.cli", "serve", "--base", result.base,
+        "--port", str(api_port), "--max-loaded", "4",
+    ]  # fmt: skip
+    health = f"http://127.0.0.1:{api_port}/health"
+    with running(serve_cmd, env=env, url=health, name="server", timeout=300):
+        yield
+
+
+def serve_and_show(
+    config: Any,
+    env: dict[str, str],
+    registry: Any,
+    result: Any,
+    steps: Any,
+    api_key: str,
+) -> None:
+    """Steps 6 to 8, with the endpoint up: its adapters asked side by side, the merged weights
+    served alone, the Space."""
+    from loradock.demo_merge import merge_promoted_adapter
+
+    steps.start(6, "one endpoint, many adapters: the openai client asks each")
+    ask_side_by_side(result.api_url, api_key, result, n=config.prompts_per_task)
+
+    engine = "the PEFT engine" if config.small else "vLLM"
+    steps.start(7, f"the best dates adapter merged into its base, served by {engine}")
+    merged = merge_promoted_adapter(registry, result, result.prod["dates"])
+    port = free_port()
+    with running(
+        serve_merged_command(merged, port, small=config.small), env=env,
+        url=f"http://127.0.0.1:{port}/health", name="merged-server", timeout=900,
+    ):  # fmt: skip
+        ask_merged(f"http://127.0.0.1:{port}/v1", api_key, result, merged)
+
+    steps.start(8, "the Gradio Space for reviewers")
+    if config.space:
+        run_space(config, env, result, api_key)

@@ -23,6 +23,7 @@ def test_small_demo_runs_every_step_and_reuses_its_work(tmp_path):
     # lm-eval report with its raw results, and metrics that reached the index
     assert (home / "report" / "report.html").is_file()
     report = (home / "report" / "report.md").read_text()
+    assert "- Backend: `endpoint`" in report  # lm-eval measured through the demo's endpoint
     # the combination evaluated on both tasks, next to each of its two sources
     assert "what each combination kept of its sources" in report
     assert report.count("| `local/tiny-dates-lora` | 1.0 | dates |") >= 1

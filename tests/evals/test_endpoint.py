@@ -76,6 +76,44 @@ def test_endpoint_and_in_process_agree(served, task_data):
         }
 
 
+def _batch_counters(url: str) -> tuple[float, float]:
+    """The server's forward passes and the sequence-steps they ran (``/metrics``)."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith(("loradock_batch_steps_total", "loradock_batch_rows_total"))
+    }
+    return values["loradock_batch_steps_total"], values["loradock_batch_rows_total"]
+
+
+@pytest.mark.parametrize(("batch_size", "batched"), [(1, False), (4, True)])
+def test_endpoint_batch_size_is_requests_in_flight(served, task_data, batch_size, batched):
+    """``--batch-size`` requests go out at once and the engine runs them in one batch; with 1,
+    every forward pass runs one sequence."""
+    from loradock.evals.run import evaluate
+
+    url, registry, published = served
+    steps, rows = _batch_counters(url)
+    evaluate(
+        [published["dates"]],
+        endpoint=url,
+        api_key=API_KEY,
+        tasks=["dates"],
+        limit=4,
+        registry=registry,
+        data_dir=task_data,
+        bootstrap_iters=0,
+        batch_size=batch_size,
+    )
+    after_steps, after_rows = _batch_counters(url)
+    ran_steps, ran_rows = after_steps - steps, after_rows - rows
+    assert ran_steps > 0
+    assert (ran_rows > ran_steps) is batched
+
+
 @pytest.mark.parametrize(
     ("kwargs", "quoted"),
     [
