@@ -63,6 +63,18 @@ _ENGINE_METRICS: dict[str, tuple[str, str, str, dict[str, str]]] = {
     ),
     "batch_steps": ("loradock_batch_steps", "Forward passes run", "counter", {}),
     "batch_batched_rows": ("loradock_batch_rows", "Sequence-steps run in batches", "counter", {}),
+    "batch_prompt_tokens_computed": (
+        "loradock_prefill_tokens",
+        "Prompt tokens prefilled: computed, or reused from another prompt's (same beginning)",
+        "counter",
+        {"source": "computed"},
+    ),
+    "batch_prompt_tokens_reused": (
+        "loradock_prefill_tokens",
+        "Prompt tokens prefilled: computed, or reused from another prompt's (same beginning)",
+        "counter",
+        {"source": "reused"},
+    ),
     "batch_prefill_seconds": (
         "loradock_engine_seconds",
         "Model-thread time by activity",

@@ -69,7 +69,10 @@ def prefills(engines):
     def record(module, args, kwargs):
         ids = kwargs["input_ids"]
         if ids.shape[1] > 1:  # a decode step feeds one token a row
-            seen.append((ids.shape[0], int(kwargs["attention_mask"].sum())))
+            # the tokens this forward computes (after a shared prefix, the mask covers its
+            # cached columns too)
+            computed = kwargs["attention_mask"][:, -ids.shape[1] :]
+            seen.append((ids.shape[0], int(computed.sum())))
 
     hook = engines["in-process"].model.register_forward_pre_hook(record, with_kwargs=True)
     yield seen
@@ -207,3 +210,104 @@ def test_copies_of_a_prompt_join_their_owners_prefill_group(arrivals, groups):
     seqs = [SimpleNamespace(slot=slot, prompt_ids=list(map(ord, text))) for slot, text in arrivals]
     got = shared_prefill_groups(seqs)
     assert [["".join(map(chr, s.prompt_ids)) for s in g] for g in got] == groups
+
+
+# Prompts that begin alike: a task's instructions, then each row's input.
+TASK = (
+    "Rewrite the date below in ISO format (YYYY-MM-DD). Two-digit years mean 20YY; '(US)' "
+    "means month first, '(EU)' day first. Reply with the date only.\nDate: "
+)
+DATES = ["Oct 1 2003", "23/06/1994 (EU)", "March 3, 2024", "1/2/03 (US)"]
+PROMPTS.update({f"D{i}": TASK + date for i, date in enumerate(DATES)})
+# (id, requests sent together, the groups of prompts that share their common beginning)
+PREFIX_CASES = [
+    ("four-rows", [(f"D{i}", True, GREEDY) for i in range(4)], [["D0", "D1", "D2", "D3"]]),
+    ("two-slots", [("D0", True, GREEDY), ("D1", True, GREEDY), ("D2", False, GREEDY),
+                   ("D3", False, GREEDY)], [["D0", "D1"], ["D2", "D3"]]),
+    ("an-outlier", [("D0", True, GREEDY), ("D1", True, GREEDY), ("D2", True, GREEDY),
+                    ("B", True, GREEDY)], [["D0", "D1", "D2"]]),
+    ("echo", [(f"D{i}", True, {**ECHO, "prompt_logprobs": 2}) for i in range(4)],
+     [["D0", "D1", "D2", "D3"]]),
+    ("with-n=2", [*_choices("D0", True, 2, **SEEDED), ("D1", True, GREEDY),
+                  ("D2", True, GREEDY)], [["D0", "D1", "D2"]]),
+]  # fmt: skip
+
+
+def _ids(engine, prompt: str) -> list[int]:
+    return engine.frontend.encode(GenerationRequest("ids", PROMPTS[prompt], SamplingParams()))
+
+
+def _common(rows: list[list[int]]) -> int:
+    """Leading tokens all of ``rows`` share, each keeping its last token to compute."""
+    n = 0
+    while all(len(r) > n + 1 and r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize(
+    ("spec", "groups"), [c[1:] for c in PREFIX_CASES], ids=[c[0] for c in PREFIX_CASES]
+)
+def test_prompts_that_begin_alike_compute_their_beginning_once(
+    engines, loop, adapter, prefills, spec, groups
+):
+    engine = engines["in-process"]
+    requests = _requests(spec, adapter)
+    distinct = {p: _ids(engine, p) for p, _, _ in spec}
+    whole = sum(map(len, distinct.values()))
+    saved = sum((len(g) - 1) * _common([distinct[p] for p in g]) for g in groups)
+    alone = [_run(loop, _answer(engine, r)) for r in requests]
+    prefills.clear()
+    before = engine.stats()
+    together = _run(loop, _together(engine, requests))
+    assert sum(t for _, t in prefills) == whole - saved
+    counted = {
+        k: engine.stats()[f"batch_prompt_tokens_{k}"] - before[f"batch_prompt_tokens_{k}"]
+        for k in ("computed", "reused")
+    }  # /metrics' loradock_prefill_tokens: each request's prompt, computed or reused
+    sent = sum(len(distinct[p]) for p, _, _ in spec)
+    assert counted == {"computed": whole - saved, "reused": sent - whole + saved}
+    engine._scheduler.runner.share_prefixes = False
+    try:
+        prefills.clear()
+        unshared = _run(loop, _together(engine, requests))
+        assert sum(t for _, t in prefills) == whole
+    finally:
+        engine._scheduler.runner.share_prefixes = True
+    for got, plain, want in zip(together, unshared, alone, strict=True):
+        assert _same(got, want) and _same(plain, want)
+    assert not _settled(engine)["running"] and not engine._cache._pins
+
+
+@pytest.mark.parametrize(
+    ("prompts", "shared"),
+    [
+        ([(0, "x" * 40 + "a"), (0, "x" * 40 + "b")], []),  # saves 40 tokens: not a call's worth
+        ([(0, "x" * 40 + c) for c in "abc"], [(40, [0, 1, 2])]),
+        ([(0, "x" * 40 + c) for c in "ab"] + [(1, "x" * 40 + "c")], []),  # slots apart
+        ([(0, "x" * 10 + c) for c in "abcdefghij"], []),  # shorter than MIN_PREFIX_TOKENS
+        ([(0, "x" * 40), (0, "x" * 40 + "a"), (0, "x" * 40 + "b")], [(39, [0, 1, 2])]),
+        (
+            [(0, "y" * 50 + c) for c in "ab"] + [(0, "x" * 50 + c) for c in "abc"],
+            [(50, [2, 3, 4])],
+        ),  # fmt: skip
+    ],
+)
+def test_prefix_plan(prompts, shared):
+    from types import SimpleNamespace
+
+    from loradock.serving.engines.peft.prefix import plan_prefixes
+
+    rows = [SimpleNamespace(slot=slot, prompt_ids=list(map(ord, t))) for slot, t in prompts]
+    plan = plan_prefixes(rows)
+    if not shared:
+        assert plan is None
+        return
+    got = [
+        (len(prefix), [i for i, k in enumerate(plan.of_row) if k == n])
+        for n, prefix in enumerate(plan.prefixes)
+    ]
+    assert got == shared
+    for i, k in enumerate(plan.of_row):
+        if k >= 0:
+            assert rows[i].prompt_ids[: plan.length[i]] == plan.prefixes[k]

@@ -4,7 +4,9 @@ It owns the running sequences (``active``, in batch-row order), their stacked KV
 their attention mask. A prefill runs new sequences' prompts together (left-padded) and stacks
 their cache under the running batch's, left-padding the shorter; a decode step feeds every
 running row its last token. Sequences with the same prompt and adapter slot (a request's
-``n`` choices) share one row of a prefill: it is computed once and copied. Rows that finish
+``n`` choices) share one row of a prefill: it is computed once and copied; prompts that begin
+alike compute their common beginning once, then each its rest after a copy of its cache
+(``prefix.py``; a row's cache may then hold masked columns between the two). Rows that finish
 are dropped from the cache at once, and the columns every remaining row pads are trimmed, so
 the cache never grows without end. Each forward routes every row through its own adapter
 slot (``MultiLora.set_rows``).
@@ -12,6 +14,7 @@ slot (``MultiLora.set_rows``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +25,7 @@ from loradock.serving.engines.peft.kv_cache import SlabCache
 from loradock.serving.engines.peft.logprobs import prompt_logprobs
 from loradock.serving.engines.peft.multi_lora import MultiLora
 from loradock.serving.engines.peft.prefill import prompt_owners
+from loradock.serving.engines.peft.prefix import PrefixPlan, plan_prefixes
 from loradock.serving.engines.peft.sequence import Sequence
 
 
@@ -36,33 +40,35 @@ class Runner:
         self.active: list[Sequence] = []
         self._past: Any = None
         self._mask: torch.Tensor | None = None
+        self.share_prefixes = True  # compute prompts' common beginnings once (prefix.py)
+        # The last prefill's prompt tokens: computed, and taken from another row's (a copy of
+        # the same prompt, or a shared beginning).
+        self.last_prefill_tokens = (0, 0)
 
     def prefill(self, new: list[Sequence]) -> tuple[torch.Tensor, list[int]]:
         """Run ``new``'s prompts and add them to the batch: their last logits and rows. A
         prompt that several of ``new`` send through one adapter slot is computed once, and
-        its cache and logits copied to each (``prefill.prompt_owners``). If it raises, the
-        running batch and its cache are as they were (only ``new`` failed)."""
+        its cache and logits copied to each (``prefill.prompt_owners``); prompts that begin
+        alike compute their common beginning once (``prefix.plan_prefixes``). If it raises,
+        the running batch and its cache are as they were (only ``new`` failed)."""
         owners = prompt_owners(new)
         computed = sorted(set(owners))
         row_of = {owner: row for row, owner in enumerate(computed)}
         unique = [new[i] for i in computed]
-        width = max(len(s.prompt_ids) for s in unique)
-        ids = torch.full((len(unique), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(unique), width), dtype=torch.long)
-        for row, seq in enumerate(unique):
-            n = len(seq.prompt_ids)
-            ids[row, width - n :] = torch.tensor(seq.prompt_ids)
-            mask[row, width - n :] = 1
         for seq in new:
             seq.pos = len(seq.prompt_ids)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         # Every position's logits only when a request asks for its prompt's logprobs (echo).
-        keep = width if any(s.request.sampling.prompt_logprobs is not None for s in new) else 1
-        logits, past = self._forward(ids, mask, positions, None, [s.slot for s in unique], keep)
+        echo = any(s.request.sampling.prompt_logprobs is not None for s in new)
+        plan = plan_prefixes(unique) if self.share_prefixes else None
+        if plan is None:
+            logits, past, mask, prompt_logits = self._prefill_whole(unique, echo)
+        else:
+            logits, past, mask, prompt_logits = self._prefill_after_prefixes(unique, plan, echo)
+        total = sum(len(s.prompt_ids) for s in new)
+        computed = sum(len(s.prompt_ids) for s in unique) - (plan.saved_tokens() if plan else 0)
         index = [row_of[owner] for owner in owners]
-        if keep > 1:
-            _give_prompt_logprobs(new, index, logits)
-        logits = logits[:, -1, :]
+        if echo:
+            _give_prompt_logprobs(new, index, prompt_logits)
         if len(unique) < len(new):
             logits, mask = _share(past, logits, mask, index)
         if self.active:
@@ -70,7 +76,55 @@ class Runner:
         first = len(self.active)
         self.active = self.active + new
         self._past, self._mask = past, mask
+        self.last_prefill_tokens = (computed, total - computed)
         return logits, list(range(first, len(self.active)))
+
+    def _prefill_whole(self, rows: list[Sequence], echo: bool) -> tuple[Any, ...]:
+        """One forward over ``rows``' whole prompts: last logits, cache, mask, and each row's
+        prompt-position logits (``echo``)."""
+        ids, mask = _left_padded([s.prompt_ids for s in rows], self.pad_id)
+        width = ids.shape[1]
+        logits, past = self._forward(
+            ids, mask, _positions(mask), None, [s.slot for s in rows], width if echo else 1
+        )
+
+        def prompt_logits(row: int) -> torch.Tensor:
+            return logits[row, width - len(rows[row].prompt_ids) :]
+
+        return logits[:, -1, :], past, mask, prompt_logits
+
+    def _prefill_after_prefixes(
+        self, rows: list[Sequence], plan: PrefixPlan, echo: bool
+    ) -> tuple[Any, ...]:
+        """Each shared prefix once, then every row's rest after a copy of its prefix's cache
+        (a row without one: its whole prompt, after masked-out columns)."""
+        pre_ids, pre_mask = _left_padded(plan.prefixes, self.pad_id)
+        pre_width = pre_ids.shape[1]
+        pre_logits, past = self._forward(
+            pre_ids, pre_mask, _positions(pre_mask), None, plan.slots, pre_width if echo else 1
+        )
+        source = torch.tensor([max(k, 0) for k in plan.of_row], dtype=torch.long)
+        for layer in past.layers:
+            on = source.to(layer.keys.device)
+            layer.keys = layer.keys.index_select(0, on)
+            layer.values = layer.values.index_select(0, on)
+        has_prefix = torch.tensor([k >= 0 for k in plan.of_row], dtype=torch.long)
+        past_mask = pre_mask.index_select(0, source) * has_prefix[:, None]
+        rests = [s.prompt_ids[n:] for s, n in zip(rows, plan.length, strict=True)]
+        ids, rest_mask = _left_padded(rests, self.pad_id)
+        width = ids.shape[1]
+        mask = torch.cat([past_mask, rest_mask], dim=1)
+        positions = _positions(mask)[:, pre_width:]
+        logits, past = self._forward(
+            ids, mask, positions, past, [s.slot for s in rows], width if echo else 1
+        )
+
+        def prompt_logits(row: int) -> torch.Tensor:
+            rest = logits[row, width - len(rests[row]) :]
+            n, k = plan.length[row], plan.of_row[row]
+            return rest if k < 0 else torch.cat([pre_logits[k, pre_width - n :], rest])
+
+        return logits[:, -1, :], past, mask, prompt_logits
 
     def decode(self) -> tuple[torch.Tensor, list[int]]:
         """One token for every running row: the logits and rows."""
@@ -154,20 +208,35 @@ def _share(
     return logits.index_select(0, rows.to(logits.device)), mask.index_select(0, rows)
 
 
-def _give_prompt_logprobs(new: list[Sequence], index: list[int], logits: torch.Tensor) -> None:
+def _left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``prompts`` as one left-padded batch of ids, and its attention mask."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt) :] = 1
+    return ids, mask
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids: each row counts only the columns its mask keeps."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _give_prompt_logprobs(
+    new: list[Sequence], index: list[int], logits: Callable[[int], torch.Tensor]
+) -> None:
     """Each of ``new`` that asks for its prompt's logprobs gets them from its prefill row
-    (``index``); a row shared by several is scored once, for the most alternatives any of
-    them asked for, and each takes its own number of them."""
-    width = logits.shape[1]
+    (``index``; ``logits(row)``: that row's logits at each prompt position); a row shared by
+    several is scored once, for the most alternatives any of them asked for, and each takes
+    its own number of them."""
     asked: dict[int, tuple[int, list[int]]] = {}  # row -> (most alternatives, prompt ids)
     for seq, row in zip(new, index, strict=True):
         top = seq.request.sampling.prompt_logprobs
         if top is not None:
             asked[row] = (max(top, asked.get(row, (0,))[0]), seq.prompt_ids)
-    scored = {
-        row: prompt_logprobs(logits[row, width - len(ids) :], ids, top)
-        for row, (top, ids) in asked.items()
-    }
+    scored = {row: prompt_logprobs(logits(row), ids, top) for row, (top, ids) in asked.items()}
     for seq, row in zip(new, index, strict=True):
         top = seq.request.sampling.prompt_logprobs
         if top is not None:

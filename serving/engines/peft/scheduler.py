@@ -82,6 +82,9 @@ class Scheduler:
             "prefill_seconds": 0.0,
             "decode_seconds": 0.0,
             "idle_seconds": 0.0,  # nothing to run, or gathering a burst of arrivals
+            # prompt tokens prefilled, and those copied from another prompt's (prefix.py)
+            "prompt_tokens_computed": 0,
+            "prompt_tokens_reused": 0,
         }
 
     # ---- any thread -----------------------------------------------------------------------
@@ -174,6 +177,9 @@ class Scheduler:
             log.exception("prefill of %d requests failed", len(group))
             self._fail(group, exc)
             return
+        computed, reused = self.runner.last_prefill_tokens
+        self.stats["prompt_tokens_computed"] += computed
+        self.stats["prompt_tokens_reused"] += reused
         self._emit(logits, rows)
 
     def _fail(self, seqs: list[Sequence], exc: Exception) -> None:
