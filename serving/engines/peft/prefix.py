@@ -12,12 +12,20 @@ outputs are those of a full prefill up to float rounding (the attention sums in 
 Each member keeps at least its last token to compute, since its first sampled token comes
 from that position's logits. A cluster is shared only when the tokens it saves outweigh the
 extra forward call (``PREFILL_CALL_TOKENS``).
+
+The prefixes computed this way are kept (``PrefixCache``, least recently used first out,
+bounded in entries and bytes) by adapter and token ids: a later prompt that begins with one,
+through the same adapter's weights, starts from a copy of its cache instead of computing it.
+Requests of an evaluation or of many chat clients arrive a few at a time once the batch is
+full; without the cache each of them would prefill the shared beginning again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from loradock.serving.engines.peft.prefill import PREFILL_CALL_TOKENS
 
@@ -27,6 +35,10 @@ if TYPE_CHECKING:
 # Shorter common beginnings are not worth a cluster of their own: the prompts that share them
 # are prefilled whole.
 MIN_PREFIX_TOKENS = 16
+# The prefixes kept for later prompts: SmolLM2-135M's cache of an 80-token prefix is ~3.7 MB
+# in float32.
+CACHE_ENTRIES = 32
+CACHE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -37,9 +49,16 @@ class PrefixPlan:
     slots: list[int]  # the adapter slot each prefix is computed through
     of_row: list[int]  # per row: the index of its prefix, -1 for none
     length: list[int]  # per row: how many of its prompt's tokens the prefix holds (0: none)
+    # per prefix: its cache from ``PrefixCache`` (per layer: keys, values), None to compute
+    cached: list[Any] = field(default_factory=list)
+    keys: list[Hashable] = field(default_factory=list)  # per prefix: its adapter's key
 
     def saved_tokens(self) -> int:
-        return sum(self.length) - sum(len(p) for p in self.prefixes)
+        """Prompt tokens not computed: the rows' prefixes, less the prefixes computed once."""
+        computed = sum(
+            len(p) for p, kv in zip(self.prefixes, self.cached, strict=True) if kv is None
+        )
+        return sum(self.length) - computed
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -69,20 +88,96 @@ def _clusters(prompts: list[list[int]], members: list[int]) -> list[tuple[list[i
     return [(r, n) for r, n in runs if len(r) > 1 and (len(r) - 1) * n > PREFILL_CALL_TOKENS]
 
 
-def plan_prefixes(rows: list[Sequence]) -> PrefixPlan | None:
+def _adapter_key(seq: Sequence) -> Hashable:
+    """What a prefix's cache depends on besides its tokens: the adapter's weights."""
+    return seq.adapter.key if seq.adapter is not None else None
+
+
+def plan_prefixes(rows: list[Sequence], cache: PrefixCache | None = None) -> PrefixPlan | None:
     """The shared prefixes of ``rows`` (one prefill's distinct prompts), or None when no
-    cluster is worth computing apart."""
+    cluster is worth computing apart and ``cache`` has none of their beginnings."""
     by_slot: dict[int, list[int]] = {}
     for i, seq in enumerate(rows):
         by_slot.setdefault(seq.slot, []).append(i)
     prompts = [list(seq.prompt_ids) for seq in rows]
     plan = PrefixPlan([], [], [-1] * len(rows), [0] * len(rows))
-    for slot, members in by_slot.items():
+
+    def add(members: list[int], shared: int, kv: Any) -> None:
+        for i in members:
+            plan.of_row[i], plan.length[i] = len(plan.prefixes), shared
+        plan.prefixes.append(prompts[members[0]][:shared])
+        plan.slots.append(rows[members[0]].slot)
+        plan.cached.append(kv)
+        plan.keys.append(_adapter_key(rows[members[0]]))
+
+    for members in by_slot.values():
         if len(members) < 2:
             continue
         for run, shared in _clusters(prompts, members):
-            for i in run:
-                plan.of_row[i], plan.length[i] = len(plan.prefixes), shared
-            plan.prefixes.append(prompts[run[0]][:shared])
-            plan.slots.append(slot)
+            key = _adapter_key(rows[run[0]])
+            found = cache.get(key, prompts[run[0]][:shared]) if cache is not None else None
+            add(run, shared, found)
+    if cache is not None:
+        hits: dict[tuple[Hashable, int], list[int]] = {}  # rows starting with one kept prefix
+        kept: dict[tuple[Hashable, int], Any] = {}
+        for i, seq in enumerate(rows):
+            hit = plan.of_row[i] < 0 and cache.longest(_adapter_key(seq), prompts[i])
+            if hit:
+                where = (_adapter_key(seq), hit[0])
+                hits.setdefault(where, []).append(i)
+                kept[where] = hit[1]
+        for where, members in hits.items():
+            add(members, where[1], kept[where])
     return plan if plan.prefixes else None
+
+
+@dataclass
+class PrefixCache:
+    """Computed prefixes' KV caches by (adapter key, token ids), least recently used first
+    out (model thread only)."""
+
+    max_entries: int = CACHE_ENTRIES
+    max_bytes: int = CACHE_BYTES
+    _entries: OrderedDict[tuple[Hashable, tuple[int, ...]], tuple[Any, int]] = field(
+        default_factory=OrderedDict
+    )
+    nbytes: int = 0
+
+    def get(self, key: Hashable, tokens: list[int]) -> Any:
+        entry = self._entries.get((key, tuple(tokens)))
+        if entry is None:
+            return None
+        self._entries.move_to_end((key, tuple(tokens)))
+        return entry[0]
+
+    def longest(self, key: Hashable, prompt: list[int]) -> tuple[int, Any] | None:
+        """The longest kept prefix of ``prompt`` through ``key`` that leaves it a token to
+        compute: (its length, its cache)."""
+        best: tuple[int, tuple[Hashable, tuple[int, ...]]] | None = None
+        for entry_key in self._entries:
+            owner, tokens = entry_key
+            n = len(tokens)
+            fits = owner == key and MIN_PREFIX_TOKENS <= n < len(prompt)
+            if fits and (best is None or n > best[0]) and tuple(prompt[:n]) == tokens:
+                best = (n, entry_key)
+        if best is None:
+            return None
+        self._entries.move_to_end(best[1])
+        return best[0], self._entries[best[1]][0]
+
+    def put(self, key: Hashable, tokens: list[int], layers: Any) -> None:
+        size = sum(k.nbytes + v.nbytes for k, v in layers)
+        if size > self.max_bytes or (key, tuple(tokens)) in self._entries:
+            return
+        self._entries[(key, tuple(tokens))] = (layers, size)
+        self.nbytes += size
+        while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
+            _, (_, freed) = self._entries.popitem(last=False)
+            self.nbytes -= freed
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -25,7 +25,7 @@ from loradock.serving.engines.peft.kv_cache import SlabCache
 from loradock.serving.engines.peft.logprobs import prompt_logprobs
 from loradock.serving.engines.peft.multi_lora import MultiLora
 from loradock.serving.engines.peft.prefill import prompt_owners
-from loradock.serving.engines.peft.prefix import PrefixPlan, plan_prefixes
+from loradock.serving.engines.peft.prefix import PrefixCache, PrefixPlan, plan_prefixes
 from loradock.serving.engines.peft.sequence import Sequence
 
 
@@ -41,6 +41,7 @@ class Runner:
         self._past: Any = None
         self._mask: torch.Tensor | None = None
         self.share_prefixes = True  # compute prompts' common beginnings once (prefix.py)
+        self.prefix_cache: PrefixCache | None = PrefixCache()
         # The last prefill's prompt tokens: computed, and taken from another row's (a copy of
         # the same prompt, or a shared beginning).
         self.last_prefill_tokens = (0, 0)
@@ -59,7 +60,9 @@ class Runner:
             seq.pos = len(seq.prompt_ids)
         # Every position's logits only when a request asks for its prompt's logprobs (echo).
         echo = any(s.request.sampling.prompt_logprobs is not None for s in new)
-        plan = plan_prefixes(unique) if self.share_prefixes else None
+        # A kept prefix has no logits to give echo's prompt logprobs: echo computes its own.
+        cache = None if echo else self.prefix_cache
+        plan = plan_prefixes(unique, cache) if self.share_prefixes else None
         if plan is None:
             logits, past, mask, prompt_logits = self._prefill_whole(unique, echo)
         else:
@@ -96,18 +99,26 @@ class Runner:
     def _prefill_after_prefixes(
         self, rows: list[Sequence], plan: PrefixPlan, echo: bool
     ) -> tuple[Any, ...]:
-        """Each shared prefix once, then every row's rest after a copy of its prefix's cache
-        (a row without one: its whole prompt, after masked-out columns)."""
-        pre_ids, pre_mask = _left_padded(plan.prefixes, self.pad_id)
-        pre_width = pre_ids.shape[1]
-        pre_logits, past = self._forward(
-            pre_ids, pre_mask, _positions(pre_mask), None, plan.slots, pre_width if echo else 1
-        )
+        """Each shared prefix once (or from the prefix cache), then every row's rest after a
+        copy of its prefix's cache (a row without one: its whole prompt, after masked-out
+        columns)."""
+        pre_logits, prefix_kv = self._prefixes(plan, echo)
+        pre_width = max(len(p) for p in plan.prefixes)
         source = torch.tensor([max(k, 0) for k in plan.of_row], dtype=torch.long)
-        for layer in past.layers:
-            on = source.to(layer.keys.device)
-            layer.keys = layer.keys.index_select(0, on)
-            layer.values = layer.values.index_select(0, on)
+        past = SlabCache()
+        for layer, pairs in enumerate(zip(*prefix_kv, strict=True)):
+            # every prefix right-aligned in pre_width columns, then each row's prefix
+            keys, values = (
+                torch.cat(
+                    [F.pad(pair[i], (0, 0, pre_width - pair[i].shape[2], 0)) for pair in pairs]
+                )
+                for i in (0, 1)
+            )
+            on = source.to(keys.device)
+            past.update(keys.index_select(0, on), values.index_select(0, on), layer)
+        pre_mask = torch.zeros((len(plan.prefixes), pre_width), dtype=torch.long)
+        for k, prefix in enumerate(plan.prefixes):
+            pre_mask[k, pre_width - len(prefix) :] = 1
         has_prefix = torch.tensor([k >= 0 for k in plan.of_row], dtype=torch.long)
         past_mask = pre_mask.index_select(0, source) * has_prefix[:, None]
         rests = [s.prompt_ids[n:] for s, n in zip(rows, plan.length, strict=True)]
@@ -121,10 +132,35 @@ class Runner:
 
         def prompt_logits(row: int) -> torch.Tensor:
             rest = logits[row, width - len(rests[row]) :]
-            n, k = plan.length[row], plan.of_row[row]
-            return rest if k < 0 else torch.cat([pre_logits[k, pre_width - n :], rest])
+            k = plan.of_row[row]
+            return rest if k < 0 else torch.cat([pre_logits[k], rest])
 
         return logits[:, -1, :], past, mask, prompt_logits
+
+    def _prefixes(self, plan: PrefixPlan, echo: bool) -> tuple[dict[int, Any], list[Any]]:
+        """The prefixes the cache lacks, computed in one forward and kept: each one's logits
+        at its positions (``echo``) and every prefix's per-layer (keys, values)."""
+        todo = [k for k, kv in enumerate(plan.cached) if kv is None]
+        prefix_kv = list(plan.cached)
+        logits_of: dict[int, torch.Tensor] = {}
+        if not todo:
+            return logits_of, prefix_kv
+        ids, mask = _left_padded([plan.prefixes[k] for k in todo], self.pad_id)
+        width = ids.shape[1]
+        slots = [plan.slots[k] for k in todo]
+        logits, past = self._forward(ids, mask, _positions(mask), None, slots, width if echo else 1)
+        for j, k in enumerate(todo):
+            n = len(plan.prefixes[k])
+            prefix_kv[k] = [
+                (layer.keys[j : j + 1, :, width - n :].clone(),
+                 layer.values[j : j + 1, :, width - n :].clone())
+                for layer in past.layers
+            ]  # fmt: skip
+            if echo:
+                logits_of[k] = logits[j, width - n :]
+            if self.prefix_cache is not None:
+                self.prefix_cache.put(plan.keys[k], plan.prefixes[k], prefix_kv[k])
+        return logits_of, prefix_kv
 
     def decode(self) -> tuple[torch.Tensor, list[int]]:
         """One token for every running row: the logits and rows."""
