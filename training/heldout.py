@@ -2,6 +2,14 @@
 
 Both run twice on the same model object: with the adapter, and inside ``disable_adapter()``
 for the base, so the comparison costs no second model load.
+
+One teacher-forced pass over prompt + reference reply gives the perplexity (the LM head runs
+on the reply positions only) and the model's greedy token at every reply position. A row whose
+greedy tokens follow the reference through the end of turn (or for ``max_new_tokens`` tokens)
+takes the reference as its reply without generating: greedy generation would emit exactly
+those tokens (:mod:`loradock.training.heldout_draft`), so the replies equal plain greedy
+generation up to floating-point ties between near-equal logits. Only the other rows are
+generated.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loradock.training.data import EvalExample
+from loradock.training.heldout_draft import accepted_drafts
 
 
 @dataclass
@@ -29,14 +38,15 @@ def _prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
     return list(enc["input_ids"] if hasattr(enc, "keys") else enc)
 
 
-def _reply_ids(tokenizer, messages, reference: str) -> tuple[list[int], int]:
-    """Token ids of prompt + reply (chat template applied) and where the reply starts."""
+def _reply_ids(tokenizer, messages, reference: str) -> tuple[list[int], int, bool]:
+    """Token ids of prompt + reply (chat template applied), where the reply starts, and whether
+    they start with the prompt's own ids (what ``generate`` continues)."""
     prompt = _prompt_ids(tokenizer, messages)
     full = tokenizer.apply_chat_template(
         [*messages, {"role": "assistant", "content": reference}], tokenize=True
     )
     full = list(full["input_ids"] if hasattr(full, "keys") else full)
-    return full, len(prompt)
+    return full, len(prompt), full[: len(prompt)] == prompt
 
 
 def generate_replies(
@@ -69,40 +79,113 @@ def generate_replies(
     return replies
 
 
-def reply_perplexity(
-    model, tokenizer, examples: Sequence[EvalExample], *, batch_size: int
-) -> float:
-    """exp(mean negative log-likelihood of the reference replies' tokens, end-of-turn included)."""
+@dataclass
+class ReplyScores:
+    """One teacher-forced pass over prompt + reference reply, per held-out row.
+
+    ``replies[i]``: the reply's tokens as the chat template writes them after the prompt
+    (reference, end of turn...); empty when the template's tokens do not start with the prompt's
+    own (the reference then continues no prompt ``generate`` sees). ``greedy[i][k]``: the
+    model's argmax at the position that predicts ``replies[i][k]``.
+    """
+
+    perplexity: float
+    replies: list[list[int]]
+    greedy: list[list[int]]
+
+
+def _score_batch(model, rows: list[tuple[list[int], int]], pad_id: int):
+    """Summed reply NLL, reply token count and per-row greedy reply tokens of one batch.
+
+    Right padded, so the reply positions of every row lie in the last ``width - first + 1``
+    positions (``first``: the earliest reply start); ``logits_to_keep`` runs the LM head on
+    those only.
+    """
     import torch
 
     device = next(model.parameters()).device
+    width = max(len(ids) for ids, _ in rows)
+    first = min(start for _, start in rows)
+    input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in rows])
+    mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+    targets = torch.full((len(rows), width - first), -100)
+    for i, (ids, start) in enumerate(rows):
+        targets[i, start - first : len(ids) - first] = torch.tensor(ids[start:])
+    with torch.no_grad():
+        out = model(
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            logits_to_keep=width - first + 1,
+        )
+    # logits[:, j] is at position first - 1 + j: it predicts the token at first + j.
+    logits = out.logits[:, :-1].float()
+    targets = targets.to(device)
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    argmax = logits.argmax(dim=-1).cpu()
+    greedy = [
+        argmax[i, start - first : len(ids) - first].tolist() for i, (ids, start) in enumerate(rows)
+    ]
+    return float(nll), int((targets != -100).sum()), greedy
+
+
+def score_replies(
+    model, tokenizer, examples: Sequence[EvalExample], *, batch_size: int
+) -> ReplyScores:
+    """The reference replies' perplexity and the model's greedy tokens along them."""
     total_nll, total_tokens = 0.0, 0
+    replies: list[list[int]] = []
+    greedy: list[list[int]] = []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for start in range(0, len(examples), batch_size):
         rows = [
             _reply_ids(tokenizer, ex.messages, ex.reference)
             for ex in examples[start : start + batch_size]
         ]
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in rows])
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-        labels = input_ids.clone()
-        for i, (ids, reply_start) in enumerate(rows):
-            labels[i, :reply_start] = -100
-            labels[i, len(ids) :] = -100
-        with torch.no_grad():
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-        shift_logits = logits[:, :-1].float()
-        shift_labels = labels[:, 1:].to(device)
-        nll = torch.nn.functional.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.size(-1)),
-            shift_labels.reshape(-1),
-            ignore_index=-100,
-            reduction="sum",
-        )
-        total_nll += float(nll)
-        total_tokens += int((shift_labels != -100).sum())
-    return math.exp(total_nll / max(total_tokens, 1))
+        nll, tokens, batch_greedy = _score_batch(model, [row[:2] for row in rows], pad_id)
+        total_nll, total_tokens = total_nll + nll, total_tokens + tokens
+        greedy.extend(batch_greedy)
+        replies.extend(ids[reply_start:] if aligned else [] for ids, reply_start, aligned in rows)
+    return ReplyScores(math.exp(total_nll / max(total_tokens, 1)), replies, greedy)
+
+
+def reply_perplexity(
+    model, tokenizer, examples: Sequence[EvalExample], *, batch_size: int
+) -> float:
+    """exp(mean negative log-likelihood of the reference replies' tokens, end-of-turn included)."""
+    return score_replies(model, tokenizer, examples, batch_size=batch_size).perplexity
+
+
+def greedy_replies(
+    model,
+    tokenizer,
+    examples: Sequence[EvalExample],
+    scores: ReplyScores,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[str]:
+    """What :func:`generate_replies` returns, generating only the rows whose reference is no
+    accepted draft (:mod:`loradock.training.heldout_draft`)."""
+    drafts = accepted_drafts(
+        model.generation_config, scores.replies, scores.greedy, max_new_tokens=max_new_tokens
+    )
+    todo = [i for i, tokens in enumerate(drafts) if tokens is None]
+    generated = generate_replies(
+        model,
+        tokenizer,
+        [examples[i] for i in todo],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
+    replies = [
+        tokenizer.decode(tokens, skip_special_tokens=True) if tokens is not None else ""
+        for tokens in drafts
+    ]
+    for i, reply in zip(todo, generated, strict=True):
+        replies[i] = reply
+    return replies
 
 
 def evaluate_model(
@@ -122,10 +205,16 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     try:
-        result.perplexity = reply_perplexity(model, tokenizer, examples, batch_size=batch_size)
+        scores = score_replies(model, tokenizer, examples, batch_size=batch_size)
+        result.perplexity = scores.perplexity
         if task is not None:
-            replies = generate_replies(
-                model, tokenizer, examples, max_new_tokens=max_new_tokens, batch_size=batch_size
+            replies = greedy_replies(
+                model,
+                tokenizer,
+                examples,
+                scores,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
             )
             result.metrics = task.score(replies, [ex.reference for ex in examples])
             result.samples = [
