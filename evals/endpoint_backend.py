@@ -119,6 +119,13 @@ def _scoring_completions(**kwargs: Any) -> Any:
     from lm_eval.models.openai_completions import LocalCompletionsAPI
 
     class ScoringCompletions(LocalCompletionsAPI):
+        async def amodel_call(self, *args: Any, cache_keys: Any = None, **kw: Any) -> Any:
+            # lm-eval 0.4's concurrent path hands a rolling window's cache key (None) to its
+            # request cache, which cannot hash it; its one-at-a-time path skips such keys.
+            if cache_keys and any(key is None for key in cache_keys):
+                cache_keys = None
+            return await super().amodel_call(*args, cache_keys=cache_keys, **kw)
+
         def apply_chat_template(self, chat_history, add_generation_prompt=True):
             tok = self.tokenizer
             return tok.apply_chat_template(

@@ -87,12 +87,14 @@ def _make_backend(options: EvalOptions, plan: TargetPlan):
 
 
 def _http_errors() -> tuple[type[BaseException], ...]:
-    """What lm-eval's API models raise when a server refuses or cannot be reached."""
+    """What lm-eval's API models raise when a server refuses or cannot be reached: requests'
+    errors one request at a time, aiohttp's with concurrent requests."""
     try:
+        from aiohttp import ClientError
         from requests import RequestException
-    except ImportError:  # pragma: no cover - requests comes with lm-eval[api]
+    except ImportError:  # pragma: no cover - both come with lm-eval[api]
         return (ConnectionError,)
-    return (RequestException, ConnectionError)
+    return (RequestException, ClientError, ConnectionError)
 
 
 def _run_target(
