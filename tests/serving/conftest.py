@@ -128,3 +128,37 @@ def queue_server(request, engine_kind, published, monkeypatch):
         yield server.url
     finally:
         server.stop()
+
+
+# The shared-prefill tests' engines (test_shared_prefill.py, test_prefix_prefill.py): both
+# PEFT engine kinds on the tiny base, a loop of their own, a prefill recorder.
+@pytest.fixture(scope="module")
+def prefill_loop():
+    from tests.helpers.event_loop import background_loop
+
+    with background_loop() as loop:
+        yield loop
+
+
+@pytest.fixture(scope="module")
+def prefill_engines(published, prefill_loop):
+    from tests.helpers.prefill import started_engines
+
+    with started_engines(published, prefill_loop, ("in-process", "process")) as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def prefill_adapter(published):
+    from tests.helpers.prefill import adapter_spec
+
+    return adapter_spec(published)
+
+
+@pytest.fixture
+def prefills(prefill_engines):
+    """(rows, prompt tokens computed) of each prefill forward of the in-process engine."""
+    from tests.helpers.prefill import recorded_prefills
+
+    with recorded_prefills(prefill_engines["in-process"].model) as seen:
+        yield seen

@@ -10,49 +10,19 @@ import contextlib
 import pytest
 
 from loradock.serving.engines.base import GenerationRequest, SamplingParams
-from tests.helpers.event_loop import background_loop
 from tests.helpers.prefill import (
     ECHO,
     GREEDY,
     PROMPTS,
     SEEDED,
-    adapter_spec,
     answer,
     choices,
-    recorded_prefills,
     requests_for,
     run,
     same,
     settled,
-    started_engines,
     together,
 )
-
-KINDS = ("in-process",)
-
-
-@pytest.fixture(scope="module")
-def loop():
-    with background_loop() as loop:
-        yield loop
-
-
-@pytest.fixture(scope="module")
-def engines(published, loop):
-    with started_engines(published, loop, KINDS) as built:
-        yield built
-
-
-@pytest.fixture(scope="module")
-def adapter(published):
-    return adapter_spec(published)
-
-
-@pytest.fixture
-def prefills(engines):
-    with recorded_prefills(engines["in-process"].model) as seen:
-        yield seen
-
 
 # Prompts that begin alike: a task's instructions, then each row's input.
 TASK = (
@@ -91,23 +61,23 @@ def _common(rows: list[list[int]]) -> int:
     ("spec", "groups"), [c[1:] for c in PREFIX_CASES], ids=[c[0] for c in PREFIX_CASES]
 )
 def test_prompts_that_begin_alike_compute_their_beginning_once(
-    engines, loop, adapter, prefills, spec, groups
+    prefill_engines, prefill_loop, prefill_adapter, prefills, spec, groups
 ):
-    engine = engines["in-process"]
+    engine = prefill_engines["in-process"]
     runner = engine._scheduler.runner
-    requests = requests_for(spec, adapter)
+    requests = requests_for(spec, prefill_adapter)
     distinct = {p: _ids(engine, p) for p, _, _ in spec}
     whole = sum(map(len, distinct.values()))
     saved = sum((len(g) - 1) * _common([distinct[p] for p in g]) for g in groups)
     with _sharing(runner, False):
-        alone = [run(loop, answer(engine, r)) for r in requests]
+        alone = [run(prefill_loop, answer(engine, r)) for r in requests]
         prefills.clear()
-        unshared = run(loop, together(engine, requests))
+        unshared = run(prefill_loop, together(engine, requests))
         assert sum(t for _, t in prefills) == whole
     runner.prefix_cache.clear()
     prefills.clear()
     before = engine.stats()
-    sent_together = run(loop, together(engine, requests))
+    sent_together = run(prefill_loop, together(engine, requests))
     assert sum(t for _, t in prefills) == whole - saved
     counted = {
         k: engine.stats()[f"batch_prompt_tokens_{k}"] - before[f"batch_prompt_tokens_{k}"]
@@ -143,18 +113,20 @@ PROMPTS["D4"] = TASK + "12.11.2020 (EU)"
 @pytest.mark.parametrize(
     ("late", "hit"), [c[1:] for c in KEPT_CASES], ids=[c[0] for c in KEPT_CASES]
 )
-def test_a_later_prompt_starts_from_a_kept_prefix(engines, loop, adapter, prefills, late, hit):
-    engine = engines["in-process"]
+def test_a_later_prompt_starts_from_a_kept_prefix(
+    prefill_engines, prefill_loop, prefill_adapter, prefills, late, hit
+):
+    engine = prefill_engines["in-process"]
     runner = engine._scheduler.runner
-    first = requests_for([(f"D{i}", True, GREEDY) for i in range(3)], adapter)
-    (request,) = requests_for([late], adapter)
+    first = requests_for([(f"D{i}", True, GREEDY) for i in range(3)], prefill_adapter)
+    (request,) = requests_for([late], prefill_adapter)
     with _sharing(runner, False):
-        want = run(loop, answer(engine, request))
+        want = run(prefill_loop, answer(engine, request))
     runner.prefix_cache.clear()
-    run(loop, together(engine, first))
+    run(prefill_loop, together(engine, first))
     assert len(runner.prefix_cache) == 1
     prefills.clear()
-    got = run(loop, answer(engine, request))
+    got = run(prefill_loop, answer(engine, request))
     ids = _ids(engine, late[0])
     shared = _common([ids, _ids(engine, "D0"), _ids(engine, "D1"), _ids(engine, "D2")])
     assert sum(t for _, t in prefills) == (len(ids) - shared if hit else len(ids))

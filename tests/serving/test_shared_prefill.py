@@ -14,49 +14,19 @@ import asyncio
 import pytest
 
 from loradock.serving.engines.base import GenerationRequest, SamplingParams
-from tests.helpers.event_loop import background_loop
 from tests.helpers.prefill import (
     ECHO,
     GREEDY,
     PROMPTS,
     SEEDED,
-    adapter_spec,
     answer,
     choices,
-    recorded_prefills,
     requests_for,
     run,
     same,
     settled,
-    started_engines,
     together,
 )
-
-KINDS = ("in-process", "process")
-
-
-@pytest.fixture(scope="module")
-def loop():
-    with background_loop() as loop:
-        yield loop
-
-
-@pytest.fixture(scope="module")
-def engines(published, loop):
-    with started_engines(published, loop, KINDS) as built:
-        yield built
-
-
-@pytest.fixture(scope="module")
-def adapter(published):
-    return adapter_spec(published)
-
-
-@pytest.fixture
-def prefills(engines):
-    with recorded_prefills(engines["in-process"].model) as seen:
-        yield seen
-
 
 # (id, requests sent together, distinct (adapter, prompt) pairs: the rows a prefill computes)
 CASES = [
@@ -77,13 +47,13 @@ def _prompt_tokens(engine, prompt: str) -> int:
 
 @pytest.mark.parametrize(("spec", "rows"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_one_prefill_row_per_prompt_and_answers_as_alone(
-    engines, loop, adapter, prefills, spec, rows
+    prefill_engines, prefill_loop, prefill_adapter, prefills, spec, rows
 ):
-    engine = engines["in-process"]
-    requests = requests_for(spec, adapter)
-    sent_together = run(loop, together(engine, requests))
+    engine = prefill_engines["in-process"]
+    requests = requests_for(spec, prefill_adapter)
+    sent_together = run(prefill_loop, together(engine, requests))
     shared = list(prefills)
-    alone = [run(loop, answer(engine, r)) for r in requests]
+    alone = [run(prefill_loop, answer(engine, r)) for r in requests]
     distinct = {(p, lora) for p, lora, _ in spec}
     assert sum(r for r, _ in shared) == rows == len(distinct)
     assert sum(t for _, t in shared) == sum(_prompt_tokens(engine, PROMPTS[p]) for p, _ in distinct)
@@ -97,12 +67,14 @@ def test_one_prefill_row_per_prompt_and_answers_as_alone(
 
 
 @pytest.mark.parametrize("kind", ["in-process", "process"])
-def test_a_cancelled_sibling_leaves_the_others_as_alone(engines, loop, adapter, kind):
+def test_a_cancelled_sibling_leaves_the_others_as_alone(
+    prefill_engines, prefill_loop, prefill_adapter, kind
+):
     """Three choices sent together; closing one's stream after its first chunk ends that
     choice only: the others finish with their lone answers, and nothing stays running."""
-    engine = engines[kind]
-    requests = requests_for(choices("A", True, 3, **{**SEEDED, "max_tokens": 12}), adapter)
-    alone = [run(loop, answer(engine, r)) for r in requests]
+    engine = prefill_engines[kind]
+    requests = requests_for(choices("A", True, 3, **{**SEEDED, "max_tokens": 12}), prefill_adapter)
+    alone = [run(prefill_loop, answer(engine, r)) for r in requests]
 
     async def main():
         streams = [engine.generate(r) for r in requests]
@@ -111,7 +83,7 @@ def test_a_cancelled_sibling_leaves_the_others_as_alone(engines, loop, adapter, 
         rest = [[c async for c in s] for s in streams[1:]]
         return [[first, *more] for first, more in zip(firsts[1:], rest, strict=True)]
 
-    for chunks, want in zip(run(loop, main()), alone[1:], strict=True):
+    for chunks, want in zip(run(prefill_loop, main()), alone[1:], strict=True):
         assert [i for c in chunks for i in c.token_ids] == want["ids"]
     stats = settled(engine)
     assert stats["running"] == 0 and stats["queue_depth"] == 0
