@@ -150,13 +150,6 @@ def score_replies(
     return ReplyScores(math.exp(total_nll / max(total_tokens, 1)), replies, greedy)
 
 
-def reply_perplexity(
-    model, tokenizer, examples: Sequence[EvalExample], *, batch_size: int
-) -> float:
-    """exp(mean negative log-likelihood of the reference replies' tokens, end-of-turn included)."""
-    return score_replies(model, tokenizer, examples, batch_size=batch_size).perplexity
-
-
 def greedy_replies(
     model,
     tokenizer,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,14 +118,3 @@ def same(together: dict, alone: dict) -> bool:
         (together[k] is None) == (alone[k] is None)
         for k in ("logprobs", "prompt")
     )  # fmt: skip
-
-
-def settled(engine) -> dict[str, float]:
-    """The engine's stats once nothing runs or waits (10 s at most)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        stats = engine.stats()
-        if stats.get("running") == 0 and stats.get("queue_depth") == 0:
-            return stats
-        time.sleep(0.05)
-    return engine.stats()

@@ -7,6 +7,7 @@ tests; ``start_server`` runs config + engine + app in this process.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,3 +214,15 @@ def adapter_greedy_text(base: Path, adapter: Path | None, prompt: str, n: int) -
     if tok.eos_token_id in new:
         new = new[: new.index(tok.eos_token_id)]
     return tok.decode(new, skip_special_tokens=True)
+
+
+def settled(engine) -> dict[str, float]:
+    """The engine's stats once nothing runs or waits (10 s at most; rows leave just after
+    their last chunk or error is sent)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stats = engine.stats()
+        if stats.get("running") == 0 and stats.get("queue_depth") == 0:
+            return stats
+        time.sleep(0.05)
+    return engine.stats()

@@ -13,7 +13,6 @@ import asyncio
 import json
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from loradock.serving.engines.base import AdapterSpec, GenerationRequest, Sampli
 from loradock.serving.engines.peft.engine import PeftEngine
 from loradock.serving.engines.peft.process import ProcessEngine
 from tests.helpers.event_loop import background_loop, run_on
-from tests.helpers.serving import BASE_ID
+from tests.helpers.serving import BASE_ID, settled
 
 PROMPT = "Convert the date 3 March 2024 to ISO format:"
 GREEDY = {"temperature": 0, "max_tokens": 8}
@@ -118,17 +117,6 @@ async def _side_by_side(engine, hostile: GenerationRequest, good: GenerationRequ
     return await asyncio.gather(_text(engine, hostile), _text(engine, good), return_exceptions=True)
 
 
-def _settled(engine) -> dict[str, float]:
-    """The engine's stats once nothing runs (rows leave just after their errors are sent)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        stats = engine.stats()
-        if stats.get("running") == 0 and stats.get("queue_depth") == 0:
-            return stats
-        time.sleep(0.05)
-    return engine.stats()
-
-
 # ---- the table ----------------------------------------------------------------------------
 # (id, adapter, sampling, expected: None = the greedy text of the adapter, else (type, text))
 CASES = [
@@ -178,7 +166,7 @@ def _check_case(engine, loop, specs, case) -> None:
     else:
         kind, fragment = expected
         assert isinstance(got, kind) and fragment in str(got), repr(got)
-    stats = _settled(engine)
+    stats = settled(engine)
     assert stats["running"] == 0 and stats["queue_depth"] == 0
 
 
@@ -251,6 +239,6 @@ def test_failed_forward_fails_only_the_rows_in_it(
     else:  # the decode step failed every running row; the late one came after and runs
         assert isinstance(text, RuntimeError) and isinstance(late, str) and late
     assert "simulated" in str(late if survivor else text)
-    _settled(engine)
+    settled(engine)
     assert not engine._cache._pins
     assert _run(loop, _text(engine, long)) == alone  # the engine serves on

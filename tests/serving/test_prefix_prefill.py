@@ -20,9 +20,9 @@ from tests.helpers.prefill import (
     requests_for,
     run,
     same,
-    settled,
     together,
 )
+from tests.helpers.serving import settled
 
 # Prompts that begin alike: a task's instructions, then each row's input.
 TASK = (

@@ -24,9 +24,9 @@ from tests.helpers.prefill import (
     requests_for,
     run,
     same,
-    settled,
     together,
 )
+from tests.helpers.serving import settled
 
 # (id, requests sent together, distinct (adapter, prompt) pairs: the rows a prefill computes)
 CASES = [

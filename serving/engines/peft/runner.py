@@ -41,7 +41,7 @@ class Runner:
         self._past: Any = None
         self._mask: torch.Tensor | None = None
         self.share_prefixes = True  # compute prompts' common beginnings once (prefix.py)
-        self.prefix_cache: PrefixCache | None = PrefixCache()
+        self.prefix_cache = PrefixCache()
         # The last prefill's prompt tokens: computed, and taken from another row's (a copy of
         # the same prompt, or a shared beginning).
         self.last_prefill_tokens = (0, 0)
@@ -53,9 +53,9 @@ class Runner:
         alike compute their common beginning once (``prefix.plan_prefixes``). If it raises,
         the running batch and its cache are as they were (only ``new`` failed)."""
         owners = prompt_owners(new)
-        computed = sorted(set(owners))
-        row_of = {owner: row for row, owner in enumerate(computed)}
-        unique = [new[i] for i in computed]
+        distinct = sorted(set(owners))
+        row_of = {owner: row for row, owner in enumerate(distinct)}
+        unique = [new[i] for i in distinct]
         for seq in new:
             seq.pos = len(seq.prompt_ids)
         # Every position's logits only when a request asks for its prompt's logprobs (echo).
@@ -158,8 +158,7 @@ class Runner:
             ]  # fmt: skip
             if echo:
                 logits_of[k] = logits[j, width - n :]
-            if self.prefix_cache is not None:
-                self.prefix_cache.put(plan.keys[k], plan.prefixes[k], prefix_kv[k])
+            self.prefix_cache.put(plan.keys[k], plan.prefixes[k], prefix_kv[k])
         return logits_of, prefix_kv
 
     def decode(self) -> tuple[torch.Tensor, list[int]]:
